@@ -1,0 +1,58 @@
+"""Artifact I/O that never leaves a half-written output: folders are built aside and swapped in by rename."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_dir_atomically(target_dir: Path, write: Callable[[Path], None]) -> None:
+    """Fill a fresh staging folder with ``write(staging)``, then swap it into place of ``target_dir``.
+
+    If ``write`` raises, ``target_dir`` is left exactly as it was and the staging folder is removed.
+
+    Args:
+        target_dir: The folder that will hold exactly what ``write`` wrote.
+        write: Writes the artifact files into the folder it is given.
+    """
+    staging = target_dir.with_name(target_dir.name + ".staging")
+    remove_path(staging)
+    staging.mkdir(parents=True)
+    try:
+        write(staging)
+    except BaseException:
+        remove_path(staging)
+        raise
+    backup = target_dir.with_name(target_dir.name + ".previous")
+    remove_path(backup)
+    if target_dir.exists():
+        target_dir.rename(backup)
+    staging.rename(target_dir)
+    remove_path(backup)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write a text file through a temporary sibling and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or folder if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

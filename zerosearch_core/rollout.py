@@ -1,0 +1,303 @@
+"""The multi-turn search protocol, batched, token-in/token-out.
+
+Each turn the policy generates until ``</search>``, ``</answer>``, eos or the turn budget. A search turn's query goes
+to the episode's :class:`~zerosearch_core.search.base.SearchSession`, and the ids of the ``<information>`` block are
+appended to the sampled ids. Sampled ids are kept exactly as generated (never decoded, split and re-tokenized), and
+``loss_mask`` is 1 for sampled tokens and 0 for inserted tokens (retrieved documents and observations).
+
+Malformed output (no tag, an empty query, several answers) is an observation and a counter, never an exception.
+A backend failure after its retries is counted by a :class:`SearchErrorBudget`, which fails the run when the rate is
+over ``search.max_error_rate``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from zerosearch_core.config import RolloutConfig
+from zerosearch_core.prompts import (
+    EMPTY_QUERY_OBSERVATION,
+    INVALID_ACTION_OBSERVATION,
+    SEARCH_FAILED_OBSERVATION,
+    render_information_block,
+)
+from zerosearch_core.rewards import count_answer_spans, extract_answer
+from zerosearch_core.search.base import SearchBackendError, SearchErrorBudget, SearchSession
+
+logger = logging.getLogger(__name__)
+
+STOP_STRINGS: tuple[str, ...] = ("</search>", "</answer>")
+_SEARCH_SPAN = re.compile(r"<search>(.*?)</search>", re.DOTALL)
+
+FinishReason = Literal["answer", "eos", "max_turns", "max_tokens"]
+
+
+class PolicyGenerator(Protocol):
+    """Generates one turn for a batch of token sequences."""
+
+    stop_ids: set[int]
+    """Token ids that end an episode (eos)."""
+
+    def generate(self, sequences: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
+        """Sampled ids per sequence, ending at (and including) the first stop string or eos."""
+        ...
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ids, special tokens kept."""
+        ...
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of inserted text (no special tokens added)."""
+        ...
+
+
+@dataclass
+class Episode:
+    """The growing state of one episode."""
+
+    prompt_ids: list[int]
+    session: SearchSession | None
+    response_ids: list[int] = field(default_factory=list)
+    loss_mask: list[int] = field(default_factory=list)
+    turns: int = 0
+    searches: int = 0
+    queries: list[str] = field(default_factory=list)
+    invalid_actions: int = 0
+    empty_queries: int = 0
+    search_failures: int = 0
+    finish_reason: FinishReason | None = None
+
+    def append(self, ids: Sequence[int], sampled: bool) -> None:
+        """Append ids with loss mask 1 (sampled) or 0 (inserted)."""
+        self.response_ids.extend(ids)
+        self.loss_mask.extend([1 if sampled else 0] * len(ids))
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A finished episode: ids, mask and what happened."""
+
+    prompt_ids: tuple[int, ...]
+    response_ids: tuple[int, ...]
+    loss_mask: tuple[int, ...]
+    response_text: str
+    answer: str | None
+    answer_spans: int
+    finish_reason: FinishReason
+    turns: int
+    searches: int
+    queries: tuple[str, ...]
+    invalid_actions: int
+    empty_queries: int
+    search_failures: int
+
+
+class HFPolicyGenerator:
+    """:class:`PolicyGenerator` on transformers ``generate`` (the CPU backend; vLLM serves the same role on GPU)."""
+
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, temperature: float, seed: int
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.temperature = temperature
+        self.generator = torch.Generator().manual_seed(seed)
+        self.stop_ids = {i for i in (tokenizer.eos_token_id,) if i is not None}
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of ``text`` without special tokens added around it."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ids with special tokens (the protocol tags) kept."""
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=False))
+
+    @torch.no_grad()
+    def generate(self, sequences: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
+        """Left-pad the batch, generate, and cut each row at its own stop."""
+        pad_id = int(self.tokenizer.pad_token_id)
+        width = max(len(s) for s in sequences)
+        input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)  # (B, T)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, seq in enumerate(sequences):
+            input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            attention_mask[row, width - len(seq) :] = 1
+        sampling = self.temperature > 0
+        # Generation reads torch's global RNG; fork it so that a seeded run is reproducible and isolated.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)))
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=sampling,
+                temperature=self.temperature if sampling else None,
+                top_p=None,
+                top_k=None,
+                stop_strings=list(STOP_STRINGS),
+                tokenizer=self.tokenizer,
+                pad_token_id=pad_id,
+                eos_token_id=sorted(self.stop_ids),
+            )
+        new_tokens = output[:, width:].tolist()  # (B, <= max_new_tokens)
+        return [self.cut_at_stop(row) for row in new_tokens]
+
+    def cut_at_stop(self, ids: list[int]) -> list[int]:
+        """Keep ids up to and including the first eos or the token that completes a stop string."""
+        text = ""
+        for position, token_id in enumerate(ids):
+            if token_id in self.stop_ids:
+                return ids[: position + 1]
+            text += self.decode([token_id])
+            if any(stop in text[-32:] for stop in STOP_STRINGS):
+                return ids[: position + 1]
+        return ids
+
+
+def run_episodes(
+    generator: PolicyGenerator,
+    prompts: Sequence[Sequence[int]],
+    sessions: Sequence[SearchSession | None],
+    cfg: RolloutConfig,
+    top_k: int,
+    error_budget: SearchErrorBudget,
+    max_turns: int | None = None,
+    on_batch_done: Callable[[int], None] | None = None,
+) -> list[Trajectory]:
+    """Run every episode to completion in batches of ``cfg.batch_size``.
+
+    Args:
+        generator: The policy backend.
+        prompts: Prompt ids per episode (chat template applied already).
+        sessions: The search session per episode; None disables search (direct mode).
+        cfg: Turn and token budgets.
+        top_k: Documents per search.
+        error_budget: Counts search failures; raises when their rate is too high.
+        max_turns: Overrides ``cfg.max_turns`` (direct mode uses 1).
+        on_batch_done: Called with the number of episodes finished, for progress bars.
+
+    Returns:
+        One trajectory per prompt, in order.
+    """
+    turns_allowed = cfg.max_turns if max_turns is None else max_turns
+    trajectories: list[Trajectory] = []
+    for start in range(0, len(prompts), cfg.batch_size):
+        batch = [
+            Episode(prompt_ids=list(prompts[i]), session=sessions[i])
+            for i in range(start, min(start + cfg.batch_size, len(prompts)))
+        ]
+        for _ in range(turns_allowed):
+            active = [e for e in batch if e.finish_reason is None]
+            if not active:
+                break
+            _run_turn(generator, active, cfg, top_k, error_budget)
+        for episode in batch:
+            if episode.finish_reason is None:
+                episode.finish_reason = "max_turns"
+        trajectories.extend(_finish(generator, e) for e in batch)
+        if on_batch_done is not None:
+            on_batch_done(len(batch))
+    return trajectories
+
+
+def _run_turn(
+    generator: PolicyGenerator,
+    active: list[Episode],
+    cfg: RolloutConfig,
+    top_k: int,
+    error_budget: SearchErrorBudget,
+) -> None:
+    """Generate one turn for every active episode and act on what each one said."""
+    for episode in active:
+        if _tokens_left(episode, cfg) <= 0:
+            episode.finish_reason = "max_tokens"
+    runnable = [e for e in active if e.finish_reason is None]
+    if not runnable:
+        return
+    # One budget for the batch: the smallest room left, so that no episode overruns max_total_tokens.
+    budget = min([cfg.max_new_tokens_per_turn, *(_tokens_left(e, cfg) for e in runnable)])
+    active = runnable
+    sampled = generator.generate([e.prompt_ids + e.response_ids for e in active], budget)
+    for episode, ids in zip(active, sampled):
+        episode.turns += 1
+        episode.append(ids, sampled=True)
+        _act(generator, episode, generator.decode(ids), ids, cfg, top_k, error_budget)
+
+
+def _tokens_left(episode: Episode, cfg: RolloutConfig) -> int:
+    return cfg.max_total_tokens - len(episode.prompt_ids) - len(episode.response_ids)
+
+
+def _act(
+    generator: PolicyGenerator,
+    episode: Episode,
+    turn_text: str,
+    turn_ids: list[int],
+    cfg: RolloutConfig,
+    top_k: int,
+    error_budget: SearchErrorBudget,
+) -> None:
+    """Handle one turn's action: answer, search, or an invalid action."""
+    if count_answer_spans(turn_text) >= 1:
+        episode.finish_reason = "answer"
+        return
+    if turn_text.rstrip().endswith("</search>") and episode.session is not None:
+        match = _SEARCH_SPAN.findall(turn_text)
+        query = match[-1].strip() if match else ""
+        episode.append(
+            generator.encode(_search_observation(episode, query, cfg, top_k, error_budget)), sampled=False
+        )
+        return
+    if turn_ids and turn_ids[-1] in generator.stop_ids:
+        episode.finish_reason = "eos"
+        return
+    episode.invalid_actions += 1
+    episode.append(generator.encode(INVALID_ACTION_OBSERVATION), sampled=False)
+
+
+def _search_observation(
+    episode: Episode, query: str, cfg: RolloutConfig, top_k: int, error_budget: SearchErrorBudget
+) -> str:
+    """Run one search and return the text to insert after it."""
+    if not query:
+        episode.empty_queries += 1
+        return EMPTY_QUERY_OBSERVATION
+    assert episode.session is not None  # guarded by the caller
+    episode.searches += 1
+    episode.queries.append(query)
+    try:
+        result = episode.session.search(query, top_k)
+    except SearchBackendError as err:
+        episode.search_failures += 1
+        error_budget.record(failed=True, error=err)
+        return SEARCH_FAILED_OBSERVATION
+    error_budget.record(failed=False)
+    return render_information_block(result.documents, cfg.max_doc_chars)
+
+
+def _finish(generator: PolicyGenerator, episode: Episode) -> Trajectory:
+    text = generator.decode(episode.response_ids)
+    sampled_text = generator.decode([t for t, m in zip(episode.response_ids, episode.loss_mask) if m == 1])
+    assert episode.finish_reason is not None
+    return Trajectory(
+        prompt_ids=tuple(episode.prompt_ids),
+        response_ids=tuple(episode.response_ids),
+        loss_mask=tuple(episode.loss_mask),
+        response_text=text,
+        answer=extract_answer(sampled_text),
+        answer_spans=count_answer_spans(sampled_text),
+        finish_reason=episode.finish_reason,
+        turns=episode.turns,
+        searches=episode.searches,
+        queries=tuple(episode.queries),
+        invalid_actions=episode.invalid_actions,
+        empty_queries=episode.empty_queries,
+        search_failures=episode.search_failures,
+    )

@@ -1,0 +1,185 @@
+"""The retriever server (FastAPI) and its client, shaped like the Search-R1 local retriever.
+
+Request ``POST /retrieve``::
+
+    {"queries": ["who wrote hamlet"], "topk": 3, "return_scores": true}
+
+Response: ``{"result": [[{"document": {"id", "contents", "title", "text"}, "score": 12.3}, ...], ...]}`` (one list
+per query; without ``return_scores`` each item is the bare document). ``GET /health`` reports the index.
+
+Serve it with ``zerosearch serve_retriever --params params.yaml`` (binds ``search.host``:``search.port``,
+127.0.0.1 by default). :class:`HttpSearchEngine` is the client; all its network traffic goes through
+:func:`post_json`, the one seam tests patch.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+import uvicorn
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+
+from zerosearch_core.search.base import Document, EpisodeContext, SearchBackendError, SearchResult
+from zerosearch_core.search.local import Retriever
+
+logger = logging.getLogger(__name__)
+
+
+class RetrieveRequest(BaseModel):
+    """Body of ``POST /retrieve``."""
+
+    queries: list[str] = Field(min_length=1, max_length=512)
+    topk: int = Field(default=3, ge=1, le=100)
+    return_scores: bool = True
+
+
+def create_retriever_app(retriever: Retriever, manifest: dict[str, object]) -> FastAPI:
+    """A FastAPI app that serves ``retriever`` at ``/retrieve`` and reports ``manifest`` at ``/health``."""
+    app = FastAPI(title="ZeroSearch retriever", version="1")
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "retriever": retriever.kind, **manifest}
+
+    @app.post("/retrieve")
+    def retrieve(request: RetrieveRequest) -> dict[str, Any]:
+        ranked = retriever.retrieve(request.queries, request.topk)
+        result = [[_document_payload(doc, request.return_scores) for doc in docs] for docs in ranked]
+        return {"result": result}
+
+    return app
+
+
+def _document_payload(doc: Document, with_score: bool) -> dict[str, Any]:
+    document = {"id": doc.id, "contents": doc.contents, "title": doc.title, "text": doc.text}
+    return {"document": document, "score": doc.score} if with_score else document
+
+
+def post_json(url: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """POST ``payload`` as JSON and return the decoded JSON reply (the only network call of the HTTP clients).
+
+    Raises:
+        requests.RequestException: Connection failure, timeout or an HTTP error status.
+    """
+    response = requests.post(url, json=payload, timeout=timeout_s)
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def post_with_retries(
+    url: str, payload: dict[str, Any], timeout_s: float, max_retries: int
+) -> dict[str, Any]:
+    """:func:`post_json` with exponential backoff (0.5 s, 1 s, 2 s, ...), then :class:`SearchBackendError`."""
+    last_error: Exception | None = None
+    for attempt in range(max_retries + 1):
+        try:
+            return post_json(url, payload, timeout_s)
+        except (requests.RequestException, ValueError) as err:
+            last_error = err
+            if attempt < max_retries:
+                delay_s = 0.5 * 2**attempt
+                logger.warning(
+                    "POST %s failed (%s); retry %d/%d in %.1fs", url, err, attempt + 1, max_retries, delay_s
+                )
+                time.sleep(delay_s)
+    raise SearchBackendError(
+        f"POST {url} failed after {max_retries + 1} attempts: {last_error}"
+    ) from last_error
+
+
+class HttpSearchEngine:
+    """Client of a retriever server (this project's or any Search-R1-compatible one)."""
+
+    def __init__(self, base_url: str, timeout_s: float, max_retries: int) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+
+    def open_session(self, ctx: EpisodeContext) -> HttpSearchSession:
+        """Real search ignores the episode context."""
+        return HttpSearchSession(self)
+
+    def describe(self) -> dict[str, str]:
+        """The server's own health report, for the evaluation card."""
+        response = requests.get(f"{self.base_url}/health", timeout=self.timeout_s)
+        response.raise_for_status()
+        return {"backend": "http", "url": self.base_url, **{k: str(v) for k, v in response.json().items()}}
+
+    def retrieve(self, queries: list[str], top_k: int) -> list[list[Document]]:
+        """Batch retrieval through ``/retrieve``."""
+        payload = {"queries": queries, "topk": top_k, "return_scores": True}
+        reply = post_with_retries(f"{self.base_url}/retrieve", payload, self.timeout_s, self.max_retries)
+        try:
+            return [[_parse_document(item) for item in items] for items in reply["result"]]
+        except (KeyError, TypeError) as err:
+            raise SearchBackendError(
+                f"{self.base_url}/retrieve replied in an unexpected shape: {err}"
+            ) from err
+
+
+def _parse_document(item: dict[str, Any]) -> Document:
+    document = item["document"]
+    title = document.get("title")
+    text = document.get("text")
+    if title is None or text is None:  # a plain Search-R1 server sends only `contents`
+        title, _, text = str(document["contents"]).partition("\n")
+        title = title.strip('"')
+    return Document(
+        id=str(document.get("id", "")), title=str(title), text=str(text), score=float(item["score"])
+    )
+
+
+@dataclass
+class HttpSearchSession:
+    """One episode's view of a retriever server."""
+
+    engine: HttpSearchEngine
+
+    def search(self, query: str, top_k: int) -> SearchResult:
+        """One query through the server; raises :class:`SearchBackendError` after the bounded retries."""
+        started = time.perf_counter()
+        if not query.strip():
+            return SearchResult(documents=(), status="empty_query", latency_s=0.0, message="Empty query.")
+        documents = self.engine.retrieve([query], top_k)[0]
+        return SearchResult(documents=tuple(documents), status="ok", latency_s=time.perf_counter() - started)
+
+
+def free_port(host: str) -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_server(app: FastAPI, host: str, port: int, startup_timeout_s: float = 30.0) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a background thread; yield its base URL; stop it on exit.
+
+    Raises:
+        RuntimeError: The server did not come up within ``startup_timeout_s``.
+    """
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(
+                f"Server on {host}:{port} did not start within {startup_timeout_s}s (port taken?)."
+            )
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
