@@ -16,6 +16,7 @@ commit and the ``dvc.lock`` hash as tags, its metrics, and its artifacts, in the
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import subprocess
@@ -28,33 +29,28 @@ from pathlib import Path
 from tqdm import tqdm
 
 import mlflow
-from zerosearch_core import stages
 from zerosearch_core.artifacts import file_sha256
 from zerosearch_core.config import ConfigError, PipelineConfig, config_to_dict, flatten_config, load_config
-from zerosearch_core.validation import DataValidationError
+from zerosearch_core.errors import DataValidationError
+from zerosearch_core.stages import StageResult
 
 logger = logging.getLogger("zerosearch_core.cli")
 
-STAGES: dict[str, tuple[Callable[..., stages.StageResult], str]] = {
-    "prepare_data": (stages.prepare_data, "Normalise and validate the benchmark files (Great Expectations)."),
-    "build_index": (stages.build_index, "Load the Wikipedia corpus and build the BM25 (or dense) index."),
-    "init_policy": (
-        stages.init_policy,
-        "Build the tiny policy and tokenizer, or copy a pretrained checkpoint.",
-    ),
-    "evaluate": (stages.evaluate, "Score the policy with real search and without, by EM and F1."),
+STAGES: dict[str, str] = {
+    "prepare_data": "Normalise and validate the benchmark files (Great Expectations).",
+    "build_index": "Load the Wikipedia corpus and build the BM25 (or dense) index.",
+    "init_policy": "Build the tiny policy and tokenizer, or copy a pretrained checkpoint.",
+    "evaluate": "Score the policy with real search and without, by EM and F1.",
 }
+"""Stage name to help text; each stage's code is ``zerosearch_core.stages.<name>.run``, imported on demand so that a
+stage loads (and its DVC deps list) only the modules it needs."""
 
 
 def git_commit() -> str:
     """The checked-out commit, with ``-dirty`` when the work tree has changes; ``unknown`` outside git."""
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
-        )
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
         return sha + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -90,7 +86,7 @@ def stage_run(cfg: PipelineConfig, stage: str, params_path: Path) -> Iterator[No
             mlflow.log_metric("stage_seconds", time.perf_counter() - started)
 
 
-def log_result(result: stages.StageResult) -> None:
+def log_result(result: StageResult) -> None:
     """Log a stage's metrics and artifacts (folders go in whole)."""
     if result.metrics:
         mlflow.log_metrics({_metric_key(k): v for k, v in result.metrics.items()})
@@ -121,10 +117,10 @@ def tqdm_progress(total: int, description: str) -> Callable[[int], None]:
 def run_stage(stage: str, params_path: Path) -> int:
     """Load the config, run one stage inside its MLflow run, and log what it produced."""
     cfg = load_config(params_path)
-    function, _ = STAGES[stage]
+    module = importlib.import_module(f"zerosearch_core.stages.{stage}")
     with stage_run(cfg, stage, params_path):
         try:
-            result = function(cfg, tqdm_progress) if stage == "evaluate" else function(cfg)
+            result = module.run(cfg, tqdm_progress) if stage == "evaluate" else module.run(cfg)
         except DataValidationError as err:
             mlflow.set_tag("status", "validation_failed")
             if err.report_dir.is_dir():
@@ -157,19 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="ZeroSearch pipeline stages. Each runs one DVC stage's work and logs one MLflow run.",
     )
     commands = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
-    for name, (_, help_text) in STAGES.items():
+    for name, help_text in STAGES.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument(
-            "--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)"
-        )
+        sub.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
     serve = commands.add_parser(
         "serve_retriever",
         help="Serve the built index over HTTP (Search-R1-compatible /retrieve).",
         description="Serve the built index at search.host:search.port until interrupted.",
     )
-    serve.add_argument(
-        "--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)"
-    )
+    serve.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
     return parser
 
 

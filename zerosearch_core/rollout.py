@@ -102,9 +102,7 @@ class Trajectory:
 class HFPolicyGenerator:
     """:class:`PolicyGenerator` on transformers ``generate`` (the CPU backend; vLLM serves the same role on GPU)."""
 
-    def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, temperature: float, seed: int
-    ):
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, temperature: float, seed: int):
         self.model = model
         self.tokenizer = tokenizer
         self.temperature = temperature
@@ -225,7 +223,7 @@ def _run_turn(
     budget = min([cfg.max_new_tokens_per_turn, *(_tokens_left(e, cfg) for e in runnable)])
     active = runnable
     sampled = generator.generate([e.prompt_ids + e.response_ids for e in active], budget)
-    for episode, ids in zip(active, sampled):
+    for episode, ids in zip(active, sampled, strict=True):
         episode.turns += 1
         episode.append(ids, sampled=True)
         _act(generator, episode, generator.decode(ids), ids, cfg, top_k, error_budget)
@@ -251,9 +249,7 @@ def _act(
     if turn_text.rstrip().endswith("</search>") and episode.session is not None:
         match = _SEARCH_SPAN.findall(turn_text)
         query = match[-1].strip() if match else ""
-        episode.append(
-            generator.encode(_search_observation(episode, query, cfg, top_k, error_budget)), sampled=False
-        )
+        episode.append(generator.encode(_search_observation(episode, query, cfg, top_k, error_budget)), sampled=False)
         return
     if turn_ids and turn_ids[-1] in generator.stop_ids:
         episode.finish_reason = "eos"
@@ -284,7 +280,7 @@ def _search_observation(
 
 def _finish(generator: PolicyGenerator, episode: Episode) -> Trajectory:
     text = generator.decode(episode.response_ids)
-    sampled_text = generator.decode([t for t, m in zip(episode.response_ids, episode.loss_mask) if m == 1])
+    sampled_text = generator.decode([t for t, m in zip(episode.response_ids, episode.loss_mask, strict=True) if m == 1])
     assert episode.finish_reason is not None
     return Trajectory(
         prompt_ids=tuple(episode.prompt_ids),

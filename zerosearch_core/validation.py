@@ -28,16 +28,6 @@ MAX_ROWS_LISTED = 20
 _ROW_NAMES = ["source_row", "id"]
 
 
-class DataValidationError(RuntimeError):
-    """A dataset failed its expectations; ``report_dir`` holds the full report."""
-
-    def __init__(self, message: str, report_dir: Path) -> None:
-        super().__init__(
-            f"{message}\nFull report: {report_dir / 'summary.md'} and {report_dir / 'data_docs/index.html'}"
-        )
-        self.report_dir = report_dir
-
-
 @dataclass(frozen=True)
 class ExpectationFailure:
     """One failed expectation on one file, with the rows it names."""
@@ -53,11 +43,7 @@ class ExpectationFailure:
     def describe(self) -> str:
         """One readable line, e.g. ``nq_dev: expect_column_values_to_be_unique(id) failed on 2 rows: ...``."""
         shown = ", ".join(self.rows[:MAX_ROWS_LISTED])
-        more = (
-            f" (+{self.unexpected_count - MAX_ROWS_LISTED} more)"
-            if self.unexpected_count > MAX_ROWS_LISTED
-            else ""
-        )
+        more = f" (+{self.unexpected_count - MAX_ROWS_LISTED} more)" if self.unexpected_count > MAX_ROWS_LISTED else ""
         rows = f" on {self.unexpected_count} row(s): {shown}{more}" if self.rows else ""
         detail = f" [{self.detail}]" if self.detail else ""
         return f"{self.file} ({self.source}): {self.expectation}({self.column}) failed{rows}{detail}"
@@ -93,9 +79,7 @@ def validation_frame(normalized: pd.DataFrame) -> pd.DataFrame:
             "source_row": normalized["source_row"],
             "id": normalized["id"],
             "question": normalized["question"].where(normalized["question"].str.len() > 0, None),
-            "n_answers": normalized["golden_answers"].map(
-                lambda answers: sum(1 for a in answers if a.strip())
-            ),
+            "n_answers": normalized["golden_answers"].map(lambda answers: sum(1 for a in answers if a.strip())),
             "dataset": normalized["dataset"],
         }
     )
@@ -174,9 +158,7 @@ def _failures(result: Any, name: str, source: str) -> list[ExpectationFailure]:
         config = item.expectation_config
         details = item.result or {}
         index_rows = details.get("unexpected_index_list") or []
-        rows = tuple(
-            f"line {r.get('source_row')} id={r.get('id')!r}" for r in index_rows if isinstance(r, dict)
-        )
+        rows = tuple(f"line {r.get('source_row')} id={r.get('id')!r}" for r in index_rows if isinstance(r, dict))
         detail = ""
         if "observed_value" in details:
             detail = f"observed {details['observed_value']}"
@@ -254,9 +236,7 @@ def validate_benchmarks(
     return outcome
 
 
-def _summary_markdown(
-    outcome: ValidationOutcome, frames: dict[str, tuple[BenchmarkFileConfig, pd.DataFrame]]
-) -> str:
+def _summary_markdown(outcome: ValidationOutcome, frames: dict[str, tuple[BenchmarkFileConfig, pd.DataFrame]]) -> str:
     status = "PASSED" if outcome.success else "FAILED"
     lines = [f"# Benchmark validation: {status}", "", f"{outcome.evaluated} expectations evaluated.", ""]
     lines += [

@@ -75,9 +75,7 @@ def post_json(url: str, payload: dict[str, Any], timeout_s: float) -> dict[str, 
     return dict(response.json())
 
 
-def post_with_retries(
-    url: str, payload: dict[str, Any], timeout_s: float, max_retries: int
-) -> dict[str, Any]:
+def post_with_retries(url: str, payload: dict[str, Any], timeout_s: float, max_retries: int) -> dict[str, Any]:
     """:func:`post_json` with exponential backoff (0.5 s, 1 s, 2 s, ...), then :class:`SearchBackendError`."""
     last_error: Exception | None = None
     for attempt in range(max_retries + 1):
@@ -87,13 +85,9 @@ def post_with_retries(
             last_error = err
             if attempt < max_retries:
                 delay_s = 0.5 * 2**attempt
-                logger.warning(
-                    "POST %s failed (%s); retry %d/%d in %.1fs", url, err, attempt + 1, max_retries, delay_s
-                )
+                logger.warning("POST %s failed (%s); retry %d/%d in %.1fs", url, err, attempt + 1, max_retries, delay_s)
                 time.sleep(delay_s)
-    raise SearchBackendError(
-        f"POST {url} failed after {max_retries + 1} attempts: {last_error}"
-    ) from last_error
+    raise SearchBackendError(f"POST {url} failed after {max_retries + 1} attempts: {last_error}") from last_error
 
 
 class HttpSearchEngine:
@@ -121,9 +115,7 @@ class HttpSearchEngine:
         try:
             return [[_parse_document(item) for item in items] for items in reply["result"]]
         except (KeyError, TypeError) as err:
-            raise SearchBackendError(
-                f"{self.base_url}/retrieve replied in an unexpected shape: {err}"
-            ) from err
+            raise SearchBackendError(f"{self.base_url}/retrieve replied in an unexpected shape: {err}") from err
 
 
 def _parse_document(item: dict[str, Any]) -> Document:
@@ -133,9 +125,7 @@ def _parse_document(item: dict[str, Any]) -> Document:
     if title is None or text is None:  # a plain Search-R1 server sends only `contents`
         title, _, text = str(document["contents"]).partition("\n")
         title = title.strip('"')
-    return Document(
-        id=str(document.get("id", "")), title=str(title), text=str(text), score=float(item["score"])
-    )
+    return Document(id=str(document.get("id", "")), title=str(title), text=str(text), score=float(item["score"]))
 
 
 @dataclass
@@ -174,9 +164,7 @@ def running_server(app: FastAPI, host: str, port: int, startup_timeout_s: float 
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             server.should_exit = True
-            raise RuntimeError(
-                f"Server on {host}:{port} did not start within {startup_timeout_s}s (port taken?)."
-            )
+            raise RuntimeError(f"Server on {host}:{port} did not start within {startup_timeout_s}s (port taken?).")
         time.sleep(0.05)
     try:
         yield f"http://{host}:{port}"

@@ -69,10 +69,7 @@ class BM25Retriever:
         k = min(top_k, len(self.passages))
         # bm25s indexes an empty token, so a query with no known word is still a valid (all-zero) query.
         positions, scores = self.index.retrieve(query_tokens, k=k, show_progress=False, n_threads=1)
-        return [
-            _documents(self.passages, row_positions, row_scores)
-            for row_positions, row_scores in zip(positions, scores)
-        ]
+        return [_documents(self.passages, pos, score) for pos, score in zip(positions, scores, strict=True)]
 
 
 @dataclass
@@ -105,9 +102,7 @@ class DenseRetriever:
     def retrieve(self, queries: list[str], top_k: int) -> list[list[Document]]:
         """Rank passages by cosine similarity to each query embedding."""
         encoder = _load_encoder(self.model_path)
-        query_vectors = np.asarray(
-            encoder.encode(queries, normalize_embeddings=True), dtype=np.float32
-        )  # (Q, D)
+        query_vectors = np.asarray(encoder.encode(queries, normalize_embeddings=True), dtype=np.float32)  # (Q, D)
         similarities = query_vectors @ self.embeddings.T  # (Q, N)
         k = min(top_k, len(self.passages))
         top = np.argsort(-similarities, axis=1)[:, :k]
@@ -142,20 +137,16 @@ def _documents(passages: pd.DataFrame, positions: np.ndarray, scores: np.ndarray
     rows = passages.iloc[list(positions)]
     return [
         Document(id=str(row.id), title=str(row.title), text=str(row.text), score=float(score))
-        for row, score in zip(rows.itertuples(index=False), scores)
+        for row, score in zip(rows.itertuples(index=False), scores, strict=True)
     ]
 
 
-def write_index(
-    retriever: BM25Retriever | DenseRetriever, index_dir: Path, manifest: dict[str, object]
-) -> None:
+def write_index(retriever: BM25Retriever | DenseRetriever, index_dir: Path, manifest: dict[str, object]) -> None:
     """Write passages, index files and a manifest (corpus hash, kind, counts) into ``index_dir``."""
     index_dir.mkdir(parents=True, exist_ok=True)
     retriever.passages.to_parquet(index_dir / PASSAGES_FILE, index=False)
     retriever.save(index_dir)
-    (index_dir / MANIFEST_FILE).write_text(
-        json.dumps({**manifest, "retriever": retriever.kind}, indent=2) + "\n"
-    )
+    (index_dir / MANIFEST_FILE).write_text(json.dumps({**manifest, "retriever": retriever.kind}, indent=2) + "\n")
 
 
 def read_manifest(index_dir: Path) -> dict[str, object]:

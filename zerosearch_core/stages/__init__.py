@@ -1,0 +1,26 @@
+"""The work of each DVC stage, one module per stage, free of experiment tracking.
+
+Every stage module exposes ``run(cfg) -> StageResult``; ``cli.py`` imports only the module of the stage it runs and
+wraps it in an MLflow run, so a stage's DVC ``deps`` are exactly the modules that module imports
+(``tests/test_dvc_pipeline.py`` checks that). DAG order: ``prepare_data`` → ``build_index`` → ``init_policy`` →
+``evaluate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ProgressFactory = Callable[[int, str], Callable[[int], None]]
+"""Makes a progress callback for ``total`` items with a description (the CLI passes tqdm)."""
+
+STAGE_NAMES: tuple[str, ...] = ("prepare_data", "build_index", "init_policy", "evaluate")
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage produced, for the tracker."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: tuple[Path, ...] = ()
