@@ -133,16 +133,8 @@ def run_stage(stage: str, params_path: Path) -> int:
 
 def serve_retriever(params_path: Path) -> int:
     """Serve the built index at ``search.host``:``search.port`` until interrupted."""
-    import uvicorn
-
-    from zerosearch_core.search.http import create_retriever_app
-    from zerosearch_core.search.local import load_retriever, read_manifest
-
     cfg = load_config(params_path)
-    index_dir = Path(cfg.paths.index_dir)
-    app = create_retriever_app(load_retriever(index_dir), read_manifest(index_dir))
-    logger.info("Serving %s at http://%s:%d", index_dir, cfg.search.host, cfg.search.port)
-    uvicorn.run(app, host=cfg.search.host, port=cfg.search.port, log_level="info")
+    importlib.import_module("zerosearch_core.stages.serve_retriever").run(cfg)
     return 0
 
 

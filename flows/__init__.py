@@ -1,0 +1,1 @@
+"""Prefect flows that chain the DVC stages (the DAG itself lives in dvc.yaml)."""

@@ -1,0 +1,104 @@
+"""One Prefect task per DVC stage; each runs ``dvc repro --single-item <stage>`` in the project folder.
+
+DVC owns caching and lineage, so no task sets a Prefect cache: an up-to-date stage is a fast no-op inside DVC.
+Data and evaluation stages retry (a transient failure, e.g. a port race of the retriever server, is worth a
+second try); a training stage would retry 0 times and resume from its own checkpoint instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+class StageFailed(RuntimeError):
+    """``dvc repro`` exited non-zero; the message carries the end of its output."""
+
+
+def stage_environment() -> dict[str, str]:
+    """The environment for DVC: this interpreter's folder first on PATH (the stage commands call ``python``), and
+    the Prefect flow run id for MLflow to tag each stage's run with."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    run_id = flow_run.get_id()
+    if run_id is not None:
+        env["ZEROSEARCH_PIPELINE_RUN"] = str(run_id)
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    env.setdefault("GX_ANALYTICS_ENABLED", "false")
+    return env
+
+
+def run_dvc_stage(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, Any]:
+    """Run one DVC stage (and only it) and stream its output to the Prefect log.
+
+    Returns:
+        ``{"stage", "seconds", "skipped"}``; ``skipped`` is True when DVC found the stage up to date.
+
+    Raises:
+        StageFailed: The stage failed; see the log for its full output.
+    """
+    logger = get_run_logger()
+    command = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
+    logger.info("Running %s in %s", " ".join(command[1:]), project_dir)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command,
+        cwd=project_dir,
+        env=stage_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        line = line.rstrip()
+        if line:
+            lines.append(line)
+            logger.info("%s", line)
+    returncode = process.wait()
+    if returncode != 0:
+        tail = "\n".join(lines[-25:])
+        raise StageFailed(f"dvc stage {stage!r} failed with exit code {returncode}:\n{tail}")
+    skipped = any("didn't change, skipping" in line for line in lines)
+    return {"stage": stage, "seconds": round(time.perf_counter() - started, 2), "skipped": skipped}
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A DVC metrics file as a dict (small: EM/F1 per benchmark)."""
+    return dict(json.loads(path.read_text()))
+
+
+@task(name="prepare_data", retries=2, retry_delay_seconds=5)
+def prepare_data() -> dict[str, Any]:
+    """Normalise and validate the benchmarks."""
+    return run_dvc_stage("prepare_data")
+
+
+@task(name="build_index", retries=2, retry_delay_seconds=5)
+def build_index() -> dict[str, Any]:
+    """Build the corpus and retrieval index."""
+    return run_dvc_stage("build_index")
+
+
+@task(name="init_policy", retries=1, retry_delay_seconds=5)
+def init_policy() -> dict[str, Any]:
+    """Materialise the initial policy."""
+    return run_dvc_stage("init_policy")
+
+
+@task(name="evaluate", retries=2, retry_delay_seconds=5)
+def evaluate(metrics_path: str = "metrics/eval.json") -> dict[str, Any]:
+    """Evaluate with real search; return the metrics document."""
+    outcome = run_dvc_stage("evaluate")
+    return {**outcome, "metrics": read_metrics(PROJECT_DIR / metrics_path)}
