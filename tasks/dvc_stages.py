@@ -18,7 +18,11 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+def project_dir() -> Path:
+    """The DVC project the tasks run in: ``ZEROSEARCH_PROJECT_DIR`` if set, else this repository."""
+    return Path(os.environ.get("ZEROSEARCH_PROJECT_DIR", Path(__file__).resolve().parents[1]))
 
 
 class StageFailed(RuntimeError):
@@ -38,7 +42,7 @@ def stage_environment() -> dict[str, str]:
     return env
 
 
-def run_dvc_stage(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, Any]:
+def run_dvc_stage(stage: str) -> dict[str, Any]:
     """Run one DVC stage (and only it) and stream its output to the Prefect log.
 
     Returns:
@@ -49,11 +53,12 @@ def run_dvc_stage(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, Any]
     """
     logger = get_run_logger()
     command = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
-    logger.info("Running %s in %s", " ".join(command[1:]), project_dir)
+    folder = project_dir()
+    logger.info("Running %s in %s", " ".join(command[1:]), folder)
     started = time.perf_counter()
     process = subprocess.Popen(
         command,
-        cwd=project_dir,
+        cwd=folder,
         env=stage_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -101,4 +106,4 @@ def init_policy() -> dict[str, Any]:
 def evaluate(metrics_path: str = "metrics/eval.json") -> dict[str, Any]:
     """Evaluate with real search; return the metrics document."""
     outcome = run_dvc_stage("evaluate")
-    return {**outcome, "metrics": read_metrics(PROJECT_DIR / metrics_path)}
+    return {**outcome, "metrics": read_metrics(project_dir() / metrics_path)}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create .venv and install the project with pinned dependencies (CPU). Safe to re-run: a stamp of pyproject.toml
+# skips the install when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python_bin="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$python_bin" -m venv .venv
+fi
+
+stamp=.venv/.zerosearch-installed
+wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+  exit 0
+fi
+
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch first, pinned: 2.13.0 resolves to the CPU wheel that lies on disk here; an unpinned torch would pull a
+# multi-GB CUDA build in as a dependency of transformers/trl.
+.venv/bin/python -m pip install --quiet torch==2.13.0
+.venv/bin/python -m pip install --quiet -e ".[dev]"
+echo "$wanted" > "$stamp"

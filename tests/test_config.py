@@ -1,0 +1,131 @@
+"""The typed config: every profile loads; unknown, missing and ill-typed keys fail with a message naming them."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zerosearch_core.config import ConfigError, PipelineConfig, config_to_dict, flatten_config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = [ROOT / "params.yaml", *sorted((ROOT / "profiles").glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=[p.name for p in PROFILES])
+def test_every_profile_loads_every_section(path: Path) -> None:
+    cfg = load_config(path)
+    assert isinstance(cfg, PipelineConfig)
+    for section in dataclasses.fields(cfg):
+        assert getattr(cfg, section.name) is not None
+    # round trip: the resolved config is the file's content
+    assert config_to_dict(cfg) == yaml.safe_load(path.read_text())
+
+
+def test_gpu_profiles_name_a_pretrained_qwen_policy_and_all_seven_benchmarks() -> None:
+    for path in PROFILES[1:]:
+        cfg = load_config(path)
+        assert cfg.model.source == "pretrained" and "Qwen2.5" in str(cfg.model.name_or_path)
+        datasets = {f.dataset for f in cfg.data.files if f.name in cfg.eval.benchmarks}
+        assert datasets == {"nq", "triviaqa", "popqa", "hotpotqa", "2wikimultihopqa", "musique", "bamboogle"}
+
+
+def test_every_field_is_documented() -> None:
+    visited: list[str] = []
+
+    def visit(cls: type) -> None:
+        visited.append(cls.__name__)
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
+            for inner in (hints[f.name], *typing.get_args(hints[f.name])):
+                if isinstance(inner, type) and dataclasses.is_dataclass(inner):
+                    visit(inner)
+
+    visit(PipelineConfig)
+    assert {"SearchConfig", "BenchmarkFileConfig", "PathsConfig"} <= set(visited)
+
+
+def _write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _raw() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_unknown_key_is_named_with_the_fix(tmp_path: Path) -> None:
+    raw = _raw()
+    raw["search"]["topk"] = 5
+    with pytest.raises(ConfigError, match=r"search: unknown key\(s\) \['topk'\].*valid keys are"):
+        load_config(_write(tmp_path, raw))
+
+
+def test_missing_key_is_named(tmp_path: Path) -> None:
+    raw = _raw()
+    del raw["rollout"]["max_turns"]
+    with pytest.raises(ConfigError, match=r"rollout: missing key\(s\) \['max_turns'\]"):
+        load_config(_write(tmp_path, raw))
+
+
+def test_missing_section_is_named(tmp_path: Path) -> None:
+    raw = _raw()
+    del raw["eval"]
+    with pytest.raises(ConfigError, match=r"missing key\(s\) \['eval'\]"):
+        load_config(_write(tmp_path, raw))
+
+
+def test_wrong_type_and_bad_choice_are_named(tmp_path: Path) -> None:
+    raw = _raw()
+    raw["search"]["top_k"] = "three"
+    with pytest.raises(ConfigError, match=r"search.top_k='three' must be int"):
+        load_config(_write(tmp_path, raw))
+    raw = _raw()
+    raw["search"]["retriever"] = "splade"
+    with pytest.raises(ConfigError, match=r"search.retriever='splade' is not allowed; choose one of \['bm25', 'dense'\]"):
+        load_config(_write(tmp_path, raw))
+
+
+def test_booleans_are_not_numbers(tmp_path: Path) -> None:
+    raw = _raw()
+    raw["search"]["top_k"] = True
+    with pytest.raises(ConfigError, match="must be int"):
+        load_config(_write(tmp_path, raw))
+
+
+def test_cross_field_rules(tmp_path: Path) -> None:
+    raw = _raw()
+    raw["eval"]["benchmarks"] = ["nq_dev", "triviaqa_test"]
+    with pytest.raises(ConfigError, match=r"eval.benchmarks names \['triviaqa_test'\], which data.files does not define"):
+        load_config(_write(tmp_path, raw))
+    raw = _raw()
+    raw["model"]["source"] = "pretrained"
+    with pytest.raises(ConfigError, match="model.name_or_path is null"):
+        load_config(_write(tmp_path, raw))
+    raw = _raw()
+    raw["data"]["files"][0]["dataset"] = "squad"
+    with pytest.raises(ConfigError, match="'squad' is not a known benchmark"):
+        load_config(_write(tmp_path, raw))
+
+
+def test_missing_file_says_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="pass --params"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_config_is_frozen() -> None:
+    cfg = load_config(ROOT / "params.yaml")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.search.top_k = 10  # type: ignore[misc]
+
+
+def test_flatten_config_covers_every_leaf() -> None:
+    flat = flatten_config(load_config(ROOT / "params.yaml"))
+    assert flat["model.source"] == "tiny"
+    assert flat["eval.benchmarks"].startswith('["nq_dev"')
+    assert "tracking.uri" in flat
