@@ -1,0 +1,133 @@
+"""Evaluation: scoring through the protocol, the metrics document, chart and card, and the evaluate stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from zerosearch_core.config import PipelineConfig
+from zerosearch_core.data import normalize, read_raw
+from zerosearch_core.evaluation import (
+    evaluate_benchmark,
+    metrics_document,
+    render_eval_card,
+    sample_questions,
+)
+from zerosearch_core.models import load_tokenizer
+from zerosearch_core.search.base import Document, SearchErrorBudget, SearchResult
+from zerosearch_core.stages import build_index, evaluate, init_policy, prepare_data
+
+
+class OraclePolicy:
+    """Searches once, then answers with the golden answer of the question it finds in its prompt."""
+
+    def __init__(self, tokenizer, answers: dict[str, str]) -> None:
+        self.tokenizer = tokenizer
+        self.answers = answers
+        self.stop_ids = {tokenizer.eos_token_id}
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def generate(self, sequences: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
+        outputs = []
+        for seq in sequences:
+            text = self.decode(seq)
+            if "<information>" not in text.split("<|im_start|>assistant\n", 1)[1]:
+                outputs.append(self.encode("<search> find it </search>"))
+                continue
+            question = text.split("Question: ", 1)[1].split("<|im_end|>", 1)[0]
+            outputs.append(self.encode(f"<answer> {self.answers[question]} </answer>"))
+        return outputs
+
+
+class OneDocEngine:
+    def open_session(self, ctx):
+        return self
+
+    def search(self, query: str, top_k: int) -> SearchResult:
+        return SearchResult((Document("1", "T", "text", 1.0),), "ok", 0.0)
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": "fake", "retriever": "none"}
+
+
+@pytest.fixture
+def bamboogle(cfg: PipelineConfig, benchmarks_dir: Path) -> pd.DataFrame:
+    spec = next(f for f in cfg.data.files if f.name == "bamboogle_test")
+    return normalize(read_raw(spec, benchmarks_dir), spec)
+
+
+def test_oracle_scores_one_and_silence_scores_zero(cfg: PipelineConfig, tiny_policy_dir: Path, bamboogle: pd.DataFrame) -> None:
+    tokenizer = load_tokenizer(tiny_policy_dir)
+    questions = sample_questions(bamboogle, 6, seed=1)
+    oracle = OraclePolicy(tokenizer, {q: a[0] for q, a in zip(questions["question"], questions["golden_answers"], strict=True)})
+    run = evaluate_benchmark("bamboogle_test", questions, "search", oracle, tokenizer, OneDocEngine(), cfg, SearchErrorBudget(0.0))
+    assert run.metrics["em"] == 1.0 and run.metrics["f1"] == 1.0 and run.metrics["n"] == 6
+    assert run.metrics["mean_searches"] == 1.0 and run.metrics["answer_rate"] == 1.0
+    assert run.predictions["prediction"].tolist() == [a[0] for a in questions["golden_answers"]]
+
+    direct = evaluate_benchmark("bamboogle_test", questions, "direct", oracle, tokenizer, OneDocEngine(), cfg, SearchErrorBudget(0.0))
+    assert direct.metrics["em"] == 0.0 and direct.metrics["mean_searches"] == 0.0
+
+
+def test_sample_is_seeded_and_bounded(bamboogle: pd.DataFrame) -> None:
+    a, b = sample_questions(bamboogle, 10, seed=5), sample_questions(bamboogle, 10, seed=5)
+    assert a["id"].tolist() == b["id"].tolist() and len(a) == 10
+    assert sample_questions(bamboogle, 10, seed=6)["id"].tolist() != a["id"].tolist()
+    assert len(sample_questions(bamboogle, None, seed=5)) == 125
+
+
+def test_metrics_document_names_missing_benchmarks() -> None:
+    from zerosearch_core.evaluation import BenchmarkRun
+
+    runs = [
+        BenchmarkRun("nq_dev", "search", pd.DataFrame(), {"em": 0.5, "f1": 0.6, "n": 2.0}),
+        BenchmarkRun("popqa_test", "search", pd.DataFrame(), {"em": 0.0, "f1": 0.2, "n": 2.0}),
+    ]
+    document = metrics_document(runs, {"nq_dev": "nq", "popqa_test": "popqa"})
+    assert document["search"]["average"] == {"em": 0.25, "f1": 0.4}
+    assert document["not_evaluated"] == ["triviaqa", "hotpotqa", "2wikimultihopqa", "musique", "bamboogle"]
+
+
+def test_evaluate_stage_end_to_end_on_real_search(cfg: PipelineConfig) -> None:
+    files = tuple(f for f in cfg.data.files if f.name in ("bamboogle_test", "popqa_test"))
+    small = dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, files=files),
+        eval=dataclasses.replace(cfg.eval, benchmarks=("bamboogle_test", "popqa_test")),
+    )
+    prepare_data.run(small)
+    build_index.run(small)
+    init_policy.run(small)
+    result = evaluate.run(small)
+
+    document = json.loads(Path(small.paths.eval_metrics).read_text())
+    for mode in ("search", "direct"):
+        assert set(document[mode]) == {"bamboogle_test", "popqa_test", "average"}
+        assert document[mode]["bamboogle_test"]["n"] == 2
+        assert 0.0 <= document[mode]["average"]["em"] <= 1.0
+    assert "triviaqa" in document["not_evaluated"]
+    eval_dir = Path(small.paths.eval_dir)
+    predictions = pd.read_json(eval_dir / "predictions.jsonl", lines=True)
+    assert len(predictions) == 8 and set(predictions["mode"]) == {"search", "direct"}
+    card = (eval_dir / "eval_card.md").read_text()
+    corpus_hash = json.loads((Path(small.paths.index_dir) / "manifest.json").read_text())["corpus_sha256"]
+    assert corpus_hash in card and "top-k 3" in card and "bm25 via http" in card
+    assert (eval_dir / "em_f1_by_benchmark.png").read_bytes()[:4] == b"\x89PNG"
+    assert result.metrics["search.bamboogle_test.em"] == document["search"]["bamboogle_test"]["em"]
+
+
+def test_card_lists_protocol_and_results(cfg: PipelineConfig) -> None:
+    document = {"search": {"nq_dev": {"em": 0.5, "f1": 0.5, "n": 2.0, "answer_rate": 1.0, "mean_searches": 1.0}, "average": {"em": 0.5, "f1": 0.5}}, "not_evaluated": ["triviaqa"]}
+    card = render_eval_card(cfg, document, {"retriever": "bm25", "backend": "http", "corpus_sha256": "f00"}, {"nq_dev": "x.parquet"}, "m")
+    assert "| search | nq_dev | 0.500 | 0.500 | 2 | 1.00 | 1.00 |" in card
+    assert "sha256 `f00`" in card and "Not evaluated (no data in data.files): triviaqa." in card
