@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-
 
 
 def project_dir() -> Path:
@@ -84,25 +84,25 @@ def read_metrics(path: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
-@task(name="prepare_data", retries=2, retry_delay_seconds=5)
+@task(name="prepare_data", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def prepare_data() -> dict[str, Any]:
     """Normalise and validate the benchmarks."""
     return run_dvc_stage("prepare_data")
 
 
-@task(name="build_index", retries=2, retry_delay_seconds=5)
+@task(name="build_index", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def build_index() -> dict[str, Any]:
     """Build the corpus and retrieval index."""
     return run_dvc_stage("build_index")
 
 
-@task(name="init_policy", retries=1, retry_delay_seconds=5)
+@task(name="init_policy", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def init_policy() -> dict[str, Any]:
     """Materialise the initial policy."""
     return run_dvc_stage("init_policy")
 
 
-@task(name="evaluate", retries=2, retry_delay_seconds=5)
+@task(name="evaluate", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def evaluate(metrics_path: str = "metrics/eval.json") -> dict[str, Any]:
     """Evaluate with real search; return the metrics document."""
     outcome = run_dvc_stage("evaluate")

@@ -17,9 +17,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="zerosearch-prefect-"))
 
 import dataclasses  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 
 from zerosearch_core.config import PipelineConfig, load_config  # noqa: E402
 
@@ -35,7 +40,9 @@ def project_root() -> Path:
 @pytest.fixture(scope="session")
 def benchmarks_dir() -> Path:
     if not (BENCHMARKS_DIR / "SOURCES.md").is_file():
-        pytest.fail(f"The shared benchmark data is missing at {BENCHMARKS_DIR}; the project expects ../shared beside it.")
+        pytest.fail(
+            f"The shared benchmark data is missing at {BENCHMARKS_DIR}; the project expects ../shared beside it."
+        )
     return BENCHMARKS_DIR
 
 
@@ -89,3 +96,52 @@ def tiny_policy_dir(tmp_path_factory: pytest.TempPathFactory, corpus: pd.DataFra
     target = tmp_path_factory.mktemp("tiny_policy")
     save_policy(model, tokenizer, target)
     return target
+
+
+def dvc_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=project, env=dvc_env(), capture_output=True, text=True
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def copy_project(target: Path, benchmarks_dir: Path) -> Path:
+    """Tracked files of this repository in a fresh git repo, with params made small and the data dir absolute."""
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in files:
+        if name.startswith(("tests/", "metrics/")) or name == "dvc.lock":
+            continue
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PROJECT_ROOT / name, target / name)
+    params = yaml.safe_load((target / "params.yaml").read_text())
+    params["data"]["source_dir"] = str(benchmarks_dir)
+    params["search"]["max_passages"] = 1500
+    params["model"]["vocab_size"] = 1500
+    params["eval"]["max_questions_per_benchmark"] = 3
+    params["rollout"]["max_new_tokens_per_turn"] = 8
+    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"],
+    ):
+        subprocess.run(command, cwd=target, check=True, capture_output=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory, benchmarks_dir: Path) -> tuple[Path, float]:
+    project = copy_project(tmp_path_factory.mktemp("project"), benchmarks_dir)
+    started = time.perf_counter()
+    dvc(project, "repro")
+    return project, time.perf_counter() - started

@@ -87,7 +87,9 @@ def test_wrong_type_and_bad_choice_are_named(tmp_path: Path) -> None:
         load_config(_write(tmp_path, raw))
     raw = _raw()
     raw["search"]["retriever"] = "splade"
-    with pytest.raises(ConfigError, match=r"search.retriever='splade' is not allowed; choose one of \['bm25', 'dense'\]"):
+    with pytest.raises(
+        ConfigError, match=r"search.retriever='splade' is not allowed; choose one of \['bm25', 'dense'\]"
+    ):
         load_config(_write(tmp_path, raw))
 
 
@@ -101,7 +103,9 @@ def test_booleans_are_not_numbers(tmp_path: Path) -> None:
 def test_cross_field_rules(tmp_path: Path) -> None:
     raw = _raw()
     raw["eval"]["benchmarks"] = ["nq_dev", "triviaqa_test"]
-    with pytest.raises(ConfigError, match=r"eval.benchmarks names \['triviaqa_test'\], which data.files does not define"):
+    with pytest.raises(
+        ConfigError, match=r"eval.benchmarks names \['triviaqa_test'\], which data.files does not define"
+    ):
         load_config(_write(tmp_path, raw))
     raw = _raw()
     raw["model"]["source"] = "pretrained"

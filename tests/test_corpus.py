@@ -41,7 +41,11 @@ def test_dpr_tsv(tmp_path: Path) -> None:
     ("name", "content", "message"),
     [
         ("bad.jsonl", '{"id": "1"}\n', r"bad.jsonl:1 is not a wiki-18 record"),
-        ("dup.jsonl", '{"id": "1", "contents": "\\"A\\"\\nx"}\n{"id": "1", "contents": "\\"B\\"\\ny"}\n', "repeats passage ids"),
+        (
+            "dup.jsonl",
+            '{"id": "1", "contents": "\\"A\\"\\nx"}\n{"id": "1", "contents": "\\"B\\"\\ny"}\n',
+            "repeats passage ids",
+        ),
         ("empty.jsonl", '{"id": "1", "contents": "\\"A\\"\\n"}\n', "empty text"),
         ("cols.tsv", "id\tbody\n1\tx\n", r"lacks the column\(s\) \['text', 'title'\]"),
         ("corpus.txt", "x", "must end in .jsonl"),

@@ -66,16 +66,24 @@ def bamboogle(cfg: PipelineConfig, benchmarks_dir: Path) -> pd.DataFrame:
     return normalize(read_raw(spec, benchmarks_dir), spec)
 
 
-def test_oracle_scores_one_and_silence_scores_zero(cfg: PipelineConfig, tiny_policy_dir: Path, bamboogle: pd.DataFrame) -> None:
+def test_oracle_scores_one_and_silence_scores_zero(
+    cfg: PipelineConfig, tiny_policy_dir: Path, bamboogle: pd.DataFrame
+) -> None:
     tokenizer = load_tokenizer(tiny_policy_dir)
     questions = sample_questions(bamboogle, 6, seed=1)
-    oracle = OraclePolicy(tokenizer, {q: a[0] for q, a in zip(questions["question"], questions["golden_answers"], strict=True)})
-    run = evaluate_benchmark("bamboogle_test", questions, "search", oracle, tokenizer, OneDocEngine(), cfg, SearchErrorBudget(0.0))
+    oracle = OraclePolicy(
+        tokenizer, {q: a[0] for q, a in zip(questions["question"], questions["golden_answers"], strict=True)}
+    )
+    run = evaluate_benchmark(
+        "bamboogle_test", questions, "search", oracle, tokenizer, OneDocEngine(), cfg, SearchErrorBudget(0.0)
+    )
     assert run.metrics["em"] == 1.0 and run.metrics["f1"] == 1.0 and run.metrics["n"] == 6
     assert run.metrics["mean_searches"] == 1.0 and run.metrics["answer_rate"] == 1.0
     assert run.predictions["prediction"].tolist() == [a[0] for a in questions["golden_answers"]]
 
-    direct = evaluate_benchmark("bamboogle_test", questions, "direct", oracle, tokenizer, OneDocEngine(), cfg, SearchErrorBudget(0.0))
+    direct = evaluate_benchmark(
+        "bamboogle_test", questions, "direct", oracle, tokenizer, OneDocEngine(), cfg, SearchErrorBudget(0.0)
+    )
     assert direct.metrics["em"] == 0.0 and direct.metrics["mean_searches"] == 0.0
 
 
@@ -127,7 +135,15 @@ def test_evaluate_stage_end_to_end_on_real_search(cfg: PipelineConfig) -> None:
 
 
 def test_card_lists_protocol_and_results(cfg: PipelineConfig) -> None:
-    document = {"search": {"nq_dev": {"em": 0.5, "f1": 0.5, "n": 2.0, "answer_rate": 1.0, "mean_searches": 1.0}, "average": {"em": 0.5, "f1": 0.5}}, "not_evaluated": ["triviaqa"]}
-    card = render_eval_card(cfg, document, {"retriever": "bm25", "backend": "http", "corpus_sha256": "f00"}, {"nq_dev": "x.parquet"}, "m")
+    document = {
+        "search": {
+            "nq_dev": {"em": 0.5, "f1": 0.5, "n": 2.0, "answer_rate": 1.0, "mean_searches": 1.0},
+            "average": {"em": 0.5, "f1": 0.5},
+        },
+        "not_evaluated": ["triviaqa"],
+    }
+    card = render_eval_card(
+        cfg, document, {"retriever": "bm25", "backend": "http", "corpus_sha256": "f00"}, {"nq_dev": "x.parquet"}, "m"
+    )
     assert "| search | nq_dev | 0.500 | 0.500 | 2 | 1.00 | 1.00 |" in card
     assert "sha256 `f00`" in card and "Not evaluated (no data in data.files): triviaqa." in card

@@ -74,13 +74,17 @@ def test_init_policy_stage_writes_a_loadable_policy(cfg: PipelineConfig) -> None
     build_index.run(cfg)
     result = init_policy.run(cfg)
     policy_dir = Path(cfg.paths.policy_dir)
-    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= {p.name for p in policy_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= {
+        p.name for p in policy_dir.iterdir()
+    }
     assert result.metrics["vocab_size"] == len(load_tokenizer(policy_dir))
     assert load_causal_lm(policy_dir).config.hidden_size == cfg.model.hidden_size
 
 
 def test_init_policy_with_a_pretrained_path_copies_it(cfg: PipelineConfig, tiny_policy_dir: Path) -> None:
-    pretrained = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, source="pretrained", name_or_path=str(tiny_policy_dir)))
+    pretrained = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, source="pretrained", name_or_path=str(tiny_policy_dir))
+    )
     init_policy.run(pretrained)
     copied = load_causal_lm(cfg.paths.policy_dir)
     original = load_causal_lm(tiny_policy_dir)

@@ -65,7 +65,9 @@ def test_http_server_answers_a_plain_http_client_in_search_r1_shape(bm25: BM25Re
     with running_server(app, "127.0.0.1", free_port("127.0.0.1")) as url:
         assert url.startswith("http://127.0.0.1:")
         questions = [r["question"] for r in nq_rows]
-        reply = requests.post(f"{url}/retrieve", json={"queries": questions, "topk": 3, "return_scores": True}, timeout=10)
+        reply = requests.post(
+            f"{url}/retrieve", json={"queries": questions, "topk": 3, "return_scores": True}, timeout=10
+        )
         assert reply.status_code == 200
         result = reply.json()["result"]
         assert len(result) == 2 and all(len(items) == 3 for items in result)
@@ -76,7 +78,9 @@ def test_http_server_answers_a_plain_http_client_in_search_r1_shape(bm25: BM25Re
         for row, items in zip(nq_rows, result, strict=True):
             assert _contains_answer(items[0]["document"]["text"], row["answer"])
 
-        bare = requests.post(f"{url}/retrieve", json={"queries": ["ballet"], "topk": 1, "return_scores": False}, timeout=10)
+        bare = requests.post(
+            f"{url}/retrieve", json={"queries": ["ballet"], "topk": 1, "return_scores": False}, timeout=10
+        )
         assert set(bare.json()["result"][0][0]) == {"id", "contents", "title", "text"}
         assert requests.post(f"{url}/retrieve", json={"queries": [], "topk": 3}, timeout=10).status_code == 422
         assert requests.get(f"{url}/health", timeout=10).json()["corpus_sha256"] == "abc"
@@ -124,7 +128,9 @@ def test_build_index_stage_and_registry_backends(cfg: PipelineConfig) -> None:
             assert len(engine.open_session(CTX).search("history of music", top_k=2).documents) == 2
 
 
-def test_serve_retriever_command_runs_as_a_real_process(cfg: PipelineConfig, tmp_path: Path, project_root: Path) -> None:
+def test_serve_retriever_command_runs_as_a_real_process(
+    cfg: PipelineConfig, tmp_path: Path, project_root: Path
+) -> None:
     import yaml
 
     from zerosearch_core.config import config_to_dict

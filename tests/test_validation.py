@@ -45,7 +45,12 @@ def test_real_files_pass_and_land_with_a_report(cfg: PipelineConfig, benchmarks_
     small = _small(cfg, benchmarks_dir)
     result = prepare_data.run(small)
     out = Path(small.paths.benchmarks_dir)
-    assert sorted(p.name for p in out.iterdir()) == ["bamboogle_test.parquet", "manifest.json", "nq_dev.parquet", "popqa_test.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "bamboogle_test.parquet",
+        "manifest.json",
+        "nq_dev.parquet",
+        "popqa_test.parquet",
+    ]
     assert result.metrics["rows.nq_dev"] == 3610
     report = Path(small.paths.reports_dir) / "prepare_data"
     assert "PASSED" in (report / "summary.md").read_text()
@@ -65,7 +70,10 @@ def test_corruption_fails_naming_rows_and_leaves_artifacts_untouched(
     message = str(failure.value)
     assert "bamboogle_test" in message
     assert "expect_column_values_to_be_between(n_answers) failed on 1 row(s): line 4 id='bamboogle-test-3'" in message
-    assert "expect_column_values_to_be_unique(id) failed on 2 row(s): line 10 id='bamboogle-test-9', line 11 id='bamboogle-test-9'" in message
+    assert (
+        "expect_column_values_to_be_unique(id) failed on 2 row(s): "
+        "line 10 id='bamboogle-test-9', line 11 id='bamboogle-test-9'" in message
+    )
     assert "popqa_test" in message and "expect_column_to_exist(answer) failed [column is missing]" in message
 
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -80,8 +88,11 @@ def test_corruption_fails_naming_rows_and_leaves_artifacts_untouched(
 def test_wrong_row_count_and_foreign_dataset_fail(cfg: PipelineConfig, benchmarks_dir: Path, tmp_path: Path) -> None:
     small = _small(cfg, benchmarks_dir)
     files = tuple(
-        dataclasses.replace(f, expected_rows=124) if f.name == "bamboogle_test" else dataclasses.replace(f, dataset="hotpotqa")
-        if f.name == "popqa_test" else f
+        dataclasses.replace(f, expected_rows=124)
+        if f.name == "bamboogle_test"
+        else dataclasses.replace(f, dataset="hotpotqa")
+        if f.name == "popqa_test"
+        else f
         for f in small.data.files
     )
     with pytest.raises(DataValidationError) as failure:

@@ -1,0 +1,171 @@
+"""The real DVC pipeline in a scratch copy of this repository: repro, no-op repro, MLflow runs, a corrupted input,
+and dvc.yaml's deps/params kept honest against the code."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import dvc
+from zerosearch_core.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("prepare_data", "build_index", "init_policy", "evaluate")
+
+
+def test_repro_produces_metrics_for_every_benchmark(reproduced: tuple[Path, float]) -> None:
+    project, _ = reproduced
+    metrics = json.loads((project / "metrics/eval.json").read_text())
+    expected = {
+        "nq_dev",
+        "popqa_test",
+        "hotpotqa_test",
+        "2wikimultihopqa_test",
+        "musique_test",
+        "bamboogle_test",
+        "average",
+    }
+    for mode in ("search", "direct"):
+        assert set(metrics[mode]) == expected
+        assert all({"em", "f1"} <= set(values) for values in metrics[mode].values())
+    assert metrics["not_evaluated"] == ["triviaqa"]
+    shown = dvc(project, "metrics", "show", "--json").stdout
+    assert "nq_dev" in shown
+
+
+def test_second_repro_is_a_no_op(reproduced: tuple[Path, float]) -> None:
+    project, _ = reproduced
+    lock_before = (project / "dvc.lock").read_text()
+    result = dvc(project, "repro")
+    assert "Data and pipelines are up to date." in result.stdout
+    assert all(f"Stage '{s}' didn't change, skipping" in result.stdout for s in STAGES)
+    assert (project / "dvc.lock").read_text() == lock_before
+
+
+def test_mlflow_holds_one_run_per_stage_with_artifacts_and_provenance(reproduced: tuple[Path, float]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    import mlflow
+
+    project, _ = reproduced
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow/mlflow.db'}")
+    experiment = client.get_experiment_by_name("zerosearch")
+    runs = client.search_runs([experiment.experiment_id])
+    by_stage = {run.data.tags["stage"]: run for run in runs}
+    assert sorted(by_stage) == sorted(STAGES) and len(runs) == len(STAGES)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.data.tags["status"] == "ok"
+        assert run.data.tags["git_commit"].startswith(head)
+        assert len(run.data.tags["dvc_lock_sha256"]) == 64 or run.data.tags["stage"] == "prepare_data"
+        assert run.data.params["search.top_k"] == "3"
+
+    def artifacts(run_id: str, path: str = "") -> set[str]:
+        found: set[str] = set()
+        for item in client.list_artifacts(run_id, path):
+            found |= artifacts(run_id, item.path) if item.is_dir else {item.path}
+        return found
+
+    evaluate = by_stage["evaluate"]
+    assert {
+        "eval_card.md",
+        "em_f1_by_benchmark.png",
+        "predictions.jsonl",
+        "eval.json",
+        "config/params.yaml",
+    } <= artifacts(evaluate.info.run_id)
+    assert "search.nq_dev.em" in evaluate.data.metrics
+    assert "prepare_data/summary.md" in artifacts(by_stage["prepare_data"].info.run_id)
+    assert any(a.startswith("prepare_data/data_docs/") for a in artifacts(by_stage["prepare_data"].info.run_id))
+    assert mlflow.__version__.startswith("3.")
+
+
+def test_corrupted_benchmark_fails_the_stage_and_keeps_previous_outputs(
+    reproduced: tuple[Path, float], tmp_path: Path, benchmarks_dir: Path
+) -> None:
+    project, _ = reproduced
+    before = {p.name: p.read_bytes() for p in (project / "data/benchmarks").iterdir()}
+    lock_before = (project / "dvc.lock").read_text()
+    corrupted = tmp_path / "benchmarks"
+    shutil.copytree(benchmarks_dir, corrupted)
+    for path in corrupted.rglob("*"):
+        path.chmod(0o644 if path.is_file() else 0o755)
+    nq = corrupted / "nq_open/NQ-open.dev.jsonl"
+    lines = nq.read_text().splitlines()
+    lines[41] = json.dumps({"question": json.loads(lines[41])["question"], "answer": []})
+    nq.write_text("\n".join(lines) + "\n")
+    params_path = project / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    params["data"]["source_dir"] = str(corrupted)
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        result = dvc(project, "repro", "prepare_data", check=False)
+    finally:
+        params_path.write_text(original)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "nq_dev" in output and "line 42 id='nq_dev-42'" in output
+    assert {p.name: p.read_bytes() for p in (project / "data/benchmarks").iterdir()} == before
+    assert (project / "dvc.lock").read_text() == lock_before
+    assert "FAILED" in (project / "data/reports/prepare_data/summary.md").read_text()
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.split(".")[0] == "zerosearch_core"}
+
+
+def _module_file(module: str) -> Path | None:
+    base = ROOT / Path(*module.split("."))
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def import_closure(*modules: str) -> set[str]:
+    """Every zerosearch_core file reachable by imports (any depth, parent packages included)."""
+    seen: set[Path] = set()
+    todo = list(modules)
+    while todo:
+        module = todo.pop()
+        path = _module_file(module)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        todo += sorted(_imports(path))
+    return {str(p.relative_to(ROOT)) for p in seen}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_deps_list_exactly_the_modules_the_stage_imports(stage: str) -> None:
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    listed = {d for d in spec["deps"] if d.startswith("zerosearch_core/")}
+    assert listed == import_closure("zerosearch_core.cli", f"zerosearch_core.stages.{stage}")
+    assert spec["cmd"] == f"python -m zerosearch_core.cli {stage} --params params.yaml"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_params_exist_in_the_config(stage: str) -> None:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    load_config(ROOT / "params.yaml")
+    for key in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["params"]:
+        node = raw
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"{stage} lists param {key}, which params.yaml lacks"
+            node = node[part]
