@@ -12,11 +12,16 @@ definitions in ``prefect.yaml`` and a ``prefect worker start --pool local-proces
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
-from prefect import flow, get_run_logger
+# No telemetry from this offline pipeline (set before Prefect reads its settings).
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from tasks import dvc_stages
+from prefect import flow, get_run_logger  # noqa: E402
+
+from tasks import dvc_stages  # noqa: E402
 
 
 @flow(name="zerosearch-pipeline", log_prints=True)

@@ -131,7 +131,7 @@ class HFPolicyGenerator:
         # Generation reads torch's global RNG; fork it so that a seeded run is reproducible and isolated.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)))
-            output = self.model.generate(
+            output = self.model.generate(  # type: ignore[operator]  # transformers types generate loosely
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 max_new_tokens=max_new_tokens,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from transformers import PreTrainedTokenizerBase
 
 from zerosearch_core.artifacts import write_dir_atomically
 from zerosearch_core.config import PipelineConfig
@@ -26,6 +27,7 @@ from zerosearch_core.stages import StageResult
 def run(cfg: PipelineConfig) -> StageResult:
     """Materialise the initial policy in ``paths.policy_dir``: build the tiny model, or copy a pretrained one."""
     target = Path(cfg.paths.policy_dir)
+    tokenizer: PreTrainedTokenizerBase
     if cfg.model.source == "tiny":
         passages = pd.read_parquet(Path(cfg.paths.index_dir) / PASSAGES_FILE)
         texts = (passages["title"] + "\n" + passages["text"]).tolist()
