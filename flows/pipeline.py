@@ -26,7 +26,7 @@ from tasks import dvc_stages  # noqa: E402
 
 @flow(name="zerosearch-pipeline", log_prints=True)
 def zerosearch_pipeline(metrics_path: str = "metrics/eval.json") -> dict[str, Any]:
-    """prepare_data → build_index → init_policy → evaluate, each a ``dvc repro --single-item`` of its stage.
+    """prepare_data → build_index → init_policy → train_policy → evaluate, each a ``dvc repro --single-item``.
 
     Args:
         metrics_path: Where the evaluate stage writes its metrics (``paths.eval_metrics``).
@@ -39,6 +39,7 @@ def zerosearch_pipeline(metrics_path: str = "metrics/eval.json") -> dict[str, An
         dvc_stages.prepare_data(),
         dvc_stages.build_index(),
         dvc_stages.init_policy(),
+        dvc_stages.train_policy(),
     ]
     evaluation = dvc_stages.evaluate(metrics_path)
     stages.append({k: v for k, v in evaluation.items() if k != "metrics"})

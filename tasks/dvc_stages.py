@@ -2,7 +2,7 @@
 
 DVC owns caching and lineage, so no task sets a Prefect cache: an up-to-date stage is a fast no-op inside DVC.
 Data and evaluation stages retry (a transient failure, e.g. a port race of the retriever server, is worth a
-second try); a training stage would retry 0 times and resume from its own checkpoint instead.
+second try); training retries 0 times: rerunning it resumes from its own checkpoint.
 """
 
 from __future__ import annotations
@@ -100,6 +100,12 @@ def build_index() -> dict[str, Any]:
 def init_policy() -> dict[str, Any]:
     """Materialise the initial policy."""
     return run_dvc_stage("init_policy")
+
+
+@task(name="train_policy", retries=0, cache_policy=NO_CACHE)
+def train_policy() -> dict[str, Any]:
+    """Curriculum RL. No Prefect retries: a rerun of the stage resumes from its own checkpoint instead."""
+    return run_dvc_stage("train_policy")
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

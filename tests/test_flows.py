@@ -30,7 +30,13 @@ def test_flow_chains_the_stages_of_a_reproduced_project(
     dvc(project, "repro")  # other tests may have touched an output; start from an up-to-date project
     monkeypatch.setenv("ZEROSEARCH_PROJECT_DIR", str(project))
     result = zerosearch_pipeline()
-    assert [s["stage"] for s in result["stages"]] == ["prepare_data", "build_index", "init_policy", "evaluate"]
+    assert [s["stage"] for s in result["stages"]] == [
+        "prepare_data",
+        "build_index",
+        "init_policy",
+        "train_policy",
+        "evaluate",
+    ]
     assert all(s["skipped"] for s in result["stages"])  # DVC, not Prefect, decides what is up to date
     assert result["metrics"]["search"]["average"]["em"] >= 0.0
     assert result["metrics"]["not_evaluated"] == ["triviaqa"]
@@ -54,7 +60,9 @@ def test_tasks_declare_retries_and_no_cache() -> None:
     assert dvc_stages.prepare_data.retries == 2
     assert dvc_stages.build_index.retries == 2
     assert dvc_stages.evaluate.retries == 2
-    for task in (dvc_stages.prepare_data, dvc_stages.build_index, dvc_stages.init_policy, dvc_stages.evaluate):
+    assert dvc_stages.train_policy.retries == 0  # resumes from its checkpoint instead
+    tasks = (dvc_stages.prepare_data, dvc_stages.build_index, dvc_stages.init_policy, dvc_stages.train_policy)
+    for task in (*tasks, dvc_stages.evaluate):
         assert task.cache_policy is NO_CACHE  # DVC owns caching
 
 

@@ -40,6 +40,7 @@ STAGES: dict[str, str] = {
     "prepare_data": "Normalise and validate the benchmark files (Great Expectations).",
     "build_index": "Load the Wikipedia corpus and build the BM25 (or dense) index.",
     "init_policy": "Build the tiny policy and tokenizer, or copy a pretrained checkpoint.",
+    "train_policy": "Curriculum RL of the policy with search (GRPO, PPO or REINFORCE++); resumes after a crash.",
     "evaluate": "Score the policy with real search and without, by EM and F1.",
 }
 """Stage name to help text; each stage's code is ``zerosearch_core.stages.<name>.run``, imported on demand so that a
@@ -102,6 +103,11 @@ def _metric_key(key: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in key)
 
 
+def log_training_step(metrics: dict[str, float], step: int) -> None:
+    """Log one training step's metrics at that step."""
+    mlflow.log_metrics({f"train/{_metric_key(k)}": v for k, v in metrics.items() if k != "step"}, step=step)
+
+
 def tqdm_progress(total: int, description: str) -> Callable[[int], None]:
     """A progress callback that draws a tqdm bar on stderr and closes it when ``total`` is reached."""
     bar = tqdm(total=total, desc=description, unit="q", leave=False, file=sys.stderr)
@@ -120,7 +126,13 @@ def run_stage(stage: str, params_path: Path) -> int:
     module = importlib.import_module(f"zerosearch_core.stages.{stage}")
     with stage_run(cfg, stage, params_path):
         try:
-            result = module.run(cfg, tqdm_progress) if stage == "evaluate" else module.run(cfg)
+            match stage:
+                case "evaluate":
+                    result = module.run(cfg, tqdm_progress)
+                case "train_policy":
+                    result = module.run(cfg, log_training_step)
+                case _:
+                    result = module.run(cfg)
         except DataValidationError as err:
             mlflow.set_tag("status", "validation_failed")
             if err.report_dir.is_dir():

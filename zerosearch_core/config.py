@@ -196,6 +196,69 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class CurriculumConfig:
+    """The noise curriculum p(i) = p_s + (b^(i/m) - 1)/(b - 1) * (p_e - p_s), with m = train.total_steps."""
+
+    start: float = field(metadata={"help": "p_s: probability of noisy documents at the first step."})
+    end: float = field(metadata={"help": "p_e: probability of noisy documents at the last step."})
+    base: float = field(metadata={"help": "b: exponential base (> 0, != 1); larger keeps noise low for longer."})
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.start <= 1.0 and 0.0 <= self.end <= 1.0):
+            raise ConfigError("curriculum.start and curriculum.end are probabilities; keep them within [0, 1].")
+        if self.base <= 0 or self.base == 1:
+            raise ConfigError(f"curriculum.base={self.base} must be positive and not 1.")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """The outcome reward of an episode."""
+
+    metric: Literal["f1", "em"] = field(metadata={"help": "Score of the extracted answer against the golden ones."})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Policy RL: only the knobs the paper varies, plus the budget of this run."""
+
+    algorithm: Literal["grpo", "ppo", "reinforce"] = field(
+        metadata={
+            "help": "'grpo' (group-normalised outcome advantages), 'ppo' (critic + GAE), 'reinforce' (REINFORCE++)."
+        }
+    )
+    questions: str = field(metadata={"help": "Artifact name from data.files whose questions train the policy."})
+    total_steps: int = field(metadata={"help": "Optimizer steps; also m of the curriculum."})
+    prompts_per_step: int = field(metadata={"help": "Distinct questions per step."})
+    group_size: int = field(metadata={"help": "Rollouts per question (the GRPO group; 1 is usual for PPO)."})
+    learning_rate: float = field(metadata={"help": "Policy learning rate (AdamW, linear warm-up then constant)."})
+    critic_learning_rate: float = field(metadata={"help": "Value model learning rate (PPO only)."})
+    warmup_steps: int = field(metadata={"help": "Linear warm-up steps of the learning rate."})
+    kl_coef: float = field(metadata={"help": "Weight of the KL to the reference (initial) policy; 0 disables it."})
+    clip_eps: float = field(metadata={"help": "PPO clip range for the ratio (and the value, for PPO)."})
+    epochs_per_step: int = field(metadata={"help": "Optimisation passes over each step's rollouts."})
+    gamma: float = field(metadata={"help": "Discount (PPO/REINFORCE)."})
+    lam: float = field(metadata={"help": "GAE lambda (PPO)."})
+    max_grad_norm: float = field(metadata={"help": "Gradient clipping norm."})
+    temperature: float = field(metadata={"help": "Sampling temperature of training rollouts."})
+    mask_retrieved_tokens: bool = field(
+        metadata={
+            "help": "Exclude retrieved-document tokens from the loss (the paper's default; false is an ablation)."
+        }
+    )
+    save_every_steps: int = field(metadata={"help": "Checkpoint every N steps (and at the end); a rerun resumes."})
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 1 or self.prompts_per_step < 1 or self.group_size < 1 or self.epochs_per_step < 1:
+            raise ConfigError("train.total_steps, prompts_per_step, group_size and epochs_per_step must be >= 1.")
+        if self.algorithm == "grpo" and self.group_size < 2:
+            raise ConfigError("train.algorithm=grpo compares answers within a group; set train.group_size >= 2.")
+        if self.kl_coef < 0 or self.clip_eps <= 0 or self.temperature <= 0:
+            raise ConfigError("train.kl_coef must be >= 0, train.clip_eps > 0 and train.temperature > 0.")
+        if self.save_every_steps < 1:
+            raise ConfigError("train.save_every_steps must be >= 1.")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Which benchmarks the evaluation stage scores, in which modes, on how many questions."""
 
@@ -225,6 +288,9 @@ class PathsConfig:
     corpus_dir: str = field(metadata={"help": "The passage corpus (Parquet) and its manifest."})
     index_dir: str = field(metadata={"help": "The retrieval index."})
     policy_dir: str = field(metadata={"help": "The initial policy model and tokenizer (save_pretrained)."})
+    checkpoints_dir: str = field(metadata={"help": "Training checkpoints (resume state); kept across failed runs."})
+    trained_policy_dir: str = field(metadata={"help": "The trained policy that evaluation scores."})
+    train_metrics: str = field(metadata={"help": "DVC metrics file of the training run."})
     eval_dir: str = field(metadata={"help": "Predictions and the evaluation card."})
     eval_metrics: str = field(metadata={"help": "DVC metrics file with EM/F1 per benchmark and mode."})
 
@@ -238,6 +304,9 @@ class PipelineConfig:
     search: SearchConfig = field(metadata={"help": "Real search engine."})
     model: ModelConfig = field(metadata={"help": "Policy model."})
     rollout: RolloutConfig = field(metadata={"help": "Search protocol."})
+    curriculum: CurriculumConfig = field(metadata={"help": "Noise curriculum."})
+    reward: RewardConfig = field(metadata={"help": "Outcome reward."})
+    train: TrainConfig = field(metadata={"help": "Policy RL."})
     eval: EvalConfig = field(metadata={"help": "Evaluation."})
     tracking: TrackingConfig = field(metadata={"help": "MLflow."})
     paths: PathsConfig = field(metadata={"help": "Artifacts."})
@@ -249,6 +318,12 @@ class PipelineConfig:
             raise ConfigError(
                 f"eval.benchmarks names {unknown}, which data.files does not define; use names from {sorted(known)}."
             )
+        if self.train.questions not in known:
+            raise ConfigError(
+                f"train.questions={self.train.questions!r} is not in data.files; use one of {sorted(known)}."
+            )
+        if self.train.questions in self.eval.benchmarks:
+            raise ConfigError(f"train.questions={self.train.questions!r} is also evaluated; train on a training split.")
         if self.rollout.max_new_tokens_per_turn >= self.rollout.max_total_tokens:
             raise ConfigError("rollout.max_new_tokens_per_turn must be smaller than rollout.max_total_tokens.")
 

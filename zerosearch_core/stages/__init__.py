@@ -3,7 +3,7 @@
 Every stage module exposes ``run(cfg) -> StageResult``; ``cli.py`` imports only the module of the stage it runs and
 wraps it in an MLflow run, so a stage's DVC ``deps`` are exactly the modules that module imports
 (``tests/test_dvc_pipeline.py`` checks that). DAG order: ``prepare_data`` → ``build_index`` → ``init_policy`` →
-``evaluate``.
+``train_policy`` → ``evaluate``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 ProgressFactory = Callable[[int, str], Callable[[int], None]]
 """Makes a progress callback for ``total`` items with a description (the CLI passes tqdm)."""
 
-STAGE_NAMES: tuple[str, ...] = ("prepare_data", "build_index", "init_policy", "evaluate")
+StepLogger = Callable[[dict[str, float], int], None]
+"""Receives a training step's metrics and the step number (the CLI logs them to MLflow)."""
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ CARD_FILE = "eval_card.md"
 
 def run(cfg: PipelineConfig, progress: ProgressFactory | None = None) -> StageResult:
     """Evaluate the policy on every configured benchmark and mode; write predictions, metrics, chart and card."""
-    policy_dir = Path(cfg.paths.policy_dir)
+    policy_dir = Path(cfg.paths.trained_policy_dir)
     tokenizer = load_tokenizer(policy_dir)
     model = load_causal_lm(policy_dir, cfg.model.dtype)
     generator = HFPolicyGenerator(model, tokenizer, cfg.rollout.temperature, derive_seed(cfg.seed, "evaluate"))
@@ -71,7 +71,7 @@ def _write_eval_outputs(
         name: f"{benchmarks_dir / f'{name}.parquet'} (sha256 {file_sha256(benchmarks_dir / f'{name}.parquet')})"
         for name in cfg.eval.benchmarks
     }
-    card = render_eval_card(cfg, document, engine_facts, benchmark_files, cfg.paths.policy_dir)
+    card = render_eval_card(cfg, document, engine_facts, benchmark_files, cfg.paths.trained_policy_dir)
 
     def write(folder: Path) -> None:
         predictions = pd.concat([r.predictions for r in runs], ignore_index=True)

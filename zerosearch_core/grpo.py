@@ -1,0 +1,214 @@
+"""GRPO through TRL's ``GRPOTrainer`` (pinned trl==1.16.0), via its public extension points only.
+
+* ``rollout_func`` runs this project's multi-turn search protocol (:func:`zerosearch_core.rollout.run_episodes`) on
+  the trainer's own model and returns the sampled ids with ``env_mask`` = the loss mask, so retrieved-document
+  tokens get no loss (TRL multiplies it into the completion mask and the loss normaliser). TRL hands each prompt
+  already repeated ``num_generations`` times; one completion is returned per prompt, in order.
+* The curriculum's noise probability comes from ``trainer.state.global_step``, so a resumed run gets the same value.
+* ``reward_funcs`` is :func:`zerosearch_core.rewards.answer_reward` on the text the policy sampled.
+* Checkpoints are TRL's own (``checkpoint-N``: weights, optimizer, scheduler, RNG states, trainer state);
+  a rerun resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from zerosearch_core.config import PipelineConfig
+from zerosearch_core.curriculum import noise_probability
+from zerosearch_core.evaluation import build_prompt_ids
+from zerosearch_core.models import load_causal_lm, load_tokenizer
+from zerosearch_core.rewards import answer_reward
+from zerosearch_core.rollout import HFPolicyGenerator, run_episodes
+from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget, SearchSession
+from zerosearch_core.seeding import derive_seed
+
+logger = logging.getLogger(__name__)
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental; the pin covers it
+
+
+def make_grpo_config(cfg: PipelineConfig, output_dir: Path) -> Any:
+    """Translate ``train`` (the knobs the paper varies) into TRL's ``GRPOConfig``."""
+    from trl import GRPOConfig
+
+    train = cfg.train
+    on_cpu = not torch.cuda.is_available()
+    return GRPOConfig(
+        output_dir=str(output_dir),
+        use_cpu=on_cpu,
+        bf16=not on_cpu and cfg.model.dtype == "bfloat16",
+        gradient_checkpointing=False,
+        report_to=[],
+        max_steps=train.total_steps,
+        per_device_train_batch_size=train.prompts_per_step * train.group_size,
+        gradient_accumulation_steps=1,
+        num_generations=train.group_size,
+        num_iterations=train.epochs_per_step,
+        max_completion_length=cfg.rollout.max_total_tokens,
+        temperature=train.temperature,
+        learning_rate=train.learning_rate,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=train.warmup_steps,
+        max_grad_norm=train.max_grad_norm,
+        beta=train.kl_coef,
+        epsilon=train.clip_eps,
+        loss_type="grpo",
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=train.save_every_steps,
+        save_total_limit=2,
+        seed=cfg.seed % 2**32,
+        data_seed=cfg.seed % 2**32,
+        dataloader_num_workers=0,
+    )
+
+
+class SearchRollout:
+    """The ``rollout_func``: multi-turn search episodes on the trainer's model, with the curriculum's noise."""
+
+    def __init__(self, cfg: PipelineConfig, engine: SearchEngine, golden: dict[str, tuple[str, ...]]) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.golden = golden
+        self.error_budget = SearchErrorBudget(cfg.search.max_error_rate)
+        self.last_stats: dict[str, float] = {}
+
+    def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
+        step = int(trainer.state.global_step)
+        curriculum = self.cfg.curriculum
+        noise_prob = noise_probability(
+            step, self.cfg.train.total_steps, curriculum.start, curriculum.end, curriculum.base
+        )
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        tokenizer = trainer.processing_class
+        generator = HFPolicyGenerator(
+            model, tokenizer, self.cfg.train.temperature, derive_seed(self.cfg.seed, "grpo", step)
+        )
+        prompt_ids, sessions = [], []
+        for index, question in enumerate(prompts):
+            prompt_ids.append(build_prompt_ids(tokenizer, question, "search", self.cfg.rollout.use_chat_template))
+            ctx = EpisodeContext(
+                question, self.golden[question], noise_prob, derive_seed(self.cfg.seed, step, question, index)
+            )
+            sessions.append(self.engine.open_session(ctx))
+        was_training = model.training
+        model.eval()
+        episodes = run_episodes(
+            generator,
+            prompt_ids,
+            list[SearchSession | None](sessions),
+            self.cfg.rollout,
+            self.cfg.search.top_k,
+            self.error_budget,
+        )
+        model.train(was_training)
+        masks = [
+            list(e.loss_mask) if self.cfg.train.mask_retrieved_tokens else [1] * len(e.response_ids) for e in episodes
+        ]
+        sampled = [
+            generator.decode([t for t, m in zip(e.response_ids, e.loss_mask, strict=True) if m == 1]) for e in episodes
+        ]
+        count = len(episodes)
+        self.last_stats = {
+            "noise_prob": noise_prob,
+            "turns_mean": sum(e.turns for e in episodes) / count,
+            "searches_mean": sum(e.searches for e in episodes) / count,
+            "response_tokens_mean": sum(len(e.response_ids) for e in episodes) / count,
+            "answer_rate": sum(e.answer is not None for e in episodes) / count,
+            "malformed_rate": sum(e.answer_spans != 1 for e in episodes) / count,
+            "invalid_actions": float(sum(e.invalid_actions for e in episodes)),
+        }
+        return {
+            "prompt_ids": prompt_ids,
+            "completion_ids": [list(e.response_ids) for e in episodes],
+            "logprobs": None,  # TRL recomputes them; without vLLM it needs none from us
+            "env_mask": masks,
+            "sampled_text": sampled,
+        }
+
+
+def make_reward_func(metric: str) -> Callable[..., list[float | None]]:
+    """A TRL reward function: the answer reward of the text each episode sampled."""
+
+    def answer_f1(
+        prompts: list[Any], completions: list[Any], sampled_text: list[str], golden_answers: list[Any], **_: Any
+    ) -> list[float | None]:
+        return [
+            answer_reward(text, [str(a) for a in gold], metric)
+            for text, gold in zip(sampled_text, golden_answers, strict=True)
+        ]
+
+    answer_f1.__name__ = f"answer_{metric}"
+    return answer_f1
+
+
+class MetricsRelay(TrainerCallback):
+    """Forwards TRL's per-step logs, plus the rollout statistics, to a callback (the CLI logs them to MLflow)."""
+
+    def __init__(self, rollout: SearchRollout, on_step: Callable[[dict[str, float]], None] | None) -> None:
+        self.rollout = rollout
+        self.on_step = on_step
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if logs is None or "loss" not in logs:
+            return
+        metrics = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
+        metrics.update(self.rollout.last_stats)
+        metrics["reward_mean"] = metrics.get("reward", 0.0)
+        metrics["step"] = float(state.global_step)
+        logger.info(
+            "step %d: reward %.3f, noise p %.3f", state.global_step, metrics["reward_mean"], metrics["noise_prob"]
+        )
+        if self.on_step is not None:
+            self.on_step(metrics)
+
+
+def run_grpo(
+    cfg: PipelineConfig,
+    questions: pd.DataFrame,
+    engine: SearchEngine,
+    on_step: Callable[[dict[str, float]], None] | None = None,
+) -> tuple[Any, Any]:
+    """Train with GRPO from ``paths.policy_dir``, resuming from the last checkpoint; return (model, tokenizer)."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    policy_dir = Path(cfg.paths.policy_dir)
+    output_dir = Path(cfg.paths.checkpoints_dir)
+    tokenizer = load_tokenizer(policy_dir)
+    model = load_causal_lm(policy_dir, cfg.model.dtype)  # loaded by path, so TRL can rebuild the reference from it
+    golden = {
+        str(q): tuple(str(a) for a in g)
+        for q, g in zip(questions["question"], questions["golden_answers"], strict=True)
+    }
+    dataset = Dataset.from_dict(
+        {
+            "prompt": questions["question"].astype(str).tolist(),
+            "golden_answers": [list(g) for g in questions["golden_answers"]],
+        }
+    )
+    rollout = SearchRollout(cfg, engine, golden)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=make_reward_func(cfg.reward.metric),
+        args=make_grpo_config(cfg, output_dir),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        rollout_func=rollout,
+        callbacks=[MetricsRelay(rollout, on_step)],
+    )
+    resume = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if resume is not None:
+        logger.info("Resumed from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer.accelerator.unwrap_model(trainer.model), tokenizer

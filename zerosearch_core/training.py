@@ -1,0 +1,396 @@
+"""PPO and REINFORCE++ for the search policy, written small on torch: rollouts, rewards, advantages, updates,
+checkpoints and resume. (GRPO runs in TRL's ``GRPOTrainer``: :mod:`zerosearch_core.grpo`.)
+
+One step: the curriculum gives the noise probability for this step; ``prompts_per_step`` training questions are
+drawn (seeded); each is rolled out ``group_size`` times through the search protocol; the F1 (or EM) of each answer is
+the reward; advantages come from the algorithm (``reinforce``: REINFORCE++ returns with a group-mean baseline;
+``ppo``: GAE with a value model), with the KL to the initial policy as a per-token penalty in the reward; the clipped
+objective is minimised over the sampled tokens only (retrieved tokens are masked, unless
+``train.mask_retrieved_tokens`` is false). A checkpoint (policy, optimizer, scheduler, value model, RNG states,
+step) is written every ``save_every_steps``; a rerun resumes from the last one with the same curriculum value.
+
+Stage: ``python -m zerosearch_core.cli train_policy --params params.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
+
+from zerosearch_core.algorithms import (
+    compute_gae,
+    group_advantages,
+    kl_estimate,
+    masked_mean,
+    masked_whiten,
+    ppo_policy_loss,
+    reinforce_advantages,
+    token_rewards,
+    value_loss,
+)
+from zerosearch_core.artifacts import remove_path, write_dir_atomically
+from zerosearch_core.config import PipelineConfig, TrainConfig
+from zerosearch_core.curriculum import noise_probability
+from zerosearch_core.evaluation import build_prompt_ids
+from zerosearch_core.models import load_causal_lm, load_tokenizer, save_policy
+from zerosearch_core.rewards import answer_reward
+from zerosearch_core.rollout import HFPolicyGenerator, Trajectory, run_episodes
+from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget, SearchSession
+from zerosearch_core.seeding import derive_seed
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.json"
+LATEST_FILE = "latest"
+
+
+@dataclass
+class TokenBatch:
+    """Trajectories as right-padded tensors in *predicted-token* space (position j predicts token j + 1)."""
+
+    input_ids: torch.Tensor  # (B, L)
+    attention_mask: torch.Tensor  # (B, L)
+    loss_mask: torch.Tensor  # (B, L-1): 1 where the predicted token is a trained response token
+    scores: torch.Tensor  # (B,)
+
+
+def build_token_batch(
+    trajectories: Sequence[Trajectory], scores: Sequence[float], pad_id: int, mask_retrieved: bool
+) -> TokenBatch:
+    """Pad prompt + response ids into one batch and align the loss mask with next-token predictions.
+
+    Args:
+        trajectories: Finished episodes.
+        scores: Their rewards.
+        pad_id: Padding token id.
+        mask_retrieved: Use the rollout's loss mask (True) or train on every response token (the ablation).
+    """
+    length = max(len(t.prompt_ids) + len(t.response_ids) for t in trajectories)
+    input_ids = torch.full((len(trajectories), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    loss_mask = torch.zeros((len(trajectories), length - 1), dtype=torch.long)
+    for row, traj in enumerate(trajectories):
+        ids = list(traj.prompt_ids) + list(traj.response_ids)
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        response_mask = list(traj.loss_mask) if mask_retrieved else [1] * len(traj.response_ids)
+        start = len(traj.prompt_ids) - 1  # the prediction of the first response token sits at the last prompt token
+        loss_mask[row, start : start + len(response_mask)] = torch.tensor(response_mask, dtype=torch.long)
+    return TokenBatch(input_ids, attention_mask, loss_mask, torch.tensor(list(scores), dtype=torch.float32))
+
+
+def token_logprobs(model: PreTrainedModel, batch: TokenBatch) -> torch.Tensor:
+    """Log-probabilities of each next token under ``model``, (B, L-1)."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
+    return torch.log_softmax(logits, dim=-1).gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
+
+
+class ValueModel(nn.Module):
+    """A critic: the policy's transformer body with a scalar head, initialised from the policy checkpoint."""
+
+    def __init__(self, body: PreTrainedModel) -> None:
+        super().__init__()
+        self.body = body
+        self.head = nn.Linear(body.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def from_policy(cls, policy_path: str | Path) -> ValueModel:
+        """Build a critic whose body is loaded from the policy checkpoint."""
+        return cls(AutoModel.from_pretrained(str(policy_path)))
+
+    def forward(self, batch: TokenBatch) -> torch.Tensor:
+        """Value of the state before each predicted token, (B, L-1)."""
+        hidden = self.body(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        return self.head(hidden).squeeze(-1)[:, :-1]
+
+    def save(self, folder: Path) -> None:
+        """Write body (save_pretrained) and head."""
+        self.body.save_pretrained(folder / "body")
+        torch.save(self.head.state_dict(), folder / "head.pt")
+
+    @classmethod
+    def load(cls, folder: Path) -> ValueModel:
+        """Read a critic written by :meth:`save`."""
+        critic = cls(AutoModel.from_pretrained(str(folder / "body")))
+        critic.head.load_state_dict(torch.load(folder / "head.pt", weights_only=True))
+        return critic
+
+
+@dataclass
+class TrainerState:
+    """What a checkpoint restores besides weights: the step, RNG states and the metrics so far."""
+
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def advantages_for(
+    algorithm: str,
+    batch: TokenBatch,
+    kl_per_token: torch.Tensor,
+    train: TrainConfig,
+    values: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token advantages (B, L-1) and, for PPO, the value targets (the KL to the reference enters the reward)."""
+    mask = batch.loss_mask
+    match algorithm:
+        case "reinforce":
+            # REINFORCE++ with a baseline: each score minus its group's mean, then returns, then batch whitening
+            baseline_free = (
+                group_advantages(batch.scores, train.group_size, scale=False) if train.group_size > 1 else batch.scores
+            )
+            shaped = token_rewards(baseline_free, mask) - train.kl_coef * kl_per_token * mask
+            return reinforce_advantages(shaped, mask, train.gamma), None
+        case "ppo":
+            assert values is not None
+            shaped = token_rewards(batch.scores, mask) - train.kl_coef * kl_per_token * mask
+            advantages, returns = compute_gae(shaped, values, mask, train.gamma, train.lam)
+            return masked_whiten(advantages, mask), returns
+        case other:
+            raise ValueError(
+                f"train.algorithm {other!r} has no estimator here; use 'ppo' or 'reinforce' (grpo runs in TRL)."
+            )
+
+
+class PolicyTrainer:
+    """Wires policy, reference, critic, optimizers and the search engine together for :meth:`train_step`."""
+
+    def __init__(self, cfg: PipelineConfig, policy_path: Path, engine: SearchEngine) -> None:
+        self.cfg = cfg
+        self.train = cfg.train
+        self.engine = engine
+        self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(policy_path)
+        self.policy = load_causal_lm(policy_path, cfg.model.dtype)
+        self.reference = load_causal_lm(policy_path, cfg.model.dtype) if self.train.kl_coef > 0 else None
+        self.critic = ValueModel.from_policy(policy_path) if self.train.algorithm == "ppo" else None
+        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.train.learning_rate)
+        self.scheduler = _warmup_scheduler(self.optimizer, self.train.warmup_steps)
+        self.critic_optimizer = (
+            torch.optim.AdamW(self.critic.parameters(), lr=self.train.critic_learning_rate) if self.critic else None
+        )
+        self.generator = HFPolicyGenerator(
+            self.policy, self.tokenizer, self.train.temperature, derive_seed(cfg.seed, "train")
+        )
+        self.sampler = random.Random(derive_seed(cfg.seed, "questions"))
+        self.error_budget = SearchErrorBudget(cfg.search.max_error_rate)
+        self.state = TrainerState()
+
+    def sample_questions(self, questions: pd.DataFrame) -> pd.DataFrame:
+        """This step's questions, drawn without replacement from the training set."""
+        rows = self.sampler.sample(range(len(questions)), self.train.prompts_per_step)
+        return questions.iloc[rows].reset_index(drop=True)
+
+    def rollout(self, questions: pd.DataFrame, noise_prob: float) -> tuple[list[Trajectory], list[float]]:
+        """``group_size`` episodes per question at this step's noise probability, and their rewards."""
+        prompts, sessions, golds = [], [], []
+        for row in questions.itertuples(index=False):
+            prompt = build_prompt_ids(self.tokenizer, str(row.question), "search", self.cfg.rollout.use_chat_template)
+            for sample in range(self.train.group_size):
+                seed = derive_seed(self.cfg.seed, self.state.step, row.id, sample)
+                ctx = EpisodeContext(str(row.question), tuple(row.golden_answers), noise_prob, seed)
+                prompts.append(prompt)
+                sessions.append(self.engine.open_session(ctx))
+                golds.append([str(a) for a in row.golden_answers])
+        self.policy.eval()
+        trajectories = run_episodes(
+            self.generator,
+            prompts,
+            list[SearchSession | None](sessions),
+            self.cfg.rollout,
+            self.cfg.search.top_k,
+            self.error_budget,
+        )
+        scores = [
+            answer_reward(_sampled_text(self.generator, t), gold, self.cfg.reward.metric)
+            for t, gold in zip(trajectories, golds, strict=True)
+        ]
+        return trajectories, scores
+
+    def train_step(self, questions: pd.DataFrame) -> dict[str, float]:
+        """One full RL step; returns its metrics."""
+        step = self.state.step
+        noise_prob = noise_probability(
+            step, self.train.total_steps, self.cfg.curriculum.start, self.cfg.curriculum.end, self.cfg.curriculum.base
+        )
+        trajectories, scores = self.rollout(self.sample_questions(questions), noise_prob)
+        batch = build_token_batch(
+            trajectories, scores, int(self.tokenizer.pad_token_id), self.train.mask_retrieved_tokens
+        )
+        with torch.no_grad():
+            old_logprobs = token_logprobs(self.policy, batch)
+            ref_logprobs = token_logprobs(self.reference, batch) if self.reference is not None else old_logprobs
+            old_values = self.critic(batch) if self.critic is not None else None
+        kl_old = kl_estimate(old_logprobs, ref_logprobs, "k1")
+        advantages, returns = advantages_for(self.train.algorithm, batch, kl_old, self.train, old_values)
+        metrics = self._optimise(batch, old_logprobs, advantages, returns, old_values)
+        metrics.update(_rollout_metrics(trajectories, scores, noise_prob, batch))
+        metrics["kl"] = float(masked_mean(kl_old, batch.loss_mask))
+        self.state.step += 1
+        metrics["step"] = float(self.state.step)
+        self.state.history.append(metrics)
+        return metrics
+
+    def _optimise(
+        self,
+        batch: TokenBatch,
+        old_logprobs: torch.Tensor,
+        advantages: torch.Tensor,
+        returns: torch.Tensor | None,
+        old_values: torch.Tensor | None,
+    ) -> dict[str, float]:
+        self.policy.train()
+        totals = {"policy_loss": 0.0, "clip_fraction": 0.0, "value_loss": 0.0, "grad_norm": 0.0}
+        for _ in range(self.train.epochs_per_step):
+            logprobs = token_logprobs(self.policy, batch)
+            loss, clip_fraction = ppo_policy_loss(
+                logprobs, old_logprobs, advantages, batch.loss_mask, self.train.clip_eps
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.train.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            totals["policy_loss"] += loss.item() / self.train.epochs_per_step
+            totals["clip_fraction"] += clip_fraction.item() / self.train.epochs_per_step
+            totals["grad_norm"] += float(grad_norm) / self.train.epochs_per_step
+            if self.critic is not None and self.critic_optimizer is not None:
+                assert returns is not None and old_values is not None
+                critic_loss = value_loss(self.critic(batch), old_values, returns, batch.loss_mask, self.train.clip_eps)
+                self.critic_optimizer.zero_grad(set_to_none=True)
+                critic_loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.train.max_grad_norm)
+                self.critic_optimizer.step()
+                totals["value_loss"] += critic_loss.item() / self.train.epochs_per_step
+        if self.critic is None:
+            del totals["value_loss"]
+        totals["learning_rate"] = float(self.scheduler.get_last_lr()[0])
+        return totals
+
+    def save_checkpoint(self, checkpoints_dir: Path) -> Path:
+        """Write everything a resume needs into ``checkpoints_dir/step-N`` atomically and point ``latest`` at it."""
+        target = checkpoints_dir / f"step-{self.state.step:06d}"
+
+        def write(folder: Path) -> None:
+            save_policy(self.policy, self.tokenizer, folder / "policy")
+            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
+            if self.critic is not None and self.critic_optimizer is not None:
+                self.critic.save(folder / "critic")
+                torch.save(self.critic_optimizer.state_dict(), folder / "critic_optimizer.pt")
+            rng = {"generator": self.generator.generator.get_state(), "torch": torch.random.get_rng_state()}
+            torch.save(rng, folder / "rng.pt")
+            (folder / STATE_FILE).write_text(
+                json.dumps(
+                    {"step": self.state.step, "sampler": _encode_random(self.sampler), "history": self.state.history},
+                    indent=1,
+                )
+            )
+
+        checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        write_dir_atomically(target, write)
+        latest = checkpoints_dir / LATEST_FILE
+        latest.with_suffix(".tmp").write_text(target.name)
+        latest.with_suffix(".tmp").replace(latest)
+        for old in sorted(checkpoints_dir.glob("step-*"))[:-2]:  # keep the last two
+            remove_path(old)
+        return target
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint`."""
+        self.policy = load_causal_lm(folder / "policy", self.cfg.model.dtype)
+        self.generator.model = self.policy
+        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.train.learning_rate)
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        self.scheduler = _warmup_scheduler(self.optimizer, self.train.warmup_steps)
+        self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+        if self.critic is not None:
+            self.critic = ValueModel.load(folder / "critic")
+            self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=self.train.critic_learning_rate)
+            self.critic_optimizer.load_state_dict(torch.load(folder / "critic_optimizer.pt", weights_only=True))
+        rng = torch.load(folder / "rng.pt", weights_only=False)
+        self.generator.generator.set_state(rng["generator"])
+        torch.random.set_rng_state(rng["torch"])
+        saved = json.loads((folder / STATE_FILE).read_text())
+        self.sampler.setstate(_decode_random(saved["sampler"]))
+        self.state = TrainerState(step=int(saved["step"]), history=list(saved["history"]))
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The checkpoint ``latest`` points at, if any."""
+    pointer = checkpoints_dir / LATEST_FILE
+    if not pointer.is_file():
+        return None
+    folder = checkpoints_dir / pointer.read_text().strip()
+    return folder if (folder / STATE_FILE).is_file() else None
+
+
+def run_training(
+    cfg: PipelineConfig,
+    questions: pd.DataFrame,
+    engine: SearchEngine,
+    on_step: Callable[[dict[str, float]], None] | None = None,
+) -> PolicyTrainer:
+    """Train from ``paths.policy_dir`` (or resume from the last checkpoint) until ``train.total_steps``."""
+    checkpoints_dir = Path(cfg.paths.checkpoints_dir)
+    trainer = PolicyTrainer(cfg, Path(cfg.paths.policy_dir), engine)
+    resume = latest_checkpoint(checkpoints_dir)
+    if resume is not None:
+        trainer.load_checkpoint(resume)
+        logger.info("Resumed from %s at step %d", resume, trainer.state.step)
+    while trainer.state.step < cfg.train.total_steps:
+        metrics = trainer.train_step(questions)
+        logger.info(
+            "step %d: reward %.3f, noise p %.3f", trainer.state.step, metrics["reward_mean"], metrics["noise_prob"]
+        )
+        if on_step is not None:
+            on_step(metrics)
+        if trainer.state.step % cfg.train.save_every_steps == 0 or trainer.state.step == cfg.train.total_steps:
+            trainer.save_checkpoint(checkpoints_dir)
+    return trainer
+
+
+def _warmup_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))
+
+
+def _sampled_text(generator: HFPolicyGenerator, trajectory: Trajectory) -> str:
+    return generator.decode([t for t, m in zip(trajectory.response_ids, trajectory.loss_mask, strict=True) if m == 1])
+
+
+def _rollout_metrics(
+    trajectories: Sequence[Trajectory], scores: Sequence[float], noise_prob: float, batch: TokenBatch
+) -> dict[str, float]:
+    count = len(trajectories)
+    return {
+        "reward_mean": sum(scores) / count,
+        "noise_prob": noise_prob,
+        "turns_mean": sum(t.turns for t in trajectories) / count,
+        "searches_mean": sum(t.searches for t in trajectories) / count,
+        "response_tokens_mean": sum(len(t.response_ids) for t in trajectories) / count,
+        "answer_rate": sum(t.answer is not None for t in trajectories) / count,
+        "malformed_rate": sum(t.answer_spans != 1 for t in trajectories) / count,
+        "invalid_actions": float(sum(t.invalid_actions for t in trajectories)),
+        "trained_tokens": float(batch.loss_mask.sum()),
+    }
+
+
+def _encode_random(generator: random.Random) -> Any:
+    version, internal, gauss = generator.getstate()
+    return [version, list(internal), gauss]
+
+
+def _decode_random(saved: Any) -> tuple[Any, ...]:
+    version, internal, gauss = saved
+    return (version, tuple(internal), gauss)
