@@ -55,6 +55,9 @@ def shrink_config(cfg: PipelineConfig, root: Path) -> PipelineConfig:
         corpus_dir=str(root / "data/corpus"),
         index_dir=str(root / "data/index"),
         policy_dir=str(root / "data/models/policy_init"),
+        checkpoints_dir=str(root / "data/checkpoints"),
+        trained_policy_dir=str(root / "data/models/policy_trained"),
+        train_metrics=str(root / "metrics/train.json"),
         eval_dir=str(root / "data/eval"),
         eval_metrics=str(root / "metrics/eval.json"),
     )

@@ -133,3 +133,11 @@ def test_flatten_config_covers_every_leaf() -> None:
     assert flat["model.source"] == "tiny"
     assert flat["eval.benchmarks"].startswith('["nq_dev"')
     assert "tracking.uri" in flat
+
+
+def test_test_fixture_redirects_every_path(tmp_path: Path) -> None:
+    from tests.conftest import shrink_config
+
+    shrunk = shrink_config(load_config(ROOT / "params.yaml"), tmp_path)
+    for field in dataclasses.fields(shrunk.paths):
+        assert getattr(shrunk.paths, field.name).startswith(str(tmp_path)), field.name

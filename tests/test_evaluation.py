@@ -107,11 +107,13 @@ def test_metrics_document_names_missing_benchmarks() -> None:
 
 
 def test_evaluate_stage_end_to_end_on_real_search(cfg: PipelineConfig) -> None:
-    files = tuple(f for f in cfg.data.files if f.name in ("bamboogle_test", "popqa_test"))
+    files = tuple(f for f in cfg.data.files if f.name in ("bamboogle_test", "popqa_test", "multihop_train"))
     small = dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, files=files),
         eval=dataclasses.replace(cfg.eval, benchmarks=("bamboogle_test", "popqa_test")),
+        # score the initial policy directly; training has its own tests
+        paths=dataclasses.replace(cfg.paths, trained_policy_dir=cfg.paths.policy_dir),
     )
     prepare_data.run(small)
     build_index.run(small)

@@ -17,7 +17,7 @@ FILES = ("bamboogle_test", "popqa_test", "nq_dev")
 
 
 def _small(cfg: PipelineConfig, source_dir: Path) -> PipelineConfig:
-    files = tuple(f for f in cfg.data.files if f.name in FILES)
+    files = tuple(f for f in cfg.data.files if f.name in (*FILES, cfg.train.questions))
     return dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, source_dir=str(source_dir), files=files),
@@ -48,6 +48,7 @@ def test_real_files_pass_and_land_with_a_report(cfg: PipelineConfig, benchmarks_
     assert sorted(p.name for p in out.iterdir()) == [
         "bamboogle_test.parquet",
         "manifest.json",
+        "multihop_train.parquet",
         "nq_dev.parquet",
         "popqa_test.parquet",
     ]

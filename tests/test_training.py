@@ -1,0 +1,242 @@
+"""Policy RL: batch alignment, updates that follow the reward, TRL rollout_func contract, resume (in process and
+after kill -9)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from zerosearch_core.config import PipelineConfig, config_to_dict
+from zerosearch_core.curriculum import noise_probability
+from zerosearch_core.data import normalize, read_raw
+from zerosearch_core.grpo import SearchRollout, make_reward_func
+from zerosearch_core.models import load_causal_lm, load_tokenizer
+from zerosearch_core.rollout import Trajectory
+from zerosearch_core.search.local import BM25Retriever, LocalSearchEngine
+from zerosearch_core.stages import build_index, init_policy, prepare_data
+from zerosearch_core.training import PolicyTrainer, build_token_batch, token_logprobs
+
+
+def _trajectory(prompt: list[int], response: list[int], mask: list[int]) -> Trajectory:
+    return Trajectory(tuple(prompt), tuple(response), tuple(mask), "", None, 0, "eos", 1, 0, (), 0, 0, 0)
+
+
+def test_token_batch_aligns_the_loss_mask_with_next_token_predictions() -> None:
+    batch = build_token_batch(
+        [_trajectory([1, 2, 3], [4, 5, 6], [1, 0, 1]), _trajectory([7], [8, 9], [1, 1])],
+        [1.0, 0.0],
+        pad_id=0,
+        mask_retrieved=True,
+    )
+    assert batch.input_ids.tolist() == [[1, 2, 3, 4, 5, 6], [7, 8, 9, 0, 0, 0]]
+    # position j predicts token j+1: token 4 is predicted at position 2, token 5 (retrieved) at 3, token 6 at 4
+    assert batch.loss_mask.tolist() == [[0, 0, 1, 0, 1], [1, 1, 0, 0, 0]]
+    ablation = build_token_batch([_trajectory([1, 2, 3], [4, 5, 6], [1, 0, 1])], [1.0], pad_id=0, mask_retrieved=False)
+    assert ablation.loss_mask.tolist() == [[0, 0, 1, 1, 1]]
+
+
+@pytest.fixture
+def small_engine(corpus: pd.DataFrame) -> LocalSearchEngine:
+    return LocalSearchEngine(BM25Retriever.build(corpus.head(300).reset_index(drop=True)), {"corpus_sha256": "test"})
+
+
+@pytest.fixture
+def train_questions(cfg: PipelineConfig, benchmarks_dir: Path) -> pd.DataFrame:
+    spec = next(f for f in cfg.data.files if f.name == "multihop_train")
+    return normalize(read_raw(spec, benchmarks_dir), spec).head(200)
+
+
+def _train_cfg(cfg: PipelineConfig, policy_dir: Path, algorithm: str, **train: object) -> PipelineConfig:
+    rollout = dataclasses.replace(cfg.rollout, max_new_tokens_per_turn=6, max_turns=2, batch_size=8)
+    train_cfg = dataclasses.replace(
+        cfg.train, algorithm=algorithm, total_steps=4, prompts_per_step=2, group_size=2, learning_rate=0.01, **train
+    )
+    paths = dataclasses.replace(cfg.paths, policy_dir=str(policy_dir))
+    return dataclasses.replace(cfg, rollout=rollout, train=train_cfg, paths=paths)
+
+
+@pytest.mark.parametrize("algorithm", ["reinforce", "ppo"])
+def test_an_update_moves_probability_towards_the_rewarded_answer(
+    algorithm: str, cfg: PipelineConfig, tiny_policy_dir: Path, small_engine: LocalSearchEngine
+) -> None:
+    trainer = PolicyTrainer(_train_cfg(cfg, tiny_policy_dir, algorithm, kl_coef=0.0), tiny_policy_dir, small_engine)
+    tokenizer = trainer.tokenizer
+    prompt = list(tokenizer("Question: capital of France?", add_special_tokens=False)["input_ids"])
+    good = list(tokenizer("<answer> Paris </answer>", add_special_tokens=False)["input_ids"])
+    bad = list(tokenizer("<answer> Rome </answer>", add_special_tokens=False)["input_ids"])
+    batch = build_token_batch(
+        [_trajectory(prompt, good, [1] * len(good)), _trajectory(prompt, bad, [1] * len(bad))], [1.0, 0.0], 0, True
+    )
+
+    def sequence_logprob(row: int) -> float:
+        with torch.no_grad():
+            return float((token_logprobs(trainer.policy, batch)[row] * batch.loss_mask[row]).sum())
+
+    before = sequence_logprob(0) - sequence_logprob(1)
+    with torch.no_grad():
+        old = token_logprobs(trainer.policy, batch)
+        values = trainer.critic(batch) if trainer.critic is not None else None
+    from zerosearch_core.training import advantages_for
+
+    for _ in range(3):
+        advantages, returns = advantages_for(algorithm, batch, torch.zeros_like(old), trainer.train, values)
+        trainer._optimise(batch, old, advantages, returns, values)
+    assert sequence_logprob(0) - sequence_logprob(1) > before + 0.01
+
+
+def test_ppo_resume_reproduces_an_uninterrupted_run(
+    cfg: PipelineConfig,
+    tiny_policy_dir: Path,
+    small_engine: LocalSearchEngine,
+    train_questions: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    run_cfg = _train_cfg(cfg, tiny_policy_dir, "ppo")
+    straight = PolicyTrainer(run_cfg, tiny_policy_dir, small_engine)
+    for _ in range(4):
+        straight.train_step(train_questions)
+
+    first = PolicyTrainer(run_cfg, tiny_policy_dir, small_engine)
+    for _ in range(2):
+        first.train_step(train_questions)
+    checkpoint = first.save_checkpoint(tmp_path / "ckpt")
+    assert {
+        "policy",
+        "optimizer.pt",
+        "scheduler.pt",
+        "critic",
+        "critic_optimizer.pt",
+        "rng.pt",
+        "trainer_state.json",
+    } <= {p.name for p in checkpoint.iterdir()}
+    resumed = PolicyTrainer(run_cfg, tiny_policy_dir, small_engine)
+    resumed.load_checkpoint(checkpoint)
+    assert resumed.state.step == 2
+    for _ in range(2):
+        resumed.train_step(train_questions)
+
+    for expected, got in zip(straight.state.history, resumed.state.history, strict=True):
+        for key in ("noise_prob", "reward_mean", "policy_loss", "value_loss", "kl", "response_tokens_mean"):
+            assert got[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
+    assert resumed.state.history[2]["noise_prob"] == pytest.approx(noise_probability(2, 4, 0.0, 0.5, 4.0))
+    for a, b in zip(straight.policy.parameters(), resumed.policy.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_grpo_rollout_func_returns_ids_and_env_mask_at_the_curriculum_noise(
+    cfg: PipelineConfig, tiny_policy_dir: Path, small_engine: LocalSearchEngine
+) -> None:
+    run_cfg = _train_cfg(cfg, tiny_policy_dir, "grpo")
+    tokenizer = load_tokenizer(tiny_policy_dir)
+    model = load_causal_lm(tiny_policy_dir)
+    seen: list[float] = []
+
+    class RecordingEngine:
+        def open_session(self, ctx):
+            seen.append(ctx.noise_prob)
+            return small_engine.open_session(ctx)
+
+    rollout = SearchRollout(run_cfg, RecordingEngine(), {"q one?": ("a",), "q two?": ("b",)})
+    trainer = SimpleNamespace(
+        state=SimpleNamespace(global_step=3),
+        accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+        model=model,
+        processing_class=tokenizer,
+    )
+    out = rollout(["q one?", "q one?", "q two?", "q two?"], trainer)
+    assert len(out["prompt_ids"]) == len(out["completion_ids"]) == len(out["env_mask"]) == 4
+    for completion, mask in zip(out["completion_ids"], out["env_mask"], strict=True):
+        assert len(completion) == len(mask) and set(mask) <= {0, 1}
+    assert seen == [pytest.approx(noise_probability(3, 4, 0.0, 0.5, 4.0))] * 4
+    assert rollout.last_stats["noise_prob"] == seen[0]
+    reward = make_reward_func("f1")
+    assert reward([], [], sampled_text=["<answer> a </answer>", "none"], golden_answers=[["a"], ["b"]]) == [1.0, 0.0]
+
+
+STEPS = 30
+
+
+def _prepare_project(cfg: PipelineConfig, root: Path) -> Path:
+    files = tuple(f for f in cfg.data.files if f.name in ("multihop_train", "bamboogle_test"))
+    small = dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, files=files),
+        eval=dataclasses.replace(cfg.eval, benchmarks=("bamboogle_test",)),
+        train=dataclasses.replace(cfg.train, total_steps=STEPS, save_every_steps=3, prompts_per_step=2, group_size=2),
+        rollout=dataclasses.replace(cfg.rollout, max_new_tokens_per_turn=8, max_turns=2),
+    )
+    prepare_data.run(small)
+    build_index.run(small)
+    init_policy.run(small)
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump(config_to_dict(small), sort_keys=False))
+    return params
+
+
+def _run_cli(params: Path, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "zerosearch_core.cli", "train_policy", "--params", str(params)],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_kill_9_during_training_then_rerun_resumes_from_the_last_checkpoint(
+    cfg: PipelineConfig, tmp_path: Path
+) -> None:
+    params = _prepare_project(cfg, tmp_path)
+    checkpoints = Path(cfg.paths.checkpoints_dir)
+    process = _run_cli(params, tmp_path)
+    deadline = time.monotonic() + 240
+    while not list(checkpoints.glob("checkpoint-*/trainer_state.json")):
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert not Path(cfg.paths.trained_policy_dir).exists()
+
+    rerun = _run_cli(params, tmp_path)
+    output, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, output
+    assert "Resumed from" in output and "checkpoint-" in output
+    history = [
+        json.loads(line)
+        for line in (Path(cfg.paths.trained_policy_dir) / "training/history.jsonl").read_text().splitlines()
+    ]
+    assert [h["step"] for h in history] == [float(step) for step in range(1, STEPS + 1)]
+    for entry in history:  # the step-k rollout ran at global step k-1
+        assert entry["noise_prob"] == pytest.approx(noise_probability(int(entry["step"]) - 1, STEPS, 0.0, 0.5, 4.0))
+    summary = json.loads(Path(cfg.paths.train_metrics).read_text())
+    assert summary["algorithm"] == "grpo" and summary["steps"] == float(STEPS)
+    assert load_causal_lm(cfg.paths.trained_policy_dir).config.model_type == "qwen2"
+
+
+def test_checkpoints_of_another_configuration_are_not_resumed(cfg: PipelineConfig, tiny_policy_dir: Path) -> None:
+    from zerosearch_core.stages.train_policy import FINGERPRINT_FILE, prepare_checkpoints_dir
+
+    run_cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, policy_dir=str(tiny_policy_dir)))
+    checkpoints = prepare_checkpoints_dir(run_cfg)
+    (checkpoints / "checkpoint-2").mkdir()
+    assert (checkpoints / "checkpoint-2").is_dir() and prepare_checkpoints_dir(run_cfg) == checkpoints
+    assert (checkpoints / "checkpoint-2").is_dir()  # same run: kept for resuming
+    changed = dataclasses.replace(run_cfg, train=dataclasses.replace(run_cfg.train, learning_rate=0.5))
+    prepare_checkpoints_dir(changed)
+    assert not (checkpoints / "checkpoint-2").exists()  # another run: cleared
+    assert (checkpoints / FINGERPRINT_FILE).read_text().strip() != ""
