@@ -81,6 +81,13 @@ def test_mlflow_holds_one_run_per_stage_with_artifacts_and_provenance(reproduced
         "config/params.yaml",
     } <= artifacts(evaluate.info.run_id)
     assert "search.nq_dev.em" in evaluate.data.metrics
+    train_run = by_stage["train_policy"].info.run_id
+    noise = client.get_metric_history(train_run, "train/noise_prob")
+    assert [m.step for m in noise] == list(range(1, 7)) and noise[-1].value > noise[0].value
+    assert {"train/reward_mean", "train/kl", "train/val_em", "train/searches_mean"} <= set(
+        by_stage["train_policy"].data.metrics
+    )
+    assert "training/reward_curve.png" in artifacts(train_run)
     assert "prepare_data/summary.md" in artifacts(by_stage["prepare_data"].info.run_id)
     assert any(a.startswith("prepare_data/data_docs/") for a in artifacts(by_stage["prepare_data"].info.run_id))
     assert mlflow.__version__.startswith("3.")

@@ -107,7 +107,9 @@ def test_metrics_document_names_missing_benchmarks() -> None:
 
 
 def test_evaluate_stage_end_to_end_on_real_search(cfg: PipelineConfig) -> None:
-    files = tuple(f for f in cfg.data.files if f.name in ("bamboogle_test", "popqa_test", "multihop_train"))
+    files = tuple(
+        f for f in cfg.data.files if f.name in ("bamboogle_test", "popqa_test", "multihop_train", "multihop_val")
+    )
     small = dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, files=files),

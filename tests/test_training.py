@@ -169,7 +169,7 @@ STEPS = 30
 
 
 def _prepare_project(cfg: PipelineConfig, root: Path) -> Path:
-    files = tuple(f for f in cfg.data.files if f.name in ("multihop_train", "bamboogle_test"))
+    files = tuple(f for f in cfg.data.files if f.name in ("multihop_train", "multihop_val", "bamboogle_test"))
     small = dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, files=files),
@@ -223,7 +223,9 @@ def test_kill_9_during_training_then_rerun_resumes_from_the_last_checkpoint(
     assert [h["step"] for h in history] == [float(step) for step in range(1, STEPS + 1)]
     for entry in history:  # the step-k rollout ran at global step k-1
         assert entry["noise_prob"] == pytest.approx(noise_probability(int(entry["step"]) - 1, STEPS, 0.0, 0.5, 4.0))
+    assert [h["step"] for h in history if "val_em" in h] == [float(s) for s in range(3, STEPS + 1, 3)]
     summary = json.loads(Path(cfg.paths.train_metrics).read_text())
+    assert 0.0 <= summary["val_f1_last"] <= 1.0
     assert summary["algorithm"] == "grpo" and summary["steps"] == float(STEPS)
     assert load_causal_lm(cfg.paths.trained_policy_dir).config.model_type == "qwen2"
 

@@ -17,7 +17,7 @@ FILES = ("bamboogle_test", "popqa_test", "nq_dev")
 
 
 def _small(cfg: PipelineConfig, source_dir: Path) -> PipelineConfig:
-    files = tuple(f for f in cfg.data.files if f.name in (*FILES, cfg.train.questions))
+    files = tuple(f for f in cfg.data.files if f.name in (*FILES, cfg.train.questions, cfg.train.validation_questions))
     return dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, source_dir=str(source_dir), files=files),
@@ -49,6 +49,7 @@ def test_real_files_pass_and_land_with_a_report(cfg: PipelineConfig, benchmarks_
         "bamboogle_test.parquet",
         "manifest.json",
         "multihop_train.parquet",
+        "multihop_val.parquet",
         "nq_dev.parquet",
         "popqa_test.parquet",
     ]

@@ -246,6 +246,10 @@ class TrainConfig:
         }
     )
     save_every_steps: int = field(metadata={"help": "Checkpoint every N steps (and at the end); a rerun resumes."})
+    validation_questions: str = field(
+        metadata={"help": "Artifact name from data.files scored (EM/F1, real search, greedy) at every checkpoint."}
+    )
+    validation_size: int = field(metadata={"help": "Seeded sample of validation questions scored each time."})
 
     def __post_init__(self) -> None:
         if self.total_steps < 1 or self.prompts_per_step < 1 or self.group_size < 1 or self.epochs_per_step < 1:
@@ -254,8 +258,8 @@ class TrainConfig:
             raise ConfigError("train.algorithm=grpo compares answers within a group; set train.group_size >= 2.")
         if self.kl_coef < 0 or self.clip_eps <= 0 or self.temperature <= 0:
             raise ConfigError("train.kl_coef must be >= 0, train.clip_eps > 0 and train.temperature > 0.")
-        if self.save_every_steps < 1:
-            raise ConfigError("train.save_every_steps must be >= 1.")
+        if self.save_every_steps < 1 or self.validation_size < 1:
+            raise ConfigError("train.save_every_steps and train.validation_size must be >= 1.")
 
 
 @dataclass(frozen=True)
@@ -321,6 +325,11 @@ class PipelineConfig:
         if self.train.questions not in known:
             raise ConfigError(
                 f"train.questions={self.train.questions!r} is not in data.files; use one of {sorted(known)}."
+            )
+        if self.train.validation_questions not in known:
+            raise ConfigError(
+                f"train.validation_questions={self.train.validation_questions!r} is not in data.files; "
+                f"use one of {sorted(known)}."
             )
         if self.train.questions in self.eval.benchmarks:
             raise ConfigError(f"train.questions={self.train.questions!r} is also evaluated; train on a training split.")

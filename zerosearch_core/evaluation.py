@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from zerosearch_core.config import DATASETS, PipelineConfig
 from zerosearch_core.prompts import render_policy_prompt
 from zerosearch_core.rewards import exact_match, f1_score
-from zerosearch_core.rollout import PolicyGenerator, Trajectory, run_episodes
+from zerosearch_core.rollout import HFPolicyGenerator, PolicyGenerator, Trajectory, run_episodes
 from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget, SearchSession
 from zerosearch_core.seeding import derive_seed
 
@@ -109,6 +109,31 @@ def evaluate_benchmark(
     )
     predictions = _predictions_frame(name, mode, questions, trajectories)
     return BenchmarkRun(benchmark=name, mode=mode, predictions=predictions, metrics=summarize(predictions))
+
+
+def validate_policy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: pd.DataFrame,
+    engine: SearchEngine,
+    cfg: PipelineConfig,
+) -> dict[str, float]:
+    """EM and F1 of ``model`` on ``questions`` with real search and greedy decoding (the training validation slice)."""
+    was_training = model.training
+    model.eval()
+    generator = HFPolicyGenerator(model, tokenizer, temperature=0.0, seed=derive_seed(cfg.seed, "validation"))
+    run = evaluate_benchmark(
+        "validation",
+        questions,
+        "search",
+        generator,
+        tokenizer,
+        engine,
+        cfg,
+        SearchErrorBudget(cfg.search.max_error_rate),
+    )
+    model.train(was_training)
+    return {"val_em": run.metrics["em"], "val_f1": run.metrics["f1"], "val_searches_mean": run.metrics["mean_searches"]}
 
 
 def _predictions_frame(

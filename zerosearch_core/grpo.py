@@ -25,7 +25,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.curriculum import noise_probability
-from zerosearch_core.evaluation import build_prompt_ids
+from zerosearch_core.evaluation import build_prompt_ids, validate_policy
 from zerosearch_core.models import load_causal_lm, load_tokenizer
 from zerosearch_core.rewards import answer_reward
 from zerosearch_core.rollout import HFPolicyGenerator, run_episodes
@@ -153,10 +153,17 @@ def make_reward_func(metric: str) -> Callable[..., list[float | None]]:
 
 
 class MetricsRelay(TrainerCallback):
-    """Forwards TRL's per-step logs, plus the rollout statistics, to a callback (the CLI logs them to MLflow)."""
+    """Forwards TRL's per-step logs, the rollout statistics and, at checkpoint steps, the validation EM/F1 to a
+    callback (the CLI logs them to MLflow)."""
 
-    def __init__(self, rollout: SearchRollout, on_step: Callable[[dict[str, float]], None] | None) -> None:
+    def __init__(
+        self,
+        rollout: SearchRollout,
+        validate: Callable[[Any], dict[str, float]],
+        on_step: Callable[[dict[str, float]], None] | None,
+    ) -> None:
         self.rollout = rollout
+        self.validate = validate
         self.on_step = on_step
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -166,6 +173,8 @@ class MetricsRelay(TrainerCallback):
         metrics.update(self.rollout.last_stats)
         metrics["reward_mean"] = metrics.get("reward", 0.0)
         metrics["step"] = float(state.global_step)
+        if state.global_step % args.save_steps == 0 or state.global_step == state.max_steps:
+            metrics.update(self.validate(kwargs["model"]))
         logger.info(
             "step %d: reward %.3f, noise p %.3f", state.global_step, metrics["reward_mean"], metrics["noise_prob"]
         )
@@ -176,6 +185,7 @@ class MetricsRelay(TrainerCallback):
 def run_grpo(
     cfg: PipelineConfig,
     questions: pd.DataFrame,
+    validation: pd.DataFrame,
     engine: SearchEngine,
     on_step: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[Any, Any]:
@@ -205,7 +215,7 @@ def run_grpo(
         train_dataset=dataset,
         processing_class=tokenizer,
         rollout_func=rollout,
-        callbacks=[MetricsRelay(rollout, on_step)],
+        callbacks=[MetricsRelay(rollout, lambda m: validate_policy(m, tokenizer, validation, engine, cfg), on_step)],
     )
     resume = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     if resume is not None:

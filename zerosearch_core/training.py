@@ -41,7 +41,7 @@ from zerosearch_core.algorithms import (
 from zerosearch_core.artifacts import remove_path, write_dir_atomically
 from zerosearch_core.config import PipelineConfig, TrainConfig
 from zerosearch_core.curriculum import noise_probability
-from zerosearch_core.evaluation import build_prompt_ids
+from zerosearch_core.evaluation import build_prompt_ids, validate_policy
 from zerosearch_core.models import load_causal_lm, load_tokenizer, save_policy
 from zerosearch_core.rewards import answer_reward
 from zerosearch_core.rollout import HFPolicyGenerator, Trajectory, run_episodes
@@ -339,10 +339,12 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
 def run_training(
     cfg: PipelineConfig,
     questions: pd.DataFrame,
+    validation: pd.DataFrame,
     engine: SearchEngine,
     on_step: Callable[[dict[str, float]], None] | None = None,
 ) -> PolicyTrainer:
-    """Train from ``paths.policy_dir`` (or resume from the last checkpoint) until ``train.total_steps``."""
+    """Train from ``paths.policy_dir`` (or resume from the last checkpoint) until ``train.total_steps``; score the
+    validation questions at every checkpoint."""
     checkpoints_dir = Path(cfg.paths.checkpoints_dir)
     trainer = PolicyTrainer(cfg, Path(cfg.paths.policy_dir), engine)
     resume = latest_checkpoint(checkpoints_dir)
@@ -351,12 +353,17 @@ def run_training(
         logger.info("Resumed from %s at step %d", resume, trainer.state.step)
     while trainer.state.step < cfg.train.total_steps:
         metrics = trainer.train_step(questions)
+        checkpoint_due = (
+            trainer.state.step % cfg.train.save_every_steps == 0 or trainer.state.step == cfg.train.total_steps
+        )
+        if checkpoint_due:
+            metrics.update(validate_policy(trainer.policy, trainer.tokenizer, validation, engine, cfg))
         logger.info(
             "step %d: reward %.3f, noise p %.3f", trainer.state.step, metrics["reward_mean"], metrics["noise_prob"]
         )
         if on_step is not None:
             on_step(metrics)
-        if trainer.state.step % cfg.train.save_every_steps == 0 or trainer.state.step == cfg.train.total_steps:
+        if checkpoint_due:
             trainer.save_checkpoint(checkpoints_dir)
     return trainer
 

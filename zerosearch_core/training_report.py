@@ -32,6 +32,10 @@ def summarize_history(history: Sequence[dict[str, Any]], algorithm: str) -> dict
         "reward_mean": sum(float(h["reward_mean"]) for h in history) / len(history),
         "noise_prob_last": float(last["noise_prob"]),
     }
+    validated = [h for h in history if "val_em" in h]
+    if validated:
+        summary["val_em_last"] = float(validated[-1]["val_em"])
+        summary["val_f1_last"] = float(validated[-1]["val_f1"])
     for key in ("kl", "clip_fraction", "value_loss", "searches_mean", "turns_mean"):
         if key in last:
             summary[f"{key}_last"] = float(last[key])

@@ -16,8 +16,10 @@ from pathlib import Path
 from zerosearch_core import data as benchmark_data
 from zerosearch_core.artifacts import file_sha256, remove_path, write_dir_atomically, write_text_atomically
 from zerosearch_core.config import PipelineConfig, config_to_dict
+from zerosearch_core.evaluation import sample_questions
 from zerosearch_core.models import save_policy
 from zerosearch_core.search.registry import open_search_engine
+from zerosearch_core.seeding import derive_seed
 from zerosearch_core.stages import StageResult, StepLogger
 from zerosearch_core.training_report import latest_by_step, plot_training_curves, summarize_history
 
@@ -54,7 +56,13 @@ def run(cfg: PipelineConfig, log_step: StepLogger | None = None) -> StageResult:
     """Train (or resume) to ``train.total_steps`` and write the trained policy."""
     checkpoints_dir = prepare_checkpoints_dir(cfg)
     history_path = checkpoints_dir / HISTORY_FILE
-    questions = benchmark_data.load_benchmark(Path(cfg.paths.benchmarks_dir), cfg.train.questions)
+    benchmarks_dir = Path(cfg.paths.benchmarks_dir)
+    questions = benchmark_data.load_benchmark(benchmarks_dir, cfg.train.questions)
+    validation = sample_questions(
+        benchmark_data.load_benchmark(benchmarks_dir, cfg.train.validation_questions),
+        cfg.train.validation_size,
+        derive_seed(cfg.seed, "validation"),
+    )
 
     def on_step(metrics: dict[str, float]) -> None:
         with history_path.open("a") as handle:  # survives a kill; a redone step's entry supersedes the old one
@@ -66,11 +74,11 @@ def run(cfg: PipelineConfig, log_step: StepLogger | None = None) -> StageResult:
         if cfg.train.algorithm == "grpo":
             from zerosearch_core.grpo import run_grpo
 
-            model, tokenizer = run_grpo(cfg, questions, engine, on_step)
+            model, tokenizer = run_grpo(cfg, questions, validation, engine, on_step)
         else:
             from zerosearch_core.training import run_training
 
-            trainer = run_training(cfg, questions, engine, on_step)
+            trainer = run_training(cfg, questions, validation, engine, on_step)
             model, tokenizer = trainer.policy, trainer.tokenizer
 
     history = latest_by_step([json.loads(line) for line in history_path.read_text().splitlines() if line.strip()])
