@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from zerosearch_core.config import PipelineConfig
@@ -217,6 +218,8 @@ def run_grpo(
         rollout_func=rollout,
         callbacks=[MetricsRelay(rollout, lambda m: validate_policy(m, tokenizer, validation, engine, cfg), on_step)],
     )
+    # TRL's progress callback prints every log dict to stdout; MetricsRelay logs one readable line per step instead.
+    trainer.remove_callback(ProgressCallback)
     resume = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     if resume is not None:
         logger.info("Resumed from %s", resume)

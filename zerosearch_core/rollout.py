@@ -108,6 +108,10 @@ class HFPolicyGenerator:
         self.temperature = temperature
         self.generator = torch.Generator().manual_seed(seed)
         self.stop_ids = {i for i in (tokenizer.eos_token_id,) if i is not None}
+        # When every stop string is one token (the tiny tokenizer makes the tags special tokens), stop on ids: far
+        # cheaper than transformers' stop-string matching. Otherwise (e.g. Qwen's tokenizer) match the strings.
+        tag_ids = [self.encode(stop) for stop in STOP_STRINGS]
+        self.tag_stop_ids = {ids[0] for ids in tag_ids} if all(len(ids) == 1 for ids in tag_ids) else set()
 
     def encode(self, text: str) -> list[int]:
         """Ids of ``text`` without special tokens added around it."""
@@ -139,10 +143,10 @@ class HFPolicyGenerator:
                 temperature=self.temperature if sampling else None,
                 top_p=None,
                 top_k=None,
-                stop_strings=list(STOP_STRINGS),
+                stop_strings=None if self.tag_stop_ids else list(STOP_STRINGS),
                 tokenizer=self.tokenizer,
                 pad_token_id=pad_id,
-                eos_token_id=sorted(self.stop_ids),
+                eos_token_id=sorted(self.stop_ids | self.tag_stop_ids),
             )
         new_tokens = output[:, width:].tolist()  # (B, <= max_new_tokens)
         return [self.cut_at_stop(row) for row in new_tokens]
@@ -151,8 +155,10 @@ class HFPolicyGenerator:
         """Keep ids up to and including the first eos or the token that completes a stop string."""
         text = ""
         for position, token_id in enumerate(ids):
-            if token_id in self.stop_ids:
+            if token_id in self.stop_ids or token_id in self.tag_stop_ids:
                 return ids[: position + 1]
+            if self.tag_stop_ids:
+                continue
             text += self.decode([token_id])
             if any(stop in text[-32:] for stop in STOP_STRINGS):
                 return ids[: position + 1]

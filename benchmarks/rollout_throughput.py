@@ -1,0 +1,142 @@
+"""Benchmark: multi-turn rollout throughput vs plain batched ``generate``, and seconds per training step.
+
+Run after ``dvc repro init_policy`` (it uses the built index and the initial policy of ``params.yaml``)::
+
+    .venv/bin/python benchmarks/rollout_throughput.py [--params params.yaml] [--episodes 64] [--steps 4]
+
+Prints:
+* generated (sampled) tokens/s of whole multi-turn episodes through the search protocol, searching the local BM25
+  index in process, and of plain batched ``generate`` producing the same number of tokens per sequence on the same
+  model and prompts; their ratio (goal: >= 0.9);
+* mean seconds per training step for GRPO (TRL) and PPO on the CPU profile (first step excluded as warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from zerosearch_core.config import PipelineConfig, load_config  # noqa: E402
+from zerosearch_core.data import load_benchmark  # noqa: E402
+from zerosearch_core.evaluation import build_prompt_ids, sample_questions  # noqa: E402
+from zerosearch_core.models import load_causal_lm, load_tokenizer  # noqa: E402
+from zerosearch_core.rollout import HFPolicyGenerator, run_episodes  # noqa: E402
+from zerosearch_core.search.base import EpisodeContext, SearchErrorBudget  # noqa: E402
+from zerosearch_core.search.local import LocalSearchEngine, load_retriever, read_manifest  # noqa: E402
+
+
+def rollout_vs_generate(cfg: PipelineConfig, episodes: int) -> None:
+    """Time whole episodes, then plain generate of the same token count per sequence."""
+    policy_dir = Path(cfg.paths.policy_dir)
+    tokenizer, model = load_tokenizer(policy_dir), load_causal_lm(policy_dir)
+    engine = LocalSearchEngine(load_retriever(Path(cfg.paths.index_dir)), read_manifest(Path(cfg.paths.index_dir)))
+    questions = sample_questions(load_benchmark(Path(cfg.paths.benchmarks_dir), cfg.train.questions), episodes, 0)
+    prompts = [build_prompt_ids(tokenizer, q, "search", cfg.rollout.use_chat_template) for q in questions["question"]]
+    sessions = [engine.open_session(EpisodeContext(q, (), 0.0, i)) for i, q in enumerate(questions["question"])]
+    generator = HFPolicyGenerator(model, tokenizer, temperature=1.0, seed=0)
+
+    started = time.perf_counter()
+    trajectories = run_episodes(
+        generator, prompts, list(sessions), cfg.rollout, cfg.search.top_k, SearchErrorBudget(1.0)
+    )
+    rollout_s = time.perf_counter() - started
+    sampled = sum(sum(t.loss_mask) for t in trajectories)
+    per_sequence = max(1, round(sampled / len(trajectories)))
+
+    started = time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, len(prompts), cfg.rollout.batch_size):
+            batch = prompts[start : start + cfg.rollout.batch_size]
+            width = max(len(p) for p in batch)
+            ids = torch.full((len(batch), width), int(tokenizer.pad_token_id))
+            mask = torch.zeros_like(ids)
+            for row, prompt in enumerate(batch):
+                ids[row, width - len(prompt) :] = torch.tensor(prompt)
+                mask[row, width - len(prompt) :] = 1
+            model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=per_sequence,
+                min_new_tokens=per_sequence,
+                do_sample=True,
+                temperature=1.0,
+                top_k=None,
+                top_p=None,
+                pad_token_id=int(tokenizer.pad_token_id),
+            )
+    plain_s = time.perf_counter() - started
+    plain_tokens = per_sequence * len(prompts)
+    rollout_rate, plain_rate = sampled / rollout_s, plain_tokens / plain_s
+    print(
+        f"episodes: {len(trajectories)}, mean turns {statistics.fmean(t.turns for t in trajectories):.2f}, "
+        f"mean searches {statistics.fmean(t.searches for t in trajectories):.2f}"
+    )
+    print(f"multi-turn rollout : {sampled} sampled tokens in {rollout_s:.2f}s = {rollout_rate:.0f} tokens/s")
+    print(f"plain generate     : {plain_tokens} tokens in {plain_s:.2f}s = {plain_rate:.0f} tokens/s")
+    print(f"ratio rollout/plain: {rollout_rate / plain_rate:.2f} (goal >= 0.9)")
+
+
+def seconds_per_step(cfg: PipelineConfig, algorithm: str, steps: int) -> float:
+    """Mean wall time of training steps 2..steps of a fresh run with ``algorithm``."""
+    from zerosearch_core.search.registry import open_search_engine
+
+    times: list[float] = []
+    last = [time.perf_counter()]
+
+    def on_step(_: dict[str, float]) -> None:
+        now = time.perf_counter()
+        times.append(now - last[0])
+        last[0] = now
+
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = dataclasses.replace(cfg.paths, checkpoints_dir=str(Path(scratch) / "ckpt"))
+        train = dataclasses.replace(cfg.train, algorithm=algorithm, total_steps=steps, save_every_steps=steps)
+        run_cfg = dataclasses.replace(
+            cfg, paths=paths, train=train, search=dataclasses.replace(cfg.search, backend="in_process", url=None)
+        )
+        questions = load_benchmark(Path(cfg.paths.benchmarks_dir), cfg.train.questions)
+        validation = sample_questions(
+            load_benchmark(Path(cfg.paths.benchmarks_dir), cfg.train.validation_questions), 4, 0
+        )
+        with open_search_engine(run_cfg.search, Path(cfg.paths.index_dir)) as engine:
+            if algorithm == "grpo":
+                from zerosearch_core.grpo import run_grpo
+
+                last[0] = time.perf_counter()
+                run_grpo(run_cfg, questions, validation, engine, on_step)
+            else:
+                from zerosearch_core.training import run_training
+
+                last[0] = time.perf_counter()
+                run_training(run_cfg, questions, validation, engine, on_step)
+    return statistics.fmean(times[1:-1]) if len(times) > 2 else statistics.fmean(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--episodes", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=4)
+    args = parser.parse_args()
+    cfg = load_config(args.params)
+    print(f"# {' '.join(sys.argv)}  (torch threads: {torch.get_num_threads()})")
+    rollout_vs_generate(cfg, args.episodes)
+    for algorithm in ("grpo", "ppo"):
+        print(
+            f"{algorithm} seconds/step : {seconds_per_step(cfg, algorithm, args.steps):.2f} "
+            f"({cfg.train.prompts_per_step} prompts x {cfg.train.group_size} rollouts)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
