@@ -56,3 +56,18 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def prepare_resumable_dir(folder: Path, fingerprint: str, marker_name: str = "run_fingerprint") -> bool:
+    """Keep ``folder`` (checkpoints to resume) when it was made for ``fingerprint``; otherwise empty it.
+
+    Returns:
+        True when existing contents were kept for resuming.
+    """
+    marker = folder / marker_name
+    kept = folder.exists() and marker.is_file() and marker.read_text().strip() == fingerprint
+    if folder.exists() and not kept:
+        remove_path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint + "\n")
+    return kept

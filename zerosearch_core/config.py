@@ -196,6 +196,53 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class SimulatorConfig:
+    """The simulation LLM: trajectory collection with real search, SFT data, fine-tuning and serving."""
+
+    collect_questions: str = field(metadata={"help": "Artifact name from data.files whose questions are searched."})
+    collect_max_questions: int = field(metadata={"help": "Seeded sample of that many questions to collect on."})
+    query_source: Literal["policy", "question"] = field(
+        metadata={
+            "help": "'policy': record the queries the policy issues while running the protocol against real search. "
+            "'question': search the question text itself (for a policy that cannot search yet, like the CPU model)."
+        }
+    )
+    labeller: Literal["containment", "llm_judge"] = field(
+        metadata={"help": "'containment': useful if a golden answer occurs in the documents; 'llm_judge': ask a model."}
+    )
+    judge_model: str | None = field(metadata={"help": "Model path of the LLM judge (labeller llm_judge only)."})
+    doc_words: int = field(metadata={"help": "Approximate words per simulated document (target docs are cut to it)."})
+    balance_tolerance: float = field(metadata={"help": "Largest allowed |share of useful - 0.5| in the SFT data."})
+    heldout_fraction: float = field(metadata={"help": "Share of questions held out to measure useful vs noisy."})
+    base_model: str | None = field(
+        metadata={"help": "Simulator base checkpoint; null uses the initial policy (paths.policy_dir)."}
+    )
+    finetune: Literal["full", "lora"] = field(metadata={"help": "Full fine-tuning or LoRA adapters (peft)."})
+    lora_rank: int = field(metadata={"help": "LoRA rank (finetune: lora)."})
+    learning_rate: float = field(metadata={"help": "SFT learning rate."})
+    epochs: float = field(metadata={"help": "SFT epochs."})
+    batch_size: int = field(metadata={"help": "SFT batch size per device."})
+    max_length: int = field(metadata={"help": "SFT sequence length (prompt + documents)."})
+    save_every_steps: int = field(metadata={"help": "SFT checkpoint interval; a rerun resumes."})
+    mode: Literal["finetuned", "prompted"] = field(
+        metadata={"help": "'finetuned' serves paths.simulator_dir; 'prompted' a base instruct model, few-shot."}
+    )
+    max_new_tokens: int = field(metadata={"help": "Generation budget of one simulated search."})
+    temperature: float = field(metadata={"help": "Sampling temperature of the simulator."})
+    eval_questions: int = field(metadata={"help": "Held-out questions on which useful vs noisy rates are measured."})
+
+    def __post_init__(self) -> None:
+        if self.labeller == "llm_judge" and self.judge_model is None:
+            raise ConfigError("simulator.labeller is 'llm_judge' but simulator.judge_model is null; set a model path.")
+        if not 0.0 <= self.balance_tolerance <= 0.5:
+            raise ConfigError("simulator.balance_tolerance must be within [0, 0.5].")
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise ConfigError("simulator.heldout_fraction must be within (0, 1).")
+        if min(self.collect_max_questions, self.doc_words, self.batch_size, self.max_length, self.max_new_tokens) < 1:
+            raise ConfigError("simulator question count, doc_words, batch_size, max_length and max_new_tokens must be >= 1.")
+
+
+@dataclass(frozen=True)
 class CurriculumConfig:
     """The noise curriculum p(i) = p_s + (b^(i/m) - 1)/(b - 1) * (p_e - p_s), with m = train.total_steps."""
 
@@ -292,6 +339,11 @@ class PathsConfig:
     corpus_dir: str = field(metadata={"help": "The passage corpus (Parquet) and its manifest."})
     index_dir: str = field(metadata={"help": "The retrieval index."})
     policy_dir: str = field(metadata={"help": "The initial policy model and tokenizer (save_pretrained)."})
+    trajectories: str = field(metadata={"help": "Real-search interactions (jsonl) collected for the simulator."})
+    simulator_sft_dir: str = field(metadata={"help": "Balanced simulator SFT data (train/heldout) and its report."})
+    simulator_checkpoints_dir: str = field(metadata={"help": "Simulator SFT checkpoints (resume state)."})
+    simulator_dir: str = field(metadata={"help": "The fine-tuned simulator (save_pretrained) and its samples."})
+    simulator_metrics: str = field(metadata={"help": "DVC metrics of the simulator (SFT loss, useful/noisy rates)."})
     checkpoints_dir: str = field(metadata={"help": "Training checkpoints (resume state); kept across failed runs."})
     trained_policy_dir: str = field(metadata={"help": "The trained policy that evaluation scores."})
     train_metrics: str = field(metadata={"help": "DVC metrics file of the training run."})
@@ -308,6 +360,7 @@ class PipelineConfig:
     search: SearchConfig = field(metadata={"help": "Real search engine."})
     model: ModelConfig = field(metadata={"help": "Policy model."})
     rollout: RolloutConfig = field(metadata={"help": "Search protocol."})
+    simulator: SimulatorConfig = field(metadata={"help": "Simulation LLM."})
     curriculum: CurriculumConfig = field(metadata={"help": "Noise curriculum."})
     reward: RewardConfig = field(metadata={"help": "Outcome reward."})
     train: TrainConfig = field(metadata={"help": "Policy RL."})
@@ -329,6 +382,11 @@ class PipelineConfig:
         if self.train.validation_questions not in known:
             raise ConfigError(
                 f"train.validation_questions={self.train.validation_questions!r} is not in data.files; "
+                f"use one of {sorted(known)}."
+            )
+        if self.simulator.collect_questions not in known:
+            raise ConfigError(
+                f"simulator.collect_questions={self.simulator.collect_questions!r} is not in data.files; "
                 f"use one of {sorted(known)}."
             )
         if self.train.questions in self.eval.benchmarks:

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from zerosearch_core import data as benchmark_data
-from zerosearch_core.artifacts import file_sha256, remove_path, write_dir_atomically, write_text_atomically
+from zerosearch_core.artifacts import file_sha256, prepare_resumable_dir, write_dir_atomically, write_text_atomically
 from zerosearch_core.config import PipelineConfig, config_to_dict
 from zerosearch_core.evaluation import sample_questions
 from zerosearch_core.models import save_policy
@@ -42,13 +42,9 @@ def run_fingerprint(cfg: PipelineConfig) -> str:
 def prepare_checkpoints_dir(cfg: PipelineConfig) -> Path:
     """Keep checkpoints of the same run for resuming; clear those of a different config or start policy."""
     checkpoints_dir = Path(cfg.paths.checkpoints_dir)
-    marker = checkpoints_dir / FINGERPRINT_FILE
-    fingerprint = run_fingerprint(cfg)
-    if checkpoints_dir.exists() and (not marker.is_file() or marker.read_text().strip() != fingerprint):
-        logger.warning("Checkpoints in %s belong to another configuration; starting a fresh run", checkpoints_dir)
-        remove_path(checkpoints_dir)
-    checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fingerprint + "\n")
+    existed = checkpoints_dir.exists()
+    if not prepare_resumable_dir(checkpoints_dir, run_fingerprint(cfg), FINGERPRINT_FILE) and existed:
+        logger.warning("Checkpoints in %s belonged to another configuration; started a fresh run", checkpoints_dir)
     return checkpoints_dir
 
 
