@@ -239,7 +239,7 @@ class SimulatorConfig:
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ConfigError("simulator.heldout_fraction must be within (0, 1).")
         if min(self.collect_max_questions, self.doc_words, self.batch_size, self.max_length, self.max_new_tokens) < 1:
-            raise ConfigError("simulator question count, doc_words, batch_size, max_length and max_new_tokens must be >= 1.")
+            raise ConfigError("simulator counts, lengths and batch_size must be >= 1.")
 
 
 @dataclass(frozen=True)
