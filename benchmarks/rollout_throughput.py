@@ -112,12 +112,12 @@ def seconds_per_step(cfg: PipelineConfig, algorithm: str, steps: int) -> float:
                 from zerosearch_core.grpo import run_grpo
 
                 last[0] = time.perf_counter()
-                run_grpo(run_cfg, questions, validation, engine, on_step)
+                run_grpo(run_cfg, questions, validation, engine, engine, on_step)
             else:
                 from zerosearch_core.training import run_training
 
                 last[0] = time.perf_counter()
-                run_training(run_cfg, questions, validation, engine, on_step)
+                run_training(run_cfg, questions, validation, engine, engine, on_step)
     return statistics.fmean(times[1:-1]) if len(times) > 2 else statistics.fmean(times)
 
 

@@ -26,7 +26,8 @@ from tasks import dvc_stages  # noqa: E402
 
 @flow(name="zerosearch-pipeline", log_prints=True)
 def zerosearch_pipeline(metrics_path: str = "metrics/eval.json") -> dict[str, Any]:
-    """prepare_data → build_index → init_policy → train_policy → evaluate, each a ``dvc repro --single-item``.
+    """The DAG of dvc.yaml in order, each stage a ``dvc repro --single-item``: prepare_data → build_index →
+    init_policy → collect_trajectories → build_simulator_sft → finetune_simulator → train_policy → evaluate.
 
     Args:
         metrics_path: Where the evaluate stage writes its metrics (``paths.eval_metrics``).
@@ -39,6 +40,9 @@ def zerosearch_pipeline(metrics_path: str = "metrics/eval.json") -> dict[str, An
         dvc_stages.prepare_data(),
         dvc_stages.build_index(),
         dvc_stages.init_policy(),
+        dvc_stages.collect_trajectories(),
+        dvc_stages.build_simulator_sft(),
+        dvc_stages.finetune_simulator(),
         dvc_stages.train_policy(),
     ]
     evaluation = dvc_stages.evaluate(metrics_path)

@@ -102,6 +102,24 @@ def init_policy() -> dict[str, Any]:
     return run_dvc_stage("init_policy")
 
 
+@task(name="collect_trajectories", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def collect_trajectories() -> dict[str, Any]:
+    """Record real-search interactions for the simulator."""
+    return run_dvc_stage("collect_trajectories")
+
+
+@task(name="build_simulator_sft", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def build_simulator_sft() -> dict[str, Any]:
+    """Label and balance the simulator SFT data."""
+    return run_dvc_stage("build_simulator_sft")
+
+
+@task(name="finetune_simulator", retries=0, cache_policy=NO_CACHE)
+def finetune_simulator() -> dict[str, Any]:
+    """Fine-tune the simulator. No Prefect retries: a rerun resumes from its checkpoint."""
+    return run_dvc_stage("finetune_simulator")
+
+
 @task(name="train_policy", retries=0, cache_policy=NO_CACHE)
 def train_policy() -> dict[str, Any]:
     """Curriculum RL. No Prefect retries: a rerun of the stage resumes from its own checkpoint instead."""

@@ -16,7 +16,16 @@ from tests.conftest import dvc
 from zerosearch_core.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("prepare_data", "build_index", "init_policy", "train_policy", "evaluate")
+STAGES = (
+    "prepare_data",
+    "build_index",
+    "init_policy",
+    "collect_trajectories",
+    "build_simulator_sft",
+    "finetune_simulator",
+    "train_policy",
+    "evaluate",
+)
 
 
 def test_repro_produces_metrics_for_every_benchmark(reproduced: tuple[Path, float]) -> None:

@@ -40,6 +40,9 @@ STAGES: dict[str, str] = {
     "prepare_data": "Normalise and validate the benchmark files (Great Expectations).",
     "build_index": "Load the Wikipedia corpus and build the BM25 (or dense) index.",
     "init_policy": "Build the tiny policy and tokenizer, or copy a pretrained checkpoint.",
+    "collect_trajectories": "Record real-search interactions (question, answers, query, documents) for the simulator.",
+    "build_simulator_sft": "Label interactions useful/noisy and build balanced, validated simulator SFT data.",
+    "finetune_simulator": "Fine-tune the simulation LLM (TRL SFT) and measure its useful vs noisy documents.",
     "train_policy": "Curriculum RL of the policy with search (GRPO, PPO or REINFORCE++); resumes after a crash.",
     "evaluate": "Score the policy with real search and without, by EM and F1.",
 }
@@ -127,9 +130,9 @@ def run_stage(stage: str, params_path: Path) -> int:
     with stage_run(cfg, stage, params_path):
         try:
             match stage:
-                case "evaluate":
+                case "evaluate" | "collect_trajectories":
                     result = module.run(cfg, tqdm_progress)
-                case "train_policy":
+                case "train_policy" | "finetune_simulator":
                     result = module.run(cfg, log_training_step)
                 case _:
                     result = module.run(cfg)

@@ -274,6 +274,9 @@ class TrainConfig:
         }
     )
     questions: str = field(metadata={"help": "Artifact name from data.files whose questions train the policy."})
+    search_engine: Literal["simulated", "real"] = field(
+        metadata={"help": "'simulated' (ZeroSearch: the simulator writes documents) or 'real' (Search-R1 style)."}
+    )
     total_steps: int = field(metadata={"help": "Optimizer steps; also m of the curriculum."})
     prompts_per_step: int = field(metadata={"help": "Distinct questions per step."})
     group_size: int = field(metadata={"help": "Rollouts per question (the GRPO group; 1 is usual for PPO)."})

@@ -188,6 +188,7 @@ def run_grpo(
     questions: pd.DataFrame,
     validation: pd.DataFrame,
     engine: SearchEngine,
+    validation_engine: SearchEngine,
     on_step: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[Any, Any]:
     """Train with GRPO from ``paths.policy_dir``, resuming from the last checkpoint; return (model, tokenizer)."""
@@ -216,7 +217,9 @@ def run_grpo(
         train_dataset=dataset,
         processing_class=tokenizer,
         rollout_func=rollout,
-        callbacks=[MetricsRelay(rollout, lambda m: validate_policy(m, tokenizer, validation, engine, cfg), on_step)],
+        callbacks=[
+            MetricsRelay(rollout, lambda m: validate_policy(m, tokenizer, validation, validation_engine, cfg), on_step)
+        ],
     )
     # TRL's progress callback prints every log dict to stdout; MetricsRelay logs one readable line per step instead.
     trainer.remove_callback(ProgressCallback)

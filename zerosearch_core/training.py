@@ -341,10 +341,11 @@ def run_training(
     questions: pd.DataFrame,
     validation: pd.DataFrame,
     engine: SearchEngine,
+    validation_engine: SearchEngine,
     on_step: Callable[[dict[str, float]], None] | None = None,
 ) -> PolicyTrainer:
-    """Train from ``paths.policy_dir`` (or resume from the last checkpoint) until ``train.total_steps``; score the
-    validation questions at every checkpoint."""
+    """Train from ``paths.policy_dir`` (or resume from the last checkpoint) until ``train.total_steps`` against
+    ``engine``; score the validation questions with ``validation_engine`` (real search) at every checkpoint."""
     checkpoints_dir = Path(cfg.paths.checkpoints_dir)
     trainer = PolicyTrainer(cfg, Path(cfg.paths.policy_dir), engine)
     resume = latest_checkpoint(checkpoints_dir)
@@ -357,7 +358,7 @@ def run_training(
             trainer.state.step % cfg.train.save_every_steps == 0 or trainer.state.step == cfg.train.total_steps
         )
         if checkpoint_due:
-            metrics.update(validate_policy(trainer.policy, trainer.tokenizer, validation, engine, cfg))
+            metrics.update(validate_policy(trainer.policy, trainer.tokenizer, validation, validation_engine, cfg))
         logger.info(
             "step %d: reward %.3f, noise p %.3f", trainer.state.step, metrics["reward_mean"], metrics["noise_prob"]
         )

@@ -106,7 +106,7 @@ def _raw_suite(gx: Any, name: str, spec: BenchmarkFileConfig) -> Any:
     return gx.ExpectationSuite(name=f"{name}.raw", expectations=expectations)
 
 
-class _Validator:
+class GXValidator:
     """An ephemeral GE context with a Data Docs site in a folder of our choosing."""
 
     def __init__(self, docs_dir: Path) -> None:
@@ -129,7 +129,7 @@ class _Validator:
                 },
             },
         )
-        self.datasource = self.context.data_sources.add_pandas("benchmarks")
+        self.datasource = self.context.data_sources.add_pandas("frames")
 
     def run(self, suite: Any, frame: pd.DataFrame, with_row_names: bool) -> Any:
         """Validate ``frame`` against ``suite``; rows are named by source line and id when ``with_row_names``."""
@@ -150,7 +150,7 @@ class _Validator:
         self.context.build_data_docs(site_names=[self.docs_site])
 
 
-def _failures(result: Any, name: str, source: str) -> list[ExpectationFailure]:
+def expectation_failures(result: Any, name: str, source: str) -> list[ExpectationFailure]:
     failures = []
     for item in result.results:
         if item.success:
@@ -204,12 +204,12 @@ def validate_benchmarks(
     outcome = ValidationOutcome()
 
     def write(folder: Path) -> None:
-        validator = _Validator(folder / "data_docs")
+        validator = GXValidator(folder / "data_docs")
         for name, (spec, raw) in frames.items():
             source = source_label(spec)
             raw_result = validator.run(_raw_suite(validator.gx, name, spec), raw, with_row_names=False)
             outcome.evaluated += len(raw_result.results)
-            outcome.failures += _failures(raw_result, name, source)
+            outcome.failures += expectation_failures(raw_result, name, source)
             if not all(c in raw.columns for c in REQUIRED_RAW_COLUMNS[spec.format]):
                 continue  # the normalised suite cannot run without the required columns; the raw failure says so
             normalized = normalize(raw, spec)
@@ -219,7 +219,7 @@ def validate_benchmarks(
                 _normalized_suite(validator.gx, name, spec, data_cfg), validation_frame(normalized), True
             )
             outcome.evaluated += len(result.results)
-            outcome.failures += _failures(result, name, source)
+            outcome.failures += expectation_failures(result, name, source)
             outcome.normalized[name] = normalized
         validator.build_docs()
         (folder / "summary.md").write_text(_summary_markdown(outcome, frames))
@@ -256,3 +256,64 @@ def _summary_markdown(outcome: ValidationOutcome, frames: dict[str, tuple[Benchm
             lines += [f"- {line}" for line in dropped]
     lines += ["", "Great Expectations Data Docs: `data_docs/index.html`."]
     return "\n".join(lines) + "\n"
+
+
+def validate_simulator_sft(
+    frame: pd.DataFrame, num_documents: int, doc_words: int, balance_tolerance: float, report_dir: Path
+) -> ValidationOutcome:
+    """Check the simulator SFT rows and write the report folder (Data Docs + summary).
+
+    Expectations: the share of ``useful`` rows within ``0.5 ± balance_tolerance``; every target has text; no
+    *noisy* target contains a golden answer; every target has at most ``num_documents`` documents of at most
+    ``doc_words`` words each; ids unique.
+
+    Args:
+        frame: Rows with ``id``, ``doc_type``, ``completion``, ``noisy_leaks_answer``, ``documents``, ``max_doc_words``.
+        num_documents: Documents per target.
+        doc_words: Word bound per document.
+        balance_tolerance: Allowed distance of the useful share from one half.
+        report_dir: Receives ``data_docs/``, ``summary.md`` and ``summary.json``.
+    """
+    outcome = ValidationOutcome()
+    checked = pd.DataFrame(
+        {
+            "source_row": range(1, len(frame) + 1),
+            "id": frame["id"],
+            "is_useful": (frame["doc_type"] == "useful").astype(float),
+            "completion": frame["completion"].where(frame["completion"].str.strip().str.len() > 0, None),
+            "noisy_leaks_answer": frame["noisy_leaks_answer"],
+            "documents": frame["documents"],
+            "max_doc_words": frame["max_doc_words"],
+        }
+    )
+
+    def write(folder: Path) -> None:
+        validator = GXValidator(folder / "data_docs")
+        gx, gxe = validator.gx, validator.gx.expectations
+        suite = gx.ExpectationSuite(
+            name="simulator_sft",
+            expectations=[
+                gxe.ExpectColumnValuesToBeUnique(column="id"),
+                gxe.ExpectColumnMeanToBeBetween(
+                    column="is_useful", min_value=0.5 - balance_tolerance, max_value=0.5 + balance_tolerance
+                ),
+                gxe.ExpectColumnValuesToNotBeNull(column="completion"),
+                gxe.ExpectColumnValuesToBeInSet(column="noisy_leaks_answer", value_set=[False]),
+                gxe.ExpectColumnValuesToBeBetween(column="documents", min_value=1, max_value=num_documents),
+                gxe.ExpectColumnValuesToBeBetween(column="max_doc_words", min_value=1, max_value=doc_words),
+                gxe.ExpectTableRowCountToBeBetween(min_value=2),
+            ],
+        )
+        result = validator.run(suite, checked, with_row_names=True)
+        outcome.evaluated += len(result.results)
+        outcome.failures += expectation_failures(result, "simulator_sft", "build_simulator_sft")
+        validator.build_docs()
+        status = "PASSED" if outcome.success else "FAILED"
+        lines = [f"# Simulator SFT validation: {status}", "", f"{len(frame)} rows, {outcome.evaluated} expectations."]
+        lines += [f"- {failure.describe()}" for failure in outcome.failures]
+        (folder / "summary.md").write_text("\n".join(lines) + "\n")
+        summary = {"success": outcome.success, "failures": [f.__dict__ for f in outcome.failures]}
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=list) + "\n")
+
+    write_dir_atomically(report_dir, write)
+    return outcome

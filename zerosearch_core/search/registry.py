@@ -1,5 +1,7 @@
 """Build the configured search engine: ``open_search_engine(cfg.search, index_dir)``.
 
+``open_training_engine(cfg)`` gives the engine RL trains against: the simulator or the real retriever.
+
 Backends: ``in_process`` (search the local index directly) and ``http`` (a retriever server; with ``search.url``
 null, one is started on ``search.host`` for as long as the ``with`` block lasts, so the stage exercises the same HTTP
 path a remote retriever would).
@@ -12,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from zerosearch_core.config import SearchConfig
+from zerosearch_core.config import PipelineConfig, SearchConfig
 from zerosearch_core.search.base import SearchEngine
 from zerosearch_core.search.http import HttpSearchEngine, create_retriever_app, free_port, running_server
 from zerosearch_core.search.local import LocalSearchEngine, load_retriever, read_manifest
@@ -44,3 +46,21 @@ def open_search_engine(cfg: SearchConfig, index_dir: Path) -> Iterator[SearchEng
                 yield HttpSearchEngine(url, cfg.timeout_s, cfg.max_retries)
         case other:
             raise ValueError(f"Unknown search.backend {other!r}; valid kinds are 'in_process' and 'http'.")
+
+
+@contextmanager
+def open_training_engine(cfg: PipelineConfig) -> Iterator[SearchEngine]:
+    """The engine RL trains against: the simulator (``train.search_engine: simulated``) or the real retriever."""
+    match cfg.train.search_engine:
+        case "real":
+            with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as engine:
+                yield engine
+        case "simulated":
+            from zerosearch_core.models import load_causal_lm, load_tokenizer
+            from zerosearch_core.search.simulated import LocalLLM, SimulatedSearchEngine
+
+            simulator_dir = Path(cfg.paths.simulator_dir)
+            llm = LocalLLM(load_causal_lm(simulator_dir, cfg.model.dtype), load_tokenizer(simulator_dir))
+            yield SimulatedSearchEngine(llm, cfg.simulator, cfg.rollout.max_doc_chars, {"model": str(simulator_dir)})
+        case other:
+            raise ValueError(f"Unknown train.search_engine {other!r}; valid kinds are 'simulated' and 'real'.")

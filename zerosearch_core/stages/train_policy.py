@@ -18,7 +18,7 @@ from zerosearch_core.artifacts import file_sha256, prepare_resumable_dir, write_
 from zerosearch_core.config import PipelineConfig, config_to_dict
 from zerosearch_core.evaluation import sample_questions
 from zerosearch_core.models import save_policy
-from zerosearch_core.search.registry import open_search_engine
+from zerosearch_core.search.registry import open_search_engine, open_training_engine
 from zerosearch_core.seeding import derive_seed
 from zerosearch_core.stages import StageResult, StepLogger
 from zerosearch_core.training_report import latest_by_step, plot_training_curves, summarize_history
@@ -66,15 +66,15 @@ def run(cfg: PipelineConfig, log_step: StepLogger | None = None) -> StageResult:
         if log_step is not None:
             log_step(metrics, int(metrics["step"]))
 
-    with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as engine:
+    with open_training_engine(cfg) as engine, open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as real:
         if cfg.train.algorithm == "grpo":
             from zerosearch_core.grpo import run_grpo
 
-            model, tokenizer = run_grpo(cfg, questions, validation, engine, on_step)
+            model, tokenizer = run_grpo(cfg, questions, validation, engine, real, on_step)
         else:
             from zerosearch_core.training import run_training
 
-            trainer = run_training(cfg, questions, validation, engine, on_step)
+            trainer = run_training(cfg, questions, validation, engine, real, on_step)
             model, tokenizer = trainer.policy, trainer.tokenizer
 
     history = latest_by_step([json.loads(line) for line in history_path.read_text().splitlines() if line.strip()])

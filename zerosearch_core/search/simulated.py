@@ -1,0 +1,152 @@
+"""The simulated search engine: an LLM writes the documents, useful or noisy as the curriculum draws.
+
+Per episode, :meth:`SimulatedSearchEngine.open_session` binds the question, its golden answers, the noise
+probability and a seed; every search then draws the document type from that episode's own ``random.Random(seed)``
+(noisy with probability ``noise_prob``), renders the simulator prompt and parses the generated documents. The same
+seed gives the same types and, with a seeded LLM, the same documents.
+
+Modes: ``finetuned`` (a simulator trained on real-search data) and ``prompted`` (any instruct model, with a worked
+example in the prompt). Generated text that is not in the asked-for format is parsed as far as it goes and the
+problems are counted (:class:`SimulatorStats`); output with no usable document raises
+:class:`~zerosearch_core.search.base.SearchBackendError`, which the run's error budget counts, so a broken simulator
+fails the run instead of feeding empty documents to training.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from zerosearch_core.config import SimulatorConfig
+from zerosearch_core.search.base import EpisodeContext, SearchBackendError, SearchResult
+from zerosearch_core.simulator import choose_doc_type, parse_documents, render_simulator_prompt
+
+logger = logging.getLogger(__name__)
+
+FEW_SHOT_EXAMPLE = (
+    "Example of the format, for the query 'eiffel tower height':\n"
+    "Doc 1: (Title: Eiffel Tower) The Eiffel Tower is a wrought-iron lattice tower in Paris. It is 330 metres tall.\n"
+    "Doc 2: (Title: Gustave Eiffel) Gustave Eiffel was a French engineer whose company built the tower.\n\n"
+)
+
+
+class LLMClient(Protocol):
+    """Generates completions for chat prompts (a local model, or an OpenAI-compatible server)."""
+
+    def complete(self, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
+        """One completion per user message, in order."""
+        ...
+
+
+class LocalLLM:
+    """:class:`LLMClient` on a transformers model in this process (chat template applied when there is one)."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @torch.no_grad()
+    def complete(self, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
+        """Batched, left-padded generation seeded by ``seed``."""
+        texts = [self._render(p) for p in prompts]
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        sampling = temperature > 0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed % 2**31)
+            output = self.model.generate(  # type: ignore[operator]
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=sampling,
+                temperature=temperature if sampling else None,
+                top_k=None,
+                top_p=None,
+                pad_token_id=int(self.tokenizer.pad_token_id),
+            )
+        new_tokens = output[:, batch["input_ids"].shape[1] :]  # (B, <= max_new_tokens)
+        return [str(t) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def _render(self, prompt: str) -> str:
+        if self.tokenizer.chat_template is None:
+            return prompt
+        messages = [{"role": "user", "content": prompt}]
+        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+
+@dataclass
+class SimulatorStats:
+    """Counts of what the simulator produced, for the run's metrics."""
+
+    searches: int = 0
+    useful: int = 0
+    noisy: int = 0
+    missing_documents: int = 0
+    overlong_documents: int = 0
+    unnumbered: int = 0
+    empty: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+
+
+class SimulatedSearchEngine:
+    """A :class:`~zerosearch_core.search.base.SearchEngine` whose documents an LLM writes."""
+
+    def __init__(self, llm: LLMClient, cfg: SimulatorConfig, max_doc_chars: int, description: dict[str, str]) -> None:
+        self.llm = llm
+        self.cfg = cfg
+        self.max_doc_chars = max_doc_chars
+        self.description = description
+        self.stats = SimulatorStats()
+
+    def open_session(self, ctx: EpisodeContext) -> SimulatedSearchSession:
+        """Bind one episode: its question, answers, noise probability and seeded generator."""
+        return SimulatedSearchSession(self, ctx, random.Random(ctx.seed))
+
+    def describe(self) -> dict[str, str]:
+        """Facts for cards and logs."""
+        return {"backend": "simulated", "mode": self.cfg.mode, **self.description}
+
+    def render_prompt(self, ctx: EpisodeContext, query: str, doc_type: str, top_k: int) -> str:
+        """The simulator prompt of one search (with a worked example in prompted mode)."""
+        prompt = render_simulator_prompt(query, ctx.question, ctx.gold_answers, doc_type, top_k, self.cfg.doc_words)  # type: ignore[arg-type]
+        return FEW_SHOT_EXAMPLE + prompt if self.cfg.mode == "prompted" else prompt
+
+
+@dataclass
+class SimulatedSearchSession:
+    """One episode's simulated searches."""
+
+    engine: SimulatedSearchEngine
+    ctx: EpisodeContext
+    rng: random.Random
+    calls: int = 0
+
+    def search(self, query: str, top_k: int) -> SearchResult:
+        """Draw the document type, ask the simulator, parse its documents."""
+        if not query.strip():
+            return SearchResult(documents=(), status="empty_query", latency_s=0.0, message="Empty query.")
+        engine, stats = self.engine, self.engine.stats
+        doc_type = choose_doc_type(self.ctx.noise_prob, self.rng)
+        seed = self.rng.randrange(2**31)
+        self.calls += 1
+        started = time.perf_counter()
+        prompt = engine.render_prompt(self.ctx, query, doc_type, top_k)
+        text = engine.llm.complete([prompt], engine.cfg.max_new_tokens, engine.cfg.temperature, seed)[0]
+        parsed = parse_documents(text, top_k, engine.max_doc_chars)
+        latency = time.perf_counter() - started
+        stats.searches += 1
+        stats.useful += doc_type == "useful"
+        stats.noisy += doc_type == "noisy"
+        stats.missing_documents += parsed.missing
+        stats.overlong_documents += parsed.overlong
+        stats.unnumbered += parsed.unnumbered
+        stats.latencies_s.append(latency)
+        if parsed.empty:
+            stats.empty += 1
+            raise SearchBackendError(f"The simulator returned no usable document for query {query!r}.")
+        return SearchResult(documents=parsed.documents, status="ok", latency_s=latency, message=doc_type)
