@@ -1,0 +1,251 @@
+"""The simulator: prompt renderings (golden), robust parsing, labelling, the seeded simulated engine, and the
+collect → SFT data → fine-tune stages on real data with a real tiny model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zerosearch_core.config import PipelineConfig
+from zerosearch_core.models import load_causal_lm, load_tokenizer
+from zerosearch_core.rollout import run_episodes
+from zerosearch_core.search.base import Document, EpisodeContext, SearchBackendError, SearchErrorBudget
+from zerosearch_core.search.simulated import FEW_SHOT_EXAMPLE, LocalLLM, SimulatedSearchEngine
+from zerosearch_core.simulator import (
+    choose_doc_type,
+    contains_answer,
+    label_by_containment,
+    parse_documents,
+    parse_judge_reply,
+    render_documents_target,
+    render_judge_prompt,
+    render_simulator_prompt,
+)
+from zerosearch_core.validation import validate_simulator_sft
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "simulator_prompts.json").read_text())
+DOCS = [
+    Document("1", "Eiffel Tower", "The Eiffel Tower is a wrought-iron lattice tower in Paris, completed in 1889.", 2.0),
+    Document("2", "Paris", "Paris is the capital of France.", 1.0),
+]
+
+
+@pytest.mark.parametrize("case", GOLDEN["simulator"], ids=[c["name"] for c in GOLDEN["simulator"]])
+def test_simulator_prompt_golden(case: dict) -> None:
+    assert render_simulator_prompt(**case["args"]) == case["rendered"]
+
+
+def test_judge_prompt_and_target_golden() -> None:
+    judge = GOLDEN["judge"]
+    assert render_judge_prompt(judge["question"], judge["answers"], DOCS) == judge["rendered"]
+    assert render_documents_target(DOCS, GOLDEN["target"]["max_words"]) == GOLDEN["target"]["rendered"]
+
+
+def test_useful_and_noisy_prompts_differ_only_in_the_instruction() -> None:
+    useful = render_simulator_prompt("q", "Q?", ["A"], "useful", 3, 40).splitlines()
+    noisy = render_simulator_prompt("q", "Q?", ["A"], "noisy", 3, 40).splitlines()
+    assert [i for i, (a, b) in enumerate(zip(useful, noisy, strict=True)) if a != b] == [1]
+    assert "do not" in noisy[1] and "contain the facts" in useful[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "titles", "missing", "overlong", "unnumbered"),
+    [
+        ("Doc 1: (Title: A) alpha\nDoc 2: (Title: B) beta", 2, ["A", "B"], 0, 0, False),
+        ("1. (Title: A) alpha\n2) beta", 2, ["A", ""], 0, 0, False),
+        ("Document 1: alpha\ncontinued here\nDoc 2: beta", 2, ["", ""], 0, 0, False),
+        ("Doc 1: (Title: A) alpha", 3, ["A"], 2, 0, False),
+        ("Doc 1: " + "x" * 50, 1, [""], 0, 1, False),
+        ("free text without numbers", 2, [""], 1, 1, True),
+        ("Doc 1: a\nDoc 2: b\nDoc 3: c\nDoc 4: d", 2, ["", ""], 0, 0, False),
+        ("", 2, [], 2, 0, False),
+    ],
+)
+def test_parse_documents_counts_every_problem(
+    text: str, expected: int, titles: list[str], missing: int, overlong: int, unnumbered: bool
+) -> None:
+    parsed = parse_documents(text, expected, max_chars=20)
+    assert [d.title for d in parsed.documents] == titles
+    assert (parsed.missing, parsed.overlong, parsed.unnumbered) == (missing, overlong, unnumbered)
+    assert all(len(d.text) <= 20 for d in parsed.documents)
+    assert parsed.empty == (not titles)
+
+
+@given(st.text(max_size=300), st.integers(min_value=1, max_value=5))
+@settings(max_examples=200, deadline=None)
+def test_parse_never_crashes_and_never_exceeds_bounds(text: str, expected: int) -> None:
+    parsed = parse_documents(text, expected, max_chars=50)
+    assert len(parsed.documents) + parsed.missing == expected or (parsed.unnumbered and len(parsed.documents) == 1)
+    assert all(len(d.text) <= 50 for d in parsed.documents)
+
+
+def test_containment_labels_and_judge_replies() -> None:
+    assert label_by_containment(DOCS, ["1889"]) == "useful"
+    assert label_by_containment(DOCS, ["Berlin"]) == "noisy"
+    assert not contains_answer(DOCS, ["188"])  # whole tokens only
+    assert contains_answer(DOCS, ["the capital"])  # normalised: articles dropped on both sides
+    assert [parse_judge_reply(r) for r in ("YES.", "No, it does not", "", "unsure")] == ["useful", "noisy", None, None]
+
+
+def test_doc_type_draws_follow_the_noise_probability() -> None:
+    rng = random.Random(0)
+    draws = [choose_doc_type(0.3, rng) for _ in range(4000)]
+    assert draws.count("noisy") / len(draws) == pytest.approx(0.3, abs=0.03)
+
+
+class ScriptedLLM:
+    def __init__(self, replies: Sequence[str]) -> None:
+        self.replies = list(replies)
+        self.prompts: list[str] = []
+
+    def complete(self, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
+        self.prompts.extend(prompts)
+        return [self.replies[(len(self.prompts) - 1) % len(self.replies)] for _ in prompts]
+
+
+def _engine(cfg: PipelineConfig, llm, mode: str = "finetuned") -> SimulatedSearchEngine:
+    return SimulatedSearchEngine(llm, dataclasses.replace(cfg.simulator, mode=mode), 200, {"model": "scripted"})
+
+
+def test_same_seed_same_document_types_and_the_prompt_carries_the_episode(cfg: PipelineConfig) -> None:
+    def types(seed: int) -> list[str]:
+        llm = ScriptedLLM(["Doc 1: (Title: T) text"])
+        session = _engine(cfg, llm).open_session(EpisodeContext("Who?", ("Ann",), 0.5, seed))
+        return [session.search(f"q{i}", 1).message for i in range(12)]
+
+    assert types(7) == types(7)
+    assert types(7) != types(8)
+    llm = ScriptedLLM(["Doc 1: (Title: T) text"])
+    _engine(cfg, llm).open_session(EpisodeContext("Who founded X?", ("Ann",), 1.0, 1)).search("founder of x", 1)
+    assert "Question: Who founded X?" in llm.prompts[0] and "Answer: Ann" in llm.prompts[0]
+    assert "do not contain" in llm.prompts[0]  # noise probability 1: noisy
+    _engine(cfg, llm, "prompted").open_session(EpisodeContext("Q?", ("A",), 0.0, 1)).search("q", 1)
+    assert llm.prompts[-1].startswith(FEW_SHOT_EXAMPLE)
+
+
+def test_unusable_output_is_a_backend_error_that_fails_a_strict_run(cfg: PipelineConfig, tiny_policy_dir: Path) -> None:
+    engine = _engine(cfg, ScriptedLLM([""]))
+    session = engine.open_session(EpisodeContext("Q?", ("A",), 0.0, 1))
+    with pytest.raises(SearchBackendError, match="no usable document"):
+        session.search("q", 2)
+    assert engine.stats.empty == 1
+
+    from tests.test_rollout import ScriptedPolicy
+
+    policy = ScriptedPolicy(load_tokenizer(tiny_policy_dir), ["<search> q </search>"])
+    with pytest.raises(SearchBackendError, match="max_error_rate"):
+        run_episodes(policy, [policy.encode("Q")], [session], cfg.rollout, 2, SearchErrorBudget(0.0))
+
+
+def test_local_llm_is_seeded(tiny_policy_dir: Path) -> None:
+    llm = LocalLLM(load_causal_lm(tiny_policy_dir), load_tokenizer(tiny_policy_dir))
+    first = llm.complete(["Write documents about Paris."], 12, 1.0, seed=5)
+    assert first == llm.complete(["Write documents about Paris."], 12, 1.0, seed=5)
+    assert first != llm.complete(["Write documents about Paris."], 12, 1.0, seed=6)
+
+
+def test_sft_validation_names_leaks_and_imbalance(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d"],
+            "doc_type": ["useful", "useful", "useful", "noisy"],
+            "completion": ["Doc 1: x", "Doc 1: y", "", "Doc 1: 1889"],
+            "noisy_leaks_answer": [False, False, False, True],
+            "documents": [1, 1, 1, 1],
+            "max_doc_words": [2, 2, 2, 2],
+        }
+    )
+    outcome = validate_simulator_sft(
+        frame, num_documents=3, doc_words=40, balance_tolerance=0.1, report_dir=tmp_path / "r"
+    )
+    failed = {f.expectation: f for f in outcome.failures}
+    assert set(failed) == {
+        "expect_column_mean_to_be_between",
+        "expect_column_values_to_not_be_null",
+        "expect_column_values_to_be_in_set",
+    }
+    assert "id='d'" in failed["expect_column_values_to_be_in_set"].describe()
+    assert "id='c'" in failed["expect_column_values_to_not_be_null"].describe()
+    assert "FAILED" in (tmp_path / "r" / "summary.md").read_text()
+
+
+def _simulator_cfg(cfg: PipelineConfig, tiny_policy_dir: Path) -> PipelineConfig:
+    files = tuple(f for f in cfg.data.files if f.name in ("multihop_train", "multihop_val", "bamboogle_test"))
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, files=files),
+        eval=dataclasses.replace(cfg.eval, benchmarks=("bamboogle_test",)),
+        search=dataclasses.replace(cfg.search, max_passages=None),
+        simulator=dataclasses.replace(
+            cfg.simulator, collect_max_questions=800, epochs=1.0, max_length=256, max_new_tokens=32, eval_questions=4
+        ),
+        paths=dataclasses.replace(cfg.paths, policy_dir=str(tiny_policy_dir)),
+    )
+
+
+def test_collect_label_finetune_stages_on_real_search(cfg: PipelineConfig, tiny_policy_dir: Path) -> None:
+    from zerosearch_core.stages import (
+        build_index,
+        build_simulator_sft,
+        collect_trajectories,
+        finetune_simulator,
+        prepare_data,
+    )
+
+    run_cfg = _simulator_cfg(cfg, tiny_policy_dir)
+    prepare_data.run(run_cfg)
+    build_index.run(run_cfg)
+    collected = collect_trajectories.run(run_cfg)
+    assert collected.metrics["interactions"] == 800
+    first = json.loads(Path(run_cfg.paths.trajectories).read_text().splitlines()[0])
+    assert (
+        set(first) == {"id", "question", "golden_answers", "query", "documents"} and first["query"] == first["question"]
+    )
+    assert len(first["documents"]) == run_cfg.search.top_k
+
+    built = build_simulator_sft.run(run_cfg)
+    rows = [
+        json.loads(line) for line in (Path(run_cfg.paths.simulator_sft_dir) / "train.jsonl").read_text().splitlines()
+    ]
+    useful = sum(r["doc_type"] == "useful" for r in rows)
+    assert useful == len(rows) - useful > 0  # balanced exactly
+    assert built.metrics["dropped_for_balance"] > 0 and built.metrics["labelled_useful"] >= useful
+    assert all(not r["noisy_leaks_answer"] for r in rows)
+    assert rows[0]["prompt"][0]["role"] == "user" and rows[0]["completion"][0]["content"].startswith("Doc 1: (Title: ")
+    heldout = {
+        json.loads(line)["id"]
+        for line in (Path(run_cfg.paths.simulator_sft_dir) / "heldout.jsonl").read_text().splitlines()
+    }
+    assert not heldout & {r["question_id"] for r in rows}  # held-out questions never trained on
+
+    steps: list[int] = []
+    tuned = finetune_simulator.run(run_cfg, lambda metrics, step: steps.append(step))
+    assert steps and tuned.metrics["sft_loss_last"] < tuned.metrics["sft_loss_first"]
+    for key in ("useful_answer_rate", "noisy_answer_rate", "useful_minus_noisy", "real_documents_answer_rate"):
+        assert 0.0 <= abs(tuned.metrics[key]) <= 1.0
+    samples = (Path(run_cfg.paths.simulator_dir) / "samples.md").read_text()
+    assert samples.count("**useful**") == 4 and samples.count("**noisy**") == 4
+    assert load_causal_lm(run_cfg.paths.simulator_dir).config.model_type == "qwen2"
+
+
+def test_policy_query_source_with_a_policy_that_never_searches_fails_clearly(
+    cfg: PipelineConfig, tiny_policy_dir: Path
+) -> None:
+    from zerosearch_core.stages import build_index, collect_trajectories, prepare_data
+
+    run_cfg = _simulator_cfg(cfg, tiny_policy_dir)
+    run_cfg = dataclasses.replace(
+        run_cfg, simulator=dataclasses.replace(run_cfg.simulator, query_source="policy", collect_max_questions=4)
+    )
+    prepare_data.run(run_cfg)
+    build_index.run(run_cfg)
+    with pytest.raises(RuntimeError, match="query_source: question"):
+        collect_trajectories.run(run_cfg)
