@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch_core.cli import STAGES, build_parser, main
+from zerosearch_core.cli import SERVICES, STAGES, build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("stage", [*STAGES, "serve_retriever"])
+@pytest.mark.parametrize("stage", [*STAGES, *SERVICES])
 def test_every_subcommand_has_help(stage: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([stage, "--help"])

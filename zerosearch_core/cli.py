@@ -146,10 +146,17 @@ def run_stage(stage: str, params_path: Path) -> int:
     return 0
 
 
-def serve_retriever(params_path: Path) -> int:
-    """Serve the built index at ``search.host``:``search.port`` until interrupted."""
+SERVICES: dict[str, str] = {
+    "serve_retriever": "Serve the built index over HTTP (Search-R1-compatible /retrieve).",
+    "serve_simulator": "Serve the simulator with an OpenAI-compatible API (/v1/chat/completions, /v1/completions).",
+}
+"""Long-running services (not DVC stages), each ``zerosearch_core.stages.<name>.run(cfg)``."""
+
+
+def serve(service: str, params_path: Path) -> int:
+    """Run a service until interrupted."""
     cfg = load_config(params_path)
-    importlib.import_module("zerosearch_core.stages.serve_retriever").run(cfg)
+    importlib.import_module(f"zerosearch_core.stages.{service}").run(cfg)
     return 0
 
 
@@ -163,12 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in STAGES.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
-    serve = commands.add_parser(
-        "serve_retriever",
-        help="Serve the built index over HTTP (Search-R1-compatible /retrieve).",
-        description="Serve the built index at search.host:search.port until interrupted.",
-    )
-    serve.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
+    for name, help_text in SERVICES.items():
+        service = commands.add_parser(name, help=help_text, description=f"{help_text} Runs until interrupted.")
+        service.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
     return parser
 
 
@@ -179,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("great_expectations", "httpx", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        if args.stage == "serve_retriever":
-            return serve_retriever(args.params)
+        if args.stage in SERVICES:
+            return serve(args.stage, args.params)
         return run_stage(args.stage, args.params)
     except ConfigError as err:
         logger.error("Configuration error: %s", err)

@@ -230,6 +230,18 @@ class SimulatorConfig:
     max_new_tokens: int = field(metadata={"help": "Generation budget of one simulated search."})
     temperature: float = field(metadata={"help": "Sampling temperature of the simulator."})
     eval_questions: int = field(metadata={"help": "Held-out questions on which useful vs noisy rates are measured."})
+    url: str | None = field(
+        metadata={"help": "OpenAI-compatible simulator server (ours or `vllm serve`); null runs the model in process."}
+    )
+    serve_host: str = field(metadata={"help": "Interface `zerosearch serve_simulator` binds to."})
+    serve_port: int = field(metadata={"help": "Port of `zerosearch serve_simulator`."})
+    max_batch_size: int = field(metadata={"help": "Server: requests generated together in one batch."})
+    batch_wait_ms: float = field(metadata={"help": "Server: how long a batch waits to fill up."})
+    max_queue: int = field(metadata={"help": "Server: queued requests beyond which it answers 503."})
+    request_timeout_s: float = field(
+        metadata={"help": "Server deadline per request (504 after it); also the client's."}
+    )
+    max_retries: int = field(metadata={"help": "Client retries with backoff before SearchBackendError."})
 
     def __post_init__(self) -> None:
         if self.labeller == "llm_judge" and self.judge_model is None:

@@ -56,11 +56,27 @@ def open_training_engine(cfg: PipelineConfig) -> Iterator[SearchEngine]:
             with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as engine:
                 yield engine
         case "simulated":
-            from zerosearch_core.models import load_causal_lm, load_tokenizer
-            from zerosearch_core.search.simulated import LocalLLM, SimulatedSearchEngine
-
-            simulator_dir = Path(cfg.paths.simulator_dir)
-            llm = LocalLLM(load_causal_lm(simulator_dir, cfg.model.dtype), load_tokenizer(simulator_dir))
-            yield SimulatedSearchEngine(llm, cfg.simulator, cfg.rollout.max_doc_chars, {"model": str(simulator_dir)})
+            yield make_simulated_engine(cfg)
         case other:
             raise ValueError(f"Unknown train.search_engine {other!r}; valid kinds are 'simulated' and 'real'.")
+
+
+def make_simulated_engine(cfg: PipelineConfig) -> SearchEngine:
+    """The simulator behind ``simulator.url`` (an OpenAI-compatible server), or in process from
+    ``paths.simulator_dir``."""
+    from zerosearch_core.search.simulated import LLMClient, LocalLLM, SimulatedSearchEngine
+
+    sim = cfg.simulator
+    llm: LLMClient
+    if sim.url is not None:
+        from zerosearch_core.search.simulator_server import OpenAICompatibleLLM
+
+        llm = OpenAICompatibleLLM(sim.url, "simulator", sim.request_timeout_s, sim.max_retries)
+        where = sim.url
+    else:
+        from zerosearch_core.models import load_causal_lm, load_tokenizer
+
+        simulator_dir = Path(cfg.paths.simulator_dir)
+        llm = LocalLLM(load_causal_lm(simulator_dir, cfg.model.dtype), load_tokenizer(simulator_dir))
+        where = str(simulator_dir)
+    return SimulatedSearchEngine(llm, sim, cfg.rollout.max_doc_chars, {"model": where})

@@ -52,11 +52,15 @@ class LocalLLM:
         self.model = model
         self.tokenizer = tokenizer
 
-    @torch.no_grad()
     def complete(self, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
-        """Batched, left-padded generation seeded by ``seed``."""
-        texts = [self._render(p) for p in prompts]
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        """Batched generation for user messages, seeded by ``seed``."""
+        return self.complete_rendered([self.render(p) for p in prompts], max_new_tokens, temperature, seed)
+
+    @torch.no_grad()
+    def complete_rendered(self, texts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
+        """Batched, left-padded generation of already rendered texts."""
+        self.tokenizer.padding_side = "left"
+        batch = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
         sampling = temperature > 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed % 2**31)
@@ -72,7 +76,8 @@ class LocalLLM:
         new_tokens = output[:, batch["input_ids"].shape[1] :]  # (B, <= max_new_tokens)
         return [str(t) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
-    def _render(self, prompt: str) -> str:
+    def render(self, prompt: str) -> str:
+        """A user message through the chat template (unchanged when the tokenizer has none)."""
         if self.tokenizer.chat_template is None:
             return prompt
         messages = [{"role": "user", "content": prompt}]

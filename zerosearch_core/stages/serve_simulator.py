@@ -1,0 +1,31 @@
+"""Serve the fine-tuned simulator with an OpenAI-compatible API (not a DVC stage: a long-running service).
+
+Run: ``zerosearch serve_simulator --params params.yaml``; it binds ``simulator.serve_host``:``simulator.serve_port``
+(127.0.0.1:8001 by default). Point training at it with ``simulator.url: http://127.0.0.1:8001``. On a GPU,
+``vllm serve data/models/simulator --port 8001 --served-model-name simulator`` serves the same API.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from zerosearch_core.config import PipelineConfig
+from zerosearch_core.models import load_causal_lm, load_tokenizer
+from zerosearch_core.search.simulated import LocalLLM
+from zerosearch_core.search.simulator_server import create_simulator_app
+
+logger = logging.getLogger(__name__)
+
+
+def run(cfg: PipelineConfig) -> None:
+    """Load the simulator and serve it until interrupted."""
+    sim, simulator_dir = cfg.simulator, Path(cfg.paths.simulator_dir)
+    llm = LocalLLM(load_causal_lm(simulator_dir, cfg.model.dtype), load_tokenizer(simulator_dir))
+    app = create_simulator_app(
+        llm, "simulator", sim.max_batch_size, sim.batch_wait_ms, sim.max_queue, sim.request_timeout_s
+    )
+    logger.info("Serving %s at http://%s:%d/v1", simulator_dir, sim.serve_host, sim.serve_port)
+    uvicorn.run(app, host=sim.serve_host, port=sim.serve_port, log_level="info")
