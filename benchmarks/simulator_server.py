@@ -1,0 +1,79 @@
+"""Benchmark: simulator server throughput and latency, batched vs one request at a time.
+
+Run after ``dvc repro finetune_simulator`` (it serves ``paths.simulator_dir``; ``--model`` picks another folder)::
+
+    .venv/bin/python benchmarks/simulator_server.py [--params params.yaml] [--requests 64] [--max-tokens 48]
+
+For 1, 8 and 32 concurrent clients, against the same model served with batching (``max_batch_size`` 32) and
+without (``max_batch_size`` 1), it prints documents/s (one simulated search = ``search.top_k`` documents) and
+p50/p95 request latency. Goal: batched >= 5x unbatched throughput at 32 clients on CPU. Every request has its own
+seed, so none is answered from the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from zerosearch_core.config import load_config  # noqa: E402
+from zerosearch_core.models import load_causal_lm, load_tokenizer  # noqa: E402
+from zerosearch_core.search.http import free_port, running_server  # noqa: E402
+from zerosearch_core.search.simulated import LocalLLM  # noqa: E402
+from zerosearch_core.search.simulator_server import create_simulator_app  # noqa: E402
+from zerosearch_core.simulator import render_simulator_prompt  # noqa: E402
+
+
+def measure(url: str, clients: int, requests_total: int, max_tokens: int, seed_base: int) -> tuple[float, float, float]:
+    """Requests/s, p50 and p95 latency for ``requests_total`` requests from ``clients`` threads."""
+    prompt = render_simulator_prompt("eiffel tower height", "How tall is the Eiffel Tower?", ["330 m"], "useful", 3, 30)
+
+    def one(index: int) -> float:
+        body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "seed": seed_base + index}
+        started = time.perf_counter()
+        requests.post(f"{url}/v1/chat/completions", json=body, timeout=600).raise_for_status()
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        latencies = sorted(pool.map(one, range(requests_total)))
+    elapsed = time.perf_counter() - started
+    p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+    return requests_total / elapsed, statistics.median(latencies), p95
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--model", type=Path, default=None, help="model folder (default: paths.simulator_dir)")
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    args = parser.parse_args()
+    cfg = load_config(args.params)
+    model_dir = args.model if args.model is not None else Path(cfg.paths.simulator_dir)
+    llm = LocalLLM(load_causal_lm(model_dir), load_tokenizer(model_dir))
+    print(f"# {' '.join(sys.argv)}  model {model_dir}, {args.requests} requests of {args.max_tokens} tokens")
+    print(f"{'server':>10} {'clients':>7} {'docs/s':>8} {'p50 s':>7} {'p95 s':>7}")
+    results: dict[tuple[str, int], float] = {}
+    for label, batch in (("batched", 32), ("unbatched", 1)):
+        app = create_simulator_app(llm, "simulator", batch, 20.0, 4096, 600.0)
+        with running_server(app, "127.0.0.1", free_port("127.0.0.1")) as url:
+            for clients in (1, 8, 32):
+                rate, p50, p95 = measure(url, clients, args.requests, args.max_tokens, seed_base=clients * 100_000)
+                docs_per_s = rate * cfg.search.top_k
+                results[(label, clients)] = docs_per_s
+                print(f"{label:>10} {clients:>7} {docs_per_s:>8.1f} {p50:>7.2f} {p95:>7.2f}")
+    speedup = results[("batched", 32)] / results[("unbatched", 32)]
+    print(f"batched / unbatched throughput at 32 clients: {speedup:.1f}x (goal >= 5x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
