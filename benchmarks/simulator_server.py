@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
+import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zerosearch_core.config import load_config  # noqa: E402
 from zerosearch_core.models import load_causal_lm, load_tokenizer  # noqa: E402
-from zerosearch_core.search.http import free_port, running_server  # noqa: E402
+from zerosearch_core.search.http import free_port  # noqa: E402
 from zerosearch_core.search.simulated import LocalLLM  # noqa: E402
 from zerosearch_core.search.simulator_server import create_simulator_app  # noqa: E402
 from zerosearch_core.simulator import render_simulator_prompt  # noqa: E402
@@ -49,22 +53,52 @@ def measure(url: str, clients: int, requests_total: int, max_tokens: int, seed_b
     return requests_total / elapsed, statistics.median(latencies), p95
 
 
+@contextmanager
+def server_process(params: Path, model_dir: Path, batch: int) -> Iterator[str]:
+    """This script in server mode, on a free port; yields its URL once /health answers."""
+    port = free_port("127.0.0.1")
+    command = [sys.executable, __file__, "--params", str(params), "--model", str(model_dir)]
+    process = subprocess.Popen([*command, "--serve-batch", str(batch), "--serve-port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("The simulator server did not start.") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: paths.simulator_dir)")
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--serve-batch", type=int, default=None, help=argparse.SUPPRESS)  # internal: server process
+    parser.add_argument("--serve-port", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     cfg = load_config(args.params)
     model_dir = args.model if args.model is not None else Path(cfg.paths.simulator_dir)
-    llm = LocalLLM(load_causal_lm(model_dir), load_tokenizer(model_dir))
+    if args.serve_batch is not None:
+        llm = LocalLLM(load_causal_lm(model_dir), load_tokenizer(model_dir))
+        app = create_simulator_app(llm, "simulator", args.serve_batch, 20.0, 4096, 600.0)
+        uvicorn.run(app, host="127.0.0.1", port=args.serve_port, log_level="warning")
+        return 0
     print(f"# {' '.join(sys.argv)}  model {model_dir}, {args.requests} requests of {args.max_tokens} tokens")
+    print("# the server runs in a child process; client threads here")
     print(f"{'server':>10} {'clients':>7} {'docs/s':>8} {'p50 s':>7} {'p95 s':>7}")
     results: dict[tuple[str, int], float] = {}
     for label, batch in (("batched", 32), ("unbatched", 1)):
-        app = create_simulator_app(llm, "simulator", batch, 20.0, 4096, 600.0)
-        with running_server(app, "127.0.0.1", free_port("127.0.0.1")) as url:
+        # the server runs in its own process, so that client threads do not compete with it for the GIL
+        with server_process(args.params, model_dir, batch) as url:
             for clients in (1, 8, 32):
                 rate, p50, p95 = measure(url, clients, args.requests, args.max_tokens, seed_base=clients * 100_000)
                 docs_per_s = rate * cfg.search.top_k

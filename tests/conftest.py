@@ -137,6 +137,7 @@ def copy_project(target: Path, benchmarks_dir: Path) -> Path:
     params["model"]["vocab_size"] = 1500
     params["eval"]["max_questions_per_benchmark"] = 3
     params["rollout"]["max_new_tokens_per_turn"] = 8
+    params["simulator"].update(collect_max_questions=400, eval_questions=2, max_new_tokens=24, max_length=256)
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for command in (
         ["git", "init", "-q"],

