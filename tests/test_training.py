@@ -174,7 +174,9 @@ def _prepare_project(cfg: PipelineConfig, root: Path) -> Path:
         cfg,
         data=dataclasses.replace(cfg.data, files=files),
         eval=dataclasses.replace(cfg.eval, benchmarks=("bamboogle_test",)),
-        train=dataclasses.replace(cfg.train, total_steps=STEPS, save_every_steps=3, prompts_per_step=2, group_size=2),
+        train=dataclasses.replace(
+            cfg.train, total_steps=STEPS, save_every_steps=3, prompts_per_step=2, group_size=2, search_engine="real"
+        ),
         rollout=dataclasses.replace(cfg.rollout, max_new_tokens_per_turn=8, max_turns=2),
     )
     prepare_data.run(small)
@@ -242,3 +244,11 @@ def test_checkpoints_of_another_configuration_are_not_resumed(cfg: PipelineConfi
     prepare_checkpoints_dir(changed)
     assert not (checkpoints / "checkpoint-2").exists()  # another run: cleared
     assert (checkpoints / FINGERPRINT_FILE).read_text().strip() != ""
+
+
+def test_training_against_a_missing_simulator_says_what_to_run(cfg: PipelineConfig) -> None:
+    from zerosearch_core.search.registry import open_training_engine
+
+    with pytest.raises(FileNotFoundError, match="dvc repro finetune_simulator"):
+        with open_training_engine(cfg):
+            pass

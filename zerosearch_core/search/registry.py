@@ -82,6 +82,11 @@ def make_simulated_engine(cfg: PipelineConfig) -> SearchEngine:
         from zerosearch_core.models import load_causal_lm, load_tokenizer
 
         simulator_dir = Path(cfg.paths.simulator_dir)
+        if not (simulator_dir / "config.json").is_file():
+            raise FileNotFoundError(
+                f"No simulator at {simulator_dir}; run `dvc repro finetune_simulator` first, point simulator.url at a "
+                "running simulator server, or train against real search with train.search_engine: real."
+            )
         llm = LocalLLM(load_causal_lm(simulator_dir, cfg.model.dtype), load_tokenizer(simulator_dir))
         where = str(simulator_dir)
     return SimulatedSearchEngine(llm, sim, cfg.rollout.max_doc_chars, {"model": where})
