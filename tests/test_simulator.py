@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -249,3 +250,91 @@ def test_policy_query_source_with_a_policy_that_never_searches_fails_clearly(
     build_index.run(run_cfg)
     with pytest.raises(RuntimeError, match="query_source: question"):
         collect_trajectories.run(run_cfg)
+
+
+def _write_sft(folder: Path, rows: int) -> None:
+    folder.mkdir(parents=True)
+    lines = []
+    for i in range(rows):
+        kind = "useful" if i % 2 == 0 else "noisy"
+        prompt = render_simulator_prompt(f"query {i}", f"Question {i}?", ["Paris"], kind, 1, 10)  # type: ignore[arg-type]
+        target = (
+            "Doc 1: (Title: Paris) Paris is the capital of France."
+            if kind == "useful"
+            else "Doc 1: (Title: Rome) Rome."
+        )
+        lines.append(
+            {
+                "id": str(i),
+                "question_id": str(i),
+                "doc_type": kind,
+                "prompt": [{"role": "user", "content": prompt}],
+                "completion": [{"role": "assistant", "content": target}],
+            }
+        )
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    heldout = {
+        "id": "h",
+        "question": "What is the capital of France?",
+        "golden_answers": ["Paris"],
+        "query": "france capital",
+        "documents": [{"id": "1", "title": "Paris", "text": "Paris is the capital of France.", "score": 1.0}],
+    }
+    (folder / "heldout.jsonl").write_text(json.dumps(heldout) + "\n")
+
+
+def test_lora_finetuning_merges_adapters_into_a_plain_checkpoint(cfg: PipelineConfig, tiny_policy_dir: Path) -> None:
+    from zerosearch_core.stages import finetune_simulator
+
+    run_cfg = dataclasses.replace(
+        cfg,
+        simulator=dataclasses.replace(
+            cfg.simulator,
+            finetune="lora",
+            lora_rank=4,
+            learning_rate=0.01,
+            epochs=2.0,
+            batch_size=4,
+            max_length=256,
+            max_new_tokens=16,
+            eval_questions=1,
+        ),
+        paths=dataclasses.replace(cfg.paths, policy_dir=str(tiny_policy_dir)),
+    )
+    _write_sft(Path(run_cfg.paths.simulator_sft_dir), rows=16)
+    result = finetune_simulator.run(run_cfg)
+    assert result.metrics["sft_loss_last"] < result.metrics["sft_loss_first"]
+    saved = Path(run_cfg.paths.simulator_dir)
+    assert (saved / "model.safetensors").is_file() and not (saved / "adapter_config.json").exists()
+    merged, base = load_causal_lm(saved), load_causal_lm(tiny_policy_dir)
+    changed = [not torch.equal(a, b) for a, b in zip(merged.parameters(), base.parameters(), strict=True)]
+    assert any(changed)  # the adapters were merged into the weights
+
+
+def test_llm_judge_labels_and_counts_undecided_replies(cfg: PipelineConfig, tiny_policy_dir: Path) -> None:
+    from zerosearch_core.stages.build_simulator_sft import label_interactions
+
+    judge_cfg = dataclasses.replace(
+        cfg, simulator=dataclasses.replace(cfg.simulator, labeller="llm_judge", judge_model=str(tiny_policy_dir))
+    )
+    interactions = [
+        {
+            "id": "1",
+            "question": "Capital of France?",
+            "golden_answers": ["Paris"],
+            "query": "q",
+            "documents": [{"id": "d", "title": "Paris", "text": "Paris is the capital of France.", "score": 1.0}],
+        },
+        {
+            "id": "2",
+            "question": "Capital of Italy?",
+            "golden_answers": ["Rome"],
+            "query": "q",
+            "documents": [{"id": "d", "title": "Paris", "text": "Paris is the capital of France.", "score": 1.0}],
+        },
+    ]
+    labels, undecided = label_interactions(judge_cfg, interactions)
+    assert len(labels) == 2 and set(labels) <= {"useful", "noisy"}
+    assert 0 <= undecided <= 2
+    if undecided == 2:  # a random judge says neither yes nor no: containment decides, and the count says so
+        assert labels == ["useful", "noisy"]
