@@ -37,7 +37,7 @@ class OraclePolicy:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
-    def generate(self, sequences: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
+    def generate(self, sequences: Sequence[Sequence[int]], max_new_tokens: int) -> list[tuple[list[int], list[float]]]:
         outputs = []
         for seq in sequences:
             text = self.decode(seq)
@@ -46,7 +46,7 @@ class OraclePolicy:
                 continue
             question = text.split("Question: ", 1)[1].split("<|im_end|>", 1)[0]
             outputs.append(self.encode(f"<answer> {self.answers[question]} </answer>"))
-        return outputs
+        return [(ids, [0.0] * len(ids)) for ids in outputs]
 
 
 class OneDocEngine:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import torch
 
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.models import load_causal_lm, load_tokenizer
@@ -43,10 +44,10 @@ class ScriptedPolicy:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
-    def generate(self, sequences: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
+    def generate(self, sequences: Sequence[Sequence[int]], max_new_tokens: int) -> list[tuple[list[int], list[float]]]:
         self.seen.extend(list(s) for s in sequences)
         turn = self.turns[min(len(self.seen) - 1, len(self.turns) - 1)]
-        return [turn[:max_new_tokens] for _ in sequences]
+        return [(turn[:max_new_tokens], [0.0] * len(turn[:max_new_tokens])) for _ in sequences]
 
 
 class FakeSession:
@@ -168,11 +169,25 @@ def test_real_generation_with_the_tiny_model(cfg: PipelineConfig, tiny_policy_di
     prompts = [policy_ids(tokenizer, "Question: who wrote Hamlet?"), policy_ids(tokenizer, "Question: capital?")]
     first = generator.generate(prompts, max_new_tokens=12)
     again = HFPolicyGenerator(model, tokenizer, temperature=1.0, seed=11).generate(prompts, max_new_tokens=12)
-    assert first == again and all(1 <= len(ids) <= 12 for ids in first)
+    assert first == again and all(1 <= len(ids) <= 12 and len(lps) == len(ids) for ids, lps in first)
     rollout = dataclasses.replace(cfg.rollout, max_new_tokens_per_turn=6, max_turns=2, batch_size=2)
     trajs = run_episodes(generator, prompts, [FakeSession(), FakeSession()], rollout, 1, SearchErrorBudget(0.0))
     for traj, prompt in zip(trajs, prompts, strict=True):
-        assert list(traj.prompt_ids) == prompt and len(traj.loss_mask) == len(traj.response_ids)
+        assert list(traj.prompt_ids) == prompt and len(traj.loss_mask) == len(traj.response_ids) == len(traj.logprobs)
+
+    # the old log-probs recorded while sampling equal a fresh forward pass over the same ids (temperature 1)
+    from zerosearch_core.training import build_token_batch, token_logprobs
+
+    batch = build_token_batch(trajs, [0.0, 0.0], int(tokenizer.pad_token_id), mask_retrieved=True)
+    with torch.no_grad():
+        recomputed = token_logprobs(model, batch)
+    for row, traj in enumerate(trajs):
+        start = len(traj.prompt_ids) - 1
+        for offset, (mask, recorded) in enumerate(zip(traj.loss_mask, traj.logprobs, strict=True)):
+            if mask == 1:
+                assert recorded == pytest.approx(float(recomputed[row, start + offset]), abs=1e-3)
+            else:
+                assert recorded == 0.0
 
 
 def test_cut_at_stop_keeps_the_closing_tag_and_drops_the_rest(tiny_policy_dir: Path, tokenizer) -> None:

@@ -30,7 +30,9 @@ from zerosearch_core.training import PolicyTrainer, build_token_batch, token_log
 
 
 def _trajectory(prompt: list[int], response: list[int], mask: list[int]) -> Trajectory:
-    return Trajectory(tuple(prompt), tuple(response), tuple(mask), "", None, 0, "eos", 1, 0, (), 0, 0, 0)
+    return Trajectory(
+        tuple(prompt), tuple(response), tuple(mask), (0.0,) * len(response), "", None, 0, "eos", 1, 0, (), 0, 0, 0
+    )
 
 
 def test_token_batch_aligns_the_loss_mask_with_next_token_predictions() -> None:

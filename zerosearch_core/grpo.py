@@ -132,7 +132,7 @@ class SearchRollout:
         return {
             "prompt_ids": prompt_ids,
             "completion_ids": [list(e.response_ids) for e in episodes],
-            "logprobs": None,  # TRL recomputes them; without vLLM it needs none from us
+            "logprobs": [list(e.logprobs) for e in episodes],  # sampling log-probs; 0 on masked (inserted) tokens
             "env_mask": masks,
             "sampled_text": sampled,
         }

@@ -38,6 +38,9 @@ _SEARCH_SPAN = re.compile(r"<search>(.*?)</search>", re.DOTALL)
 
 FinishReason = Literal["answer", "eos", "max_turns", "max_tokens"]
 
+Sampled = tuple[list[int], list[float]]
+"""One turn's sampled token ids and their log-probabilities (same length)."""
+
 
 class PolicyGenerator(Protocol):
     """Generates one turn for a batch of token sequences."""
@@ -45,8 +48,9 @@ class PolicyGenerator(Protocol):
     stop_ids: set[int]
     """Token ids that end an episode (eos)."""
 
-    def generate(self, sequences: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
-        """Sampled ids per sequence, ending at (and including) the first stop string or eos."""
+    def generate(self, sequences: Sequence[Sequence[int]], max_new_tokens: int) -> list[Sampled]:
+        """Sampled ids per sequence, ending at (and including) the first stop string or eos, with the log-prob
+        of each under the sampling distribution."""
         ...
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -66,6 +70,7 @@ class Episode:
     session: SearchSession | None
     response_ids: list[int] = field(default_factory=list)
     loss_mask: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
     turns: int = 0
     searches: int = 0
     queries: list[str] = field(default_factory=list)
@@ -74,10 +79,11 @@ class Episode:
     search_failures: int = 0
     finish_reason: FinishReason | None = None
 
-    def append(self, ids: Sequence[int], sampled: bool) -> None:
-        """Append ids with loss mask 1 (sampled) or 0 (inserted)."""
+    def append(self, ids: Sequence[int], sampled: bool, logprobs: Sequence[float] | None = None) -> None:
+        """Append ids with loss mask 1 (sampled, with their log-probs) or 0 (inserted; log-prob 0)."""
         self.response_ids.extend(ids)
         self.loss_mask.extend([1 if sampled else 0] * len(ids))
+        self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,8 @@ class Trajectory:
     prompt_ids: tuple[int, ...]
     response_ids: tuple[int, ...]
     loss_mask: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    """Log-prob of each response token when it was sampled (the "old" log-probs); 0 for inserted tokens."""
     response_text: str
     answer: str | None
     answer_spans: int
@@ -122,8 +130,8 @@ class HFPolicyGenerator:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=False))
 
     @torch.no_grad()
-    def generate(self, sequences: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
-        """Left-pad the batch, generate, and cut each row at its own stop."""
+    def generate(self, sequences: Sequence[Sequence[int]], max_new_tokens: int) -> list[Sampled]:
+        """Left-pad the batch, generate, and cut each row at its own stop; log-probs come from the same logits."""
         pad_id = int(self.tokenizer.pad_token_id)
         width = max(len(s) for s in sequences)
         input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)  # (B, T)
@@ -147,9 +155,19 @@ class HFPolicyGenerator:
                 tokenizer=self.tokenizer,
                 pad_token_id=pad_id,
                 eos_token_id=sorted(self.stop_ids | self.tag_stop_ids),
+                output_logits=True,
+                return_dict_in_generate=True,
             )
-        new_tokens = output[:, width:].tolist()  # (B, <= max_new_tokens)
-        return [self.cut_at_stop(row) for row in new_tokens]
+        new_tokens = output.sequences[:, width:]  # (B, N)
+        logits = torch.stack(output.logits, dim=1).float()  # (B, N, V)
+        if sampling:
+            logits = logits / self.temperature
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens[..., None]).squeeze(-1)  # (B, N)
+        results = []
+        for ids, row_logprobs in zip(new_tokens.tolist(), logprobs.tolist(), strict=True):
+            kept = self.cut_at_stop(ids)
+            results.append((kept, row_logprobs[: len(kept)]))
+        return results
 
     def cut_at_stop(self, ids: list[int]) -> list[int]:
         """Keep ids up to and including the first eos or the token that completes a stop string."""
@@ -229,9 +247,9 @@ def _run_turn(
     budget = min([cfg.max_new_tokens_per_turn, *(_tokens_left(e, cfg) for e in runnable)])
     active = runnable
     sampled = generator.generate([e.prompt_ids + e.response_ids for e in active], budget)
-    for episode, ids in zip(active, sampled, strict=True):
+    for episode, (ids, logprobs) in zip(active, sampled, strict=True):
         episode.turns += 1
-        episode.append(ids, sampled=True)
+        episode.append(ids, sampled=True, logprobs=logprobs)
         _act(generator, episode, generator.decode(ids), ids, cfg, top_k, error_budget)
 
 
@@ -292,6 +310,7 @@ def _finish(generator: PolicyGenerator, episode: Episode) -> Trajectory:
         prompt_ids=tuple(episode.prompt_ids),
         response_ids=tuple(episode.response_ids),
         loss_mask=tuple(episode.loss_mask),
+        logprobs=tuple(episode.logprobs),
         response_text=text,
         answer=extract_answer(sampled_text),
         answer_spans=count_answer_spans(sampled_text),
