@@ -29,7 +29,7 @@ from zerosearch_core.curriculum import noise_probability
 from zerosearch_core.evaluation import build_prompt_ids, validate_policy
 from zerosearch_core.models import load_causal_lm, load_tokenizer
 from zerosearch_core.rewards import answer_reward
-from zerosearch_core.rollout import HFPolicyGenerator, run_episodes
+from zerosearch_core.rollout import HFPolicyGenerator, episode_statistics, run_episodes, sampled_ids
 from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget, SearchSession
 from zerosearch_core.seeding import derive_seed
 
@@ -116,19 +116,8 @@ class SearchRollout:
         masks = [
             list(e.loss_mask) if self.cfg.train.mask_retrieved_tokens else [1] * len(e.response_ids) for e in episodes
         ]
-        sampled = [
-            generator.decode([t for t, m in zip(e.response_ids, e.loss_mask, strict=True) if m == 1]) for e in episodes
-        ]
-        count = len(episodes)
-        self.last_stats = {
-            "noise_prob": noise_prob,
-            "turns_mean": sum(e.turns for e in episodes) / count,
-            "searches_mean": sum(e.searches for e in episodes) / count,
-            "response_tokens_mean": sum(len(e.response_ids) for e in episodes) / count,
-            "answer_rate": sum(e.answer is not None for e in episodes) / count,
-            "malformed_rate": sum(e.answer_spans != 1 for e in episodes) / count,
-            "invalid_actions": float(sum(e.invalid_actions for e in episodes)),
-        }
+        sampled = [generator.decode(sampled_ids(e)) for e in episodes]
+        self.last_stats = episode_statistics(episodes, noise_prob)
         return {
             "prompt_ids": prompt_ids,
             "completion_ids": [list(e.response_ids) for e in episodes],

@@ -107,6 +107,30 @@ class Trajectory:
     search_failures: int
 
 
+def sampled_ids(trajectory: Trajectory) -> list[int]:
+    """The response ids the policy sampled (loss mask 1), without inserted documents or observations."""
+    return [t for t, m in zip(trajectory.response_ids, trajectory.loss_mask, strict=True) if m == 1]
+
+
+def episode_statistics(trajectories: Sequence[Trajectory], noise_prob: float) -> dict[str, float]:
+    """Per-step rollout metrics: turns, searches, lengths, answer and malformed rates, at a noise probability.
+
+    >>> episode_statistics([], 0.1)["noise_prob"]
+    0.1
+    """
+    count = max(len(trajectories), 1)
+    return {
+        "noise_prob": noise_prob,
+        "turns_mean": sum(t.turns for t in trajectories) / count,
+        "searches_mean": sum(t.searches for t in trajectories) / count,
+        "response_tokens_mean": sum(len(t.response_ids) for t in trajectories) / count,
+        "answer_rate": sum(t.answer is not None for t in trajectories) / count,
+        "malformed_rate": sum(t.answer_spans != 1 for t in trajectories) / count,
+        "invalid_actions": float(sum(t.invalid_actions for t in trajectories)),
+        "search_failures": float(sum(t.search_failures for t in trajectories)),
+    }
+
+
 class HFPolicyGenerator:
     """:class:`PolicyGenerator` on transformers ``generate`` (the CPU backend; vLLM serves the same role on GPU)."""
 
@@ -304,7 +328,7 @@ def _search_observation(
 
 def _finish(generator: PolicyGenerator, episode: Episode) -> Trajectory:
     text = generator.decode(episode.response_ids)
-    sampled_text = generator.decode([t for t, m in zip(episode.response_ids, episode.loss_mask, strict=True) if m == 1])
+    sampled_text = generator.decode([t for t, m in zip(episode.response_ids, episode.loss_mask, strict=True) if m])
     assert episode.finish_reason is not None
     return Trajectory(
         prompt_ids=tuple(episode.prompt_ids),

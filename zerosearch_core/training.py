@@ -44,7 +44,7 @@ from zerosearch_core.curriculum import noise_probability
 from zerosearch_core.evaluation import build_prompt_ids, validate_policy
 from zerosearch_core.models import load_causal_lm, load_tokenizer, save_policy
 from zerosearch_core.rewards import answer_reward
-from zerosearch_core.rollout import HFPolicyGenerator, Trajectory, run_episodes
+from zerosearch_core.rollout import HFPolicyGenerator, Trajectory, episode_statistics, run_episodes, sampled_ids
 from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget, SearchSession
 from zerosearch_core.seeding import derive_seed
 
@@ -213,7 +213,7 @@ class PolicyTrainer:
             self.error_budget,
         )
         scores = [
-            answer_reward(_sampled_text(self.generator, t), gold, self.cfg.reward.metric)
+            answer_reward(self.generator.decode(sampled_ids(t)), gold, self.cfg.reward.metric)
             for t, gold in zip(trajectories, golds, strict=True)
         ]
         return trajectories, scores
@@ -373,23 +373,12 @@ def _warmup_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int) -> to
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))
 
 
-def _sampled_text(generator: HFPolicyGenerator, trajectory: Trajectory) -> str:
-    return generator.decode([t for t, m in zip(trajectory.response_ids, trajectory.loss_mask, strict=True) if m == 1])
-
-
 def _rollout_metrics(
     trajectories: Sequence[Trajectory], scores: Sequence[float], noise_prob: float, batch: TokenBatch
 ) -> dict[str, float]:
-    count = len(trajectories)
     return {
-        "reward_mean": sum(scores) / count,
-        "noise_prob": noise_prob,
-        "turns_mean": sum(t.turns for t in trajectories) / count,
-        "searches_mean": sum(t.searches for t in trajectories) / count,
-        "response_tokens_mean": sum(len(t.response_ids) for t in trajectories) / count,
-        "answer_rate": sum(t.answer is not None for t in trajectories) / count,
-        "malformed_rate": sum(t.answer_spans != 1 for t in trajectories) / count,
-        "invalid_actions": float(sum(t.invalid_actions for t in trajectories)),
+        **episode_statistics(trajectories, noise_prob),
+        "reward_mean": sum(scores) / len(trajectories),
         "trained_tokens": float(batch.loss_mask.sum()),
     }
 
