@@ -122,3 +122,13 @@ def test_simulated_engine_over_http_and_a_server_killed_mid_run(cfg: PipelineCon
             SearchErrorBudget(0.0),
         )
     assert time.perf_counter() - started < 30
+
+
+def test_training_against_an_unreachable_simulator_fails_before_it_starts(cfg: PipelineConfig) -> None:
+    from zerosearch_core.search.registry import open_training_engine
+
+    dead_url = f"http://127.0.0.1:{free_port('127.0.0.1')}"
+    run_cfg = dataclasses.replace(cfg, simulator=dataclasses.replace(cfg.simulator, url=dead_url, max_retries=1))
+    with pytest.raises(SearchBackendError, match=f"simulator server at {dead_url} is not answering"):
+        with open_training_engine(run_cfg):
+            pass

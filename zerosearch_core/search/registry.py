@@ -76,8 +76,9 @@ def make_simulated_engine(cfg: PipelineConfig) -> SearchEngine:
     if sim.url is not None:
         from zerosearch_core.search.simulator_server import OpenAICompatibleLLM
 
-        llm = OpenAICompatibleLLM(sim.url, "simulator", sim.request_timeout_s, sim.max_retries)
-        where = sim.url
+        client = OpenAICompatibleLLM(sim.url, "simulator", sim.request_timeout_s, sim.max_retries)
+        client.check_health()
+        llm, where = client, sim.url
     else:
         from zerosearch_core.models import load_causal_lm, load_tokenizer
 

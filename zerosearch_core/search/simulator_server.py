@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import requests
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
@@ -233,6 +234,25 @@ class OpenAICompatibleLLM:
         self.model = model
         self.timeout_s = timeout_s
         self.max_retries = max_retries
+
+    def check_health(self) -> None:
+        """Fail fast, before training starts, when the server is not there (``/health`` exists on vLLM too).
+
+        Raises:
+            SearchBackendError: No healthy answer after the bounded retries.
+        """
+        last_error: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            try:
+                requests.get(f"{self.base_url}/health", timeout=self.timeout_s).raise_for_status()
+                return
+            except requests.RequestException as err:
+                last_error = err
+                time.sleep(0.5 * 2**attempt if attempt < self.max_retries else 0)
+        raise SearchBackendError(
+            f"The simulator server at {self.base_url} is not answering ({last_error}); start it with "
+            "`zerosearch serve_simulator` (or `vllm serve`), or set simulator.url: null to run it in process."
+        ) from last_error
 
     def complete(self, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
         """One chat completion per prompt; :class:`SearchBackendError` after the bounded retries."""
