@@ -338,3 +338,36 @@ def test_llm_judge_labels_and_counts_undecided_replies(cfg: PipelineConfig, tiny
     assert 0 <= undecided <= 2
     if undecided == 2:  # a random judge says neither yes nor no: containment decides, and the count says so
         assert labels == ["useful", "noisy"]
+
+
+def test_simulator_finetuning_resumes_its_own_run_only(
+    cfg: PipelineConfig, tiny_policy_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from zerosearch_core.stages import finetune_simulator
+
+    run_cfg = dataclasses.replace(
+        cfg,
+        simulator=dataclasses.replace(
+            cfg.simulator,
+            epochs=1.0,
+            batch_size=4,
+            save_every_steps=2,
+            max_length=256,
+            max_new_tokens=8,
+            eval_questions=1,
+        ),
+        paths=dataclasses.replace(cfg.paths, policy_dir=str(tiny_policy_dir)),
+    )
+    _write_sft(Path(run_cfg.paths.simulator_sft_dir), rows=8)
+    first = finetune_simulator.run(run_cfg)
+    with caplog.at_level(logging.INFO, logger="zerosearch_core.stages.finetune_simulator"):
+        again = finetune_simulator.run(run_cfg)
+    assert "Resumed simulator fine-tuning from" in caplog.text
+    assert again.metrics["sft_loss_first"] == first.metrics["sft_loss_first"]  # the restored history, not a new run
+    caplog.clear()
+    changed = dataclasses.replace(run_cfg, simulator=dataclasses.replace(run_cfg.simulator, learning_rate=0.002))
+    with caplog.at_level(logging.INFO, logger="zerosearch_core.stages.finetune_simulator"):
+        finetune_simulator.run(changed)
+    assert "Resumed" not in caplog.text
