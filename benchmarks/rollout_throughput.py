@@ -1,13 +1,13 @@
 """Benchmark: multi-turn rollout throughput vs plain batched ``generate``, and seconds per training step.
 
-Run after ``dvc repro init_policy`` (it uses the built index and the initial policy of ``params.yaml``)::
+Run after ``dvc repro finetune_simulator`` (it uses the initial policy and the simulator of ``params.yaml``)::
 
     .venv/bin/python benchmarks/rollout_throughput.py [--params params.yaml] [--episodes 64] [--steps 4]
 
 Prints:
-* generated (sampled) tokens/s of whole multi-turn episodes through the search protocol, searching the local BM25
-  index in process, and of plain batched ``generate`` producing the same number of tokens per sequence on the same
-  model and prompts; their ratio (goal: >= 0.9);
+* generated (sampled) tokens/s of whole multi-turn episodes through the search protocol against the simulated
+  engine (noise probability 0.25), and of plain batched ``generate`` producing the same number of tokens per
+  sequence on the same model and prompts; their ratio (goal: >= 0.9);
 * mean seconds per training step for GRPO (TRL) and PPO on the CPU profile (first step excluded as warm-up).
 """
 
@@ -31,17 +31,21 @@ from zerosearch_core.evaluation import build_prompt_ids, sample_questions  # noq
 from zerosearch_core.models import load_causal_lm, load_tokenizer  # noqa: E402
 from zerosearch_core.rollout import HFPolicyGenerator, run_episodes  # noqa: E402
 from zerosearch_core.search.base import EpisodeContext, SearchErrorBudget  # noqa: E402
-from zerosearch_core.search.local import LocalSearchEngine, load_retriever, read_manifest  # noqa: E402
+from zerosearch_core.search.registry import make_simulated_engine  # noqa: E402
 
 
 def rollout_vs_generate(cfg: PipelineConfig, episodes: int) -> None:
     """Time whole episodes, then plain generate of the same token count per sequence."""
     policy_dir = Path(cfg.paths.policy_dir)
     tokenizer, model = load_tokenizer(policy_dir), load_causal_lm(policy_dir)
-    engine = LocalSearchEngine(load_retriever(Path(cfg.paths.index_dir)), read_manifest(Path(cfg.paths.index_dir)))
+    engine = make_simulated_engine(cfg)  # the engine RL trains against (needs `dvc repro finetune_simulator`)
     questions = sample_questions(load_benchmark(Path(cfg.paths.benchmarks_dir), cfg.train.questions), episodes, 0)
     prompts = [build_prompt_ids(tokenizer, q, "search", cfg.rollout.use_chat_template) for q in questions["question"]]
-    sessions = [engine.open_session(EpisodeContext(q, (), 0.0, i)) for i, q in enumerate(questions["question"])]
+    golden = questions["golden_answers"].map(tuple)
+    sessions = [
+        engine.open_session(EpisodeContext(q, g, 0.25, i))
+        for i, (q, g) in enumerate(zip(questions["question"], golden, strict=True))
+    ]
     generator = HFPolicyGenerator(model, tokenizer, temperature=1.0, seed=0)
 
     started = time.perf_counter()

@@ -216,7 +216,8 @@ def plot_metrics(document: dict[str, Any], path: Path) -> None:
         for i, mode in enumerate(modes):
             values = [document[mode].get(d, {}).get(metric, 0.0) for d in datasets]
             positions = [x + i * width for x in range(len(datasets))]
-            ax.bar(positions, values, width=width, label=mode)
+            bars = ax.bar(positions, values, width=width, label=mode)
+            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)  # zeros stay visible as numbers
         ax.set_xticks(
             [x + width * (len(modes) - 1) / 2 for x in range(len(datasets))],
             datasets,
