@@ -5,9 +5,10 @@ Usage::
     python -m zerosearch_core.cli <stage> --params params.yaml     # or: zerosearch <stage> --params params.yaml
     zerosearch --help                                              # lists the stages
 
-Stages: ``prepare_data``, ``build_index``, ``init_policy``, ``evaluate``; plus ``serve_retriever``, which serves
-the built index over HTTP on ``search.host``:``search.port`` until interrupted. Overrides go through the parameter
-file or ``dvc exp run -S section.key=value``; there is no flag per field.
+Stages (in DAG order): ``prepare_data``, ``build_index``, ``init_policy``, ``collect_trajectories``,
+``build_simulator_sft``, ``finetune_simulator``, ``train_policy``, ``evaluate``. Services, which run until
+interrupted: ``serve_retriever`` (the index over HTTP) and ``serve_simulator`` (an OpenAI-compatible simulator).
+Overrides go through the parameter file or ``dvc exp run -S section.key=value``; there is no flag per field.
 
 This is the only module that talks to MLflow: every stage run records the resolved config, ``params.yaml``, the git
 commit and the ``dvc.lock`` hash as tags, its metrics, and its artifacts, in the experiment ``tracking.experiment``.

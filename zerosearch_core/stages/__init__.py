@@ -2,8 +2,9 @@
 
 Every stage module exposes ``run(cfg) -> StageResult``; ``cli.py`` imports only the module of the stage it runs and
 wraps it in an MLflow run, so a stage's DVC ``deps`` are exactly the modules that module imports
-(``tests/test_dvc_pipeline.py`` checks that). DAG order: ``prepare_data`` → ``build_index`` → ``init_policy`` →
-``train_policy`` → ``evaluate``.
+(``tests/test_dvc_pipeline.py`` checks that). DAG order (dvc.yaml): ``prepare_data`` → ``build_index`` →
+``init_policy`` → ``collect_trajectories`` → ``build_simulator_sft`` → ``finetune_simulator`` → ``train_policy`` →
+``evaluate``. ``serve_retriever`` and ``serve_simulator`` are long-running services, not stages.
 """
 
 from __future__ import annotations
