@@ -233,6 +233,13 @@ def test_kill_9_during_training_then_rerun_resumes_from_the_last_checkpoint(
     assert summary["algorithm"] == "grpo" and summary["steps"] == float(STEPS)
     assert load_causal_lm(cfg.paths.trained_policy_dir).config.model_type == "qwen2"
 
+    # rerunning a finished run loads its last checkpoint: no extra step, no curriculum step past the end
+    again = _run_cli(params, tmp_path)
+    output, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, output
+    assert "Training already finished" in output
+    assert max(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*")) == STEPS
+
 
 def test_checkpoints_of_another_configuration_are_not_resumed(cfg: PipelineConfig, tiny_policy_dir: Path) -> None:
     from zerosearch_core.stages.train_policy import FINGERPRINT_FILE, prepare_checkpoints_dir

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -71,3 +72,12 @@ def prepare_resumable_dir(folder: Path, fingerprint: str, marker_name: str = "ru
     folder.mkdir(parents=True, exist_ok=True)
     marker.write_text(fingerprint + "\n")
     return kept
+
+
+def checkpoint_is_final(checkpoint: Path) -> bool:
+    """Whether a transformers ``checkpoint-N`` folder was saved at the end of its run (global_step >= max_steps).
+
+    Resuming such a checkpoint makes the Trainer take one more step, so callers load it instead of resuming.
+    """
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return int(state["global_step"]) >= int(state["max_steps"]) > 0

@@ -24,6 +24,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from zerosearch_core.artifacts import checkpoint_is_final
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.curriculum import noise_probability
 from zerosearch_core.evaluation import build_prompt_ids, validate_policy
@@ -213,6 +214,9 @@ def run_grpo(
     # TRL's progress callback prints every log dict to stdout; MetricsRelay logs one readable line per step instead.
     trainer.remove_callback(ProgressCallback)
     resume = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if resume is not None and checkpoint_is_final(Path(resume)):
+        logger.info("Training already finished at %s; loading it instead of training further", resume)
+        return load_causal_lm(resume, cfg.model.dtype), tokenizer
     if resume is not None:
         logger.info("Resumed from %s", resume)
     trainer.train(resume_from_checkpoint=resume)

@@ -20,7 +20,13 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from zerosearch_core.artifacts import file_sha256, prepare_resumable_dir, write_dir_atomically, write_text_atomically
+from zerosearch_core.artifacts import (
+    checkpoint_is_final,
+    file_sha256,
+    prepare_resumable_dir,
+    write_dir_atomically,
+    write_text_atomically,
+)
 from zerosearch_core.config import PipelineConfig, config_to_dict
 from zerosearch_core.models import load_causal_lm, load_tokenizer, save_policy
 from zerosearch_core.search.base import EpisodeContext, SearchBackendError
@@ -110,6 +116,11 @@ def train_simulator(cfg: PipelineConfig, log_step: StepLogger | None) -> tuple[A
     )
     trainer.remove_callback(ProgressCallback)
     resume = get_last_checkpoint(str(output_dir))
+    if resume is not None and checkpoint_is_final(Path(resume)):
+        logger.info("Resumed simulator fine-tuning from %s, which had finished: loading it", resume)
+        state = json.loads((Path(resume) / "trainer_state.json").read_text())
+        losses = [float(entry["loss"]) for entry in state["log_history"] if "loss" in entry]
+        return load_causal_lm(resume, cfg.model.dtype), losses
     if resume is not None:
         logger.info("Resumed simulator fine-tuning from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
