@@ -59,6 +59,21 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def fingerprint(parts: object) -> str:
+    """SHA-256 of a JSON-serialisable value, independent of key order (what a set of checkpoints was made from).
+
+    >>> fingerprint({"a": 1, "b": [2]}) == fingerprint({"b": [2], "a": 1})
+    True
+    """
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def checkpoint_identity(name_or_path: str) -> str:
+    """The weights' SHA-256 for a local ``save_pretrained`` folder, else the name itself (a hub id)."""
+    weights = Path(name_or_path) / "model.safetensors"
+    return file_sha256(weights) if weights.is_file() else name_or_path
+
+
 def prepare_resumable_dir(folder: Path, fingerprint: str, marker_name: str = "run_fingerprint") -> bool:
     """Keep ``folder`` (checkpoints to resume) when it was made for ``fingerprint``; otherwise empty it.
 

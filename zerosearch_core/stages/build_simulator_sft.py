@@ -126,9 +126,8 @@ def run(cfg: PipelineConfig) -> StageResult:
             "max_doc_words",
         ],
     )
-    frame["completion_text"] = frame["completion"].map(lambda m: m[0]["content"] if m else "")
     report_dir = Path(cfg.paths.simulator_sft_dir + "_report")
-    checked = frame.assign(completion=frame["completion_text"])
+    checked = frame.assign(completion=frame["completion"].map(lambda m: m[0]["content"] if m else ""))
     outcome = validate_simulator_sft(
         checked, cfg.search.top_k, cfg.simulator.doc_words, cfg.simulator.balance_tolerance, report_dir
     )
@@ -137,9 +136,7 @@ def run(cfg: PipelineConfig) -> StageResult:
     counts = Counter(labels)
 
     def write(folder: Path) -> None:
-        frame.drop(columns=["completion_text"]).to_json(
-            folder / TRAIN_FILE, orient="records", lines=True, force_ascii=False
-        )
+        frame.to_json(folder / TRAIN_FILE, orient="records", lines=True, force_ascii=False)
         (folder / HELDOUT_FILE).write_text("".join(json.dumps(h, ensure_ascii=False) + "\n" for h in heldout))
 
     write_dir_atomically(Path(cfg.paths.simulator_sft_dir), write)

@@ -66,7 +66,10 @@ def run(cfg: PipelineConfig, progress: ProgressFactory | None = None) -> StageRe
             policy_dir = Path(cfg.paths.policy_dir)
             tokenizer = load_tokenizer(policy_dir)
             generator = HFPolicyGenerator(load_causal_lm(policy_dir), tokenizer, 1.0, derive_seed(cfg.seed, "collect"))
-            prompts = [build_prompt_ids(tokenizer, str(s.record["question"]), "search", True) for s in sessions]
+            prompts = [
+                build_prompt_ids(tokenizer, str(s.record["question"]), "search", cfg.rollout.use_chat_template)
+                for s in sessions
+            ]
             budget = SearchErrorBudget(cfg.search.max_error_rate)
             run_episodes(
                 generator, prompts, list(sessions), cfg.rollout, cfg.search.top_k, budget, on_batch_done=advance

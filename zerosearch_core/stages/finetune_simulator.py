@@ -10,19 +10,21 @@ Run: ``python -m zerosearch_core.cli finetune_simulator --params params.yaml``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from zerosearch_core.artifacts import (
+    checkpoint_identity,
     checkpoint_is_final,
     file_sha256,
+    fingerprint,
     prepare_resumable_dir,
     write_dir_atomically,
     write_text_atomically,
@@ -67,19 +69,16 @@ def train_simulator(cfg: PipelineConfig, log_step: StepLogger | None) -> tuple[A
     rows = [json.loads(line) for line in (Path(cfg.paths.simulator_sft_dir) / TRAIN_FILE).read_text().splitlines()]
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     output_dir = Path(cfg.paths.simulator_checkpoints_dir)
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            {
-                "simulator": config_to_dict(sim),
-                "seed": cfg.seed,
-                "data": file_sha256(Path(cfg.paths.simulator_sft_dir) / TRAIN_FILE),
-            }
-        ).encode()
-    ).hexdigest()
-    prepare_resumable_dir(output_dir, fingerprint)
+    run_identity = {
+        "simulator": config_to_dict(sim),
+        "seed": cfg.seed,
+        "data": file_sha256(Path(cfg.paths.simulator_sft_dir) / TRAIN_FILE),
+        "base_weights": checkpoint_identity(base),  # a rebuilt base policy must not resume old checkpoints
+    }
+    prepare_resumable_dir(output_dir, fingerprint(run_identity))
     tokenizer = load_tokenizer(base)
     tokenizer.padding_side = "right"
-    on_cpu = not __import__("torch").cuda.is_available()
+    on_cpu = not torch.cuda.is_available()
     args = SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=sim.epochs,

@@ -8,13 +8,18 @@ Run: ``python -m zerosearch_core.cli train_policy --params params.yaml``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 
 from zerosearch_core import data as benchmark_data
-from zerosearch_core.artifacts import file_sha256, prepare_resumable_dir, write_dir_atomically, write_text_atomically
+from zerosearch_core.artifacts import (
+    checkpoint_identity,
+    fingerprint,
+    prepare_resumable_dir,
+    write_dir_atomically,
+    write_text_atomically,
+)
 from zerosearch_core.config import PipelineConfig, config_to_dict
 from zerosearch_core.evaluation import sample_questions
 from zerosearch_core.models import save_policy
@@ -35,8 +40,8 @@ def run_fingerprint(cfg: PipelineConfig) -> str:
         key: config_to_dict(getattr(cfg, key))
         for key in ("seed", "model", "rollout", "curriculum", "reward", "train", "search")
     }
-    relevant["policy_weights"] = file_sha256(Path(cfg.paths.policy_dir) / "model.safetensors")
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+    relevant["policy_weights"] = checkpoint_identity(cfg.paths.policy_dir)
+    return fingerprint(relevant)
 
 
 def prepare_checkpoints_dir(cfg: PipelineConfig) -> Path:
