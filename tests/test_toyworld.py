@@ -1,0 +1,251 @@
+"""The synthetic toy world: determinism, splits, answers in the corpus, GE validation, real readers, BM25, stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from zerosearch_core import toyworld
+from zerosearch_core.config import BenchmarkFileConfig, ConfigError, WorldConfig
+from zerosearch_core.corpus import load_corpus
+from zerosearch_core.data import normalize, read_jsonl
+from zerosearch_core.errors import DataValidationError
+from zerosearch_core.search.local import BM25Retriever
+from zerosearch_core.stages import generate_world as generate_world_stage
+from zerosearch_core.toyworld import World, generate_world, validate_world, write_world
+
+WRITTEN_FILES = [
+    "corpus.jsonl",
+    "entities.json",
+    "manifest.json",
+    "test_1hop.jsonl",
+    "test_2hop.jsonl",
+    "train.jsonl",
+    "train_1hop.jsonl",
+    "val.jsonl",
+]
+
+
+def _config(tmp_path: Path, **overrides: object) -> WorldConfig:
+    settings: dict[str, object] = {
+        "seed": 7,
+        "entities": 40,
+        "two_hop_share": 0.5,
+        "val_questions": 20,
+        "test_questions": 30,
+        "train_questions": None,
+        "output_dir": str(tmp_path / "world"),
+    }
+    settings.update(overrides)
+    return WorldConfig(**settings)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return generate_world(_config(Path("unused")))
+
+
+def _written(world: World, folder: Path) -> dict[str, bytes]:
+    folder.mkdir(parents=True)
+    write_world(world, folder)
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_same_seed_writes_identical_bytes_and_another_seed_a_different_corpus(tmp_path: Path) -> None:
+    first = _written(generate_world(_config(tmp_path)), tmp_path / "a")
+    again = _written(generate_world(_config(tmp_path)), tmp_path / "b")
+    other = _written(generate_world(_config(tmp_path, seed=8)), tmp_path / "c")
+
+    assert sorted(first) == WRITTEN_FILES
+    assert first == again
+    assert other["corpus.jsonl"] != first["corpus.jsonl"]
+    manifest = json.loads(first["manifest.json"])
+    assert manifest["seed"] == 7
+    assert manifest["questions"]["test"] == {"1hop": 15, "2hop": 15}
+    assert set(manifest["sha256"]) == set(WRITTEN_FILES) - {"manifest.json"}
+
+
+@pytest.mark.parametrize(("share", "train_questions"), [(0.5, None), (0.3, None), (0.3, 100), (0.0, None), (1.0, 50)])
+def test_splits_are_disjoint_sized_and_keep_the_two_hop_share(
+    tmp_path: Path, share: float, train_questions: int | None
+) -> None:
+    cfg = _config(tmp_path, two_hop_share=share, train_questions=train_questions)
+    world = generate_world(cfg)
+    by_split = {split: [q for q in world.questions if q.split == split] for split in toyworld.SPLITS}
+
+    assert len(by_split["test"]) == cfg.test_questions
+    assert len(by_split["val"]) == cfg.val_questions
+    if train_questions is not None:
+        assert len(by_split["train"]) == train_questions
+    ids = [q.id for q in world.questions]
+    texts = [q.question for q in world.questions]
+    assert len(set(ids)) == len(ids) and len(set(texts)) == len(texts)
+    for split, questions in by_split.items():
+        two_hop = sum(q.hops == 2 for q in questions)
+        assert abs(two_hop / len(questions) - share) <= 0.5 / len(questions), split
+    # Nothing disappears: every question is in exactly one split or counted as unused.
+    used = {q.id for q in world.questions}
+    assert used.isdisjoint(q.id for q in world.unused_questions)
+    assert len(used) + len(world.unused_questions) == 2 * len(toyworld.ATTRIBUTES) * cfg.entities
+
+
+def test_people_have_distinct_names_that_are_no_attribute_value_and_a_mentor_who_is_someone_else(
+    world: World,
+) -> None:
+    names = [person.name for person in world.entities]
+    assert len(set(names)) == len(names) == 40
+    assert len({name.split()[1] for name in names}) == 40  # last names distinct while there are enough
+    vocabulary = {value.lower() for values in toyworld.ATTRIBUTES.values() for value in values}
+    assert not {part.lower() for name in names for part in name.split()} & vocabulary
+    assert all(person.mentor_id != person.id for person in world.entities)
+    assert {person.mentor_id for person in world.entities} <= {person.id for person in world.entities}
+
+
+def test_a_world_larger_than_the_last_names_keeps_full_names_distinct_and_spread() -> None:
+    people = toyworld.draw_people(1000, random.Random(3))
+    names = [person.name for person in people]
+    assert len(set(names)) == 1000
+    assert max(Counter(name.split()[1] for name in names).values()) == 3  # ceil(1000 / 480)
+
+
+def test_every_answer_occurs_in_its_supporting_passage(world: World) -> None:
+    passages = {passage.id: passage for passage in world.passages}
+    people = {person.id: person for person in world.entities}
+    for question in world.questions:
+        person = people[question.positive_doc_ids[0]]
+        holder = people[person.mentor_id] if question.hops == 2 else person
+        assert question.positive_doc_ids[-1] == holder.id
+        assert question.answer == (holder.attribute(question.attribute),)
+        assert question.answer[0] in passages[holder.id].text
+        if question.hops == 2:
+            assert holder.name in passages[person.id].text  # the first hop names the mentor
+
+
+def test_validate_world_passes_on_a_generated_world_and_writes_its_report(world: World, tmp_path: Path) -> None:
+    outcome = validate_world(world, tmp_path / "report")
+
+    assert outcome.success, outcome.summary()
+    assert outcome.evaluated == 10
+    assert "PASSED" in (tmp_path / "report" / "summary.md").read_text()
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["success"] is True
+    assert (tmp_path / "report" / "data_docs" / "index.html").is_file()
+
+
+def test_validate_world_names_a_question_leaked_into_another_split(world: World, tmp_path: Path) -> None:
+    leaked = next(q for q in world.questions if q.split == "train")
+    leaky = dataclasses.replace(world, questions=(*world.questions, dataclasses.replace(leaked, split="test")))
+
+    outcome = validate_world(leaky, tmp_path / "report")
+
+    assert not outcome.success
+    question_failure = next(f for f in outcome.failures if f.column == "question")
+    assert question_failure.expectation == "expect_column_values_to_be_unique"
+    assert any(repr(leaked.id) in row for row in question_failure.rows)
+    assert f"line {len(leaky.questions)} id={leaked.id!r}" in outcome.summary()
+    assert "FAILED" in (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_validate_world_fails_when_an_answer_is_not_in_the_corpus(world: World, tmp_path: Path) -> None:
+    position = next(i for i, q in enumerate(world.questions) if q.hops == 2)
+    altered = dataclasses.replace(world.questions[position], answer=("Atlantis",))
+    questions = (*world.questions[:position], altered, *world.questions[position + 1 :])
+
+    outcome = validate_world(dataclasses.replace(world, questions=questions), tmp_path / "report")
+
+    assert [(f.column, f.rows) for f in outcome.failures] == [
+        ("answer_in_corpus", (f"line {position + 1} id={altered.id!r}",))
+    ]
+
+
+def test_written_files_load_through_the_project_readers(world: World, tmp_path: Path) -> None:
+    _written(world, tmp_path / "world")
+
+    corpus = load_corpus(str(tmp_path / "world" / "corpus.jsonl"))
+    assert corpus["id"].tolist() == [p.id for p in world.passages]
+    assert corpus["title"].tolist() == [p.title for p in world.passages]
+    assert corpus["text"].tolist() == [p.text for p in world.passages]
+    for file_name, split, hops in toyworld.QUESTION_FILES:
+        spec = BenchmarkFileConfig(
+            name=file_name.removesuffix(".jsonl"),
+            dataset=None,
+            split="test",
+            format="searchagentreview_jsonl",
+            path=file_name,
+            expected_rows=None,
+            duplicates="fail",
+            hub_repo=None,
+            hub_config=None,
+            hub_split=None,
+        )
+        normalized = normalize(read_jsonl(tmp_path / "world" / file_name), spec)
+        expected = [q for q in world.questions if q.split == split and hops in (None, q.hops)]
+        assert normalized["id"].tolist() == [q.id for q in expected]
+        assert normalized["question"].tolist() == [q.question for q in expected]
+        assert normalized["golden_answers"].tolist() == [list(q.answer) for q in expected]
+        assert normalized["supporting_doc_ids"].tolist() == [list(q.positive_doc_ids) for q in expected]
+        assert set(normalized["dataset"]) == {"toyworld"}
+
+
+def test_bm25_ranks_the_persons_own_passage_in_the_top_three_for_single_hop_questions(
+    world: World, tmp_path: Path
+) -> None:
+    _written(world, tmp_path / "world")
+    retriever = BM25Retriever.build(load_corpus(str(tmp_path / "world" / "corpus.jsonl")))
+    single_hop = [q for q in world.questions if q.hops == 1]
+
+    results = retriever.retrieve([q.question for q in single_hop], top_k=3)
+
+    found = sum(q.positive_doc_ids[0] in [doc.id for doc in docs] for q, docs in zip(single_hop, results, strict=True))
+    assert found / len(single_hop) >= 0.9
+
+
+def test_too_few_entities_for_the_split_sizes_is_a_config_error_naming_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="raise world.entities to at least 34"):
+        generate_world(_config(tmp_path, entities=10, test_questions=100, val_questions=100))
+    with pytest.raises(ValueError, match="leaves no question for train"):
+        generate_world(_config(tmp_path, entities=10, test_questions=30, val_questions=30))
+
+
+def _stage_config(tmp_path: Path, world_cfg: WorldConfig | None) -> SimpleNamespace:
+    return SimpleNamespace(world=world_cfg, paths=SimpleNamespace(reports_dir=str(tmp_path / "reports")))
+
+
+def test_stage_writes_the_world_and_a_failed_rerun_leaves_it_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world_cfg = _config(tmp_path)
+    result = generate_world_stage.run(_stage_config(tmp_path, world_cfg))  # type: ignore[arg-type]
+
+    output = Path(world_cfg.output_dir)
+    assert sorted(p.name for p in output.iterdir()) == WRITTEN_FILES
+    assert result.metrics["passages"] == 40.0
+    assert result.metrics["questions.test.2hop"] == 15.0
+    assert result.metrics["questions.val.1hop"] == 10.0
+    assert result.artifacts == (tmp_path / "reports" / "generate_world", output / "manifest.json")
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+
+    too_small = dataclasses.replace(world_cfg, entities=5, seed=99)
+    with pytest.raises(ConfigError, match="world.entities"):
+        generate_world_stage.run(_stage_config(tmp_path, too_small))  # type: ignore[arg-type]
+
+    def leaky_world(cfg: WorldConfig) -> World:
+        world = generate_world(cfg)
+        leaked = next(q for q in world.questions if q.split == "train")
+        return dataclasses.replace(world, questions=(*world.questions, dataclasses.replace(leaked, split="val")))
+
+    monkeypatch.setattr(toyworld, "generate_world", leaky_world)
+    with pytest.raises(DataValidationError, match="expect_column_values_to_be_unique"):
+        generate_world_stage.run(_stage_config(tmp_path, dataclasses.replace(world_cfg, seed=99)))  # type: ignore[arg-type]
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == before
+    assert "FAILED" in (tmp_path / "reports" / "generate_world" / "summary.md").read_text()
+
+
+def test_stage_without_a_world_section_says_how_to_fix_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="set a world: section"):
+        generate_world_stage.run(_stage_config(tmp_path, None))  # type: ignore[arg-type]
