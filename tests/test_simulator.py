@@ -15,10 +15,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.test_rollout import ScriptedPolicy
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.models import load_causal_lm, load_tokenizer
 from zerosearch_core.rollout import run_episodes
-from zerosearch_core.search.base import Document, EpisodeContext, SearchBackendError, SearchErrorBudget
+from zerosearch_core.search.base import Document, EpisodeContext, SearchBackendError, SearchErrorBudget, run_searches
 from zerosearch_core.search.simulated import FEW_SHOT_EXAMPLE, LocalLLM, SimulatedSearchEngine
 from zerosearch_core.simulator import (
     choose_doc_type,
@@ -130,6 +131,50 @@ def test_same_seed_same_document_types_and_the_prompt_carries_the_episode(cfg: P
     assert "do not contain" in llm.prompts[0]  # noise probability 1: noisy
     _engine(cfg, llm, "prompted").open_session(EpisodeContext("Q?", ("A",), 0.0, 1)).search("q", 1)
     assert llm.prompts[-1].startswith(FEW_SHOT_EXAMPLE)
+
+
+class CountingLLM(LocalLLM):
+    """The real local simulator, counting its generate calls."""
+
+    calls: list[int]
+
+    def complete(self, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
+        self.calls.append(len(prompts))
+        return super().complete(prompts, max_new_tokens, temperature, seed)
+
+
+def test_a_turns_searches_go_to_the_simulator_as_one_batch_with_per_episode_types(
+    cfg: PipelineConfig, tiny_policy_dir: Path
+) -> None:
+    llm = CountingLLM(load_causal_lm(tiny_policy_dir), load_tokenizer(tiny_policy_dir))
+    llm.calls = []
+    engine = _engine(cfg, llm)
+    sim_cfg = dataclasses.replace(cfg.simulator, max_new_tokens=12)
+    engine.cfg = sim_cfg
+    contexts = [EpisodeContext(f"Q{i}?", ("A",), 0.5, seed) for i, seed in enumerate([3, 4, 5, 6])]
+    policy = TurnScriptedPolicy(load_tokenizer(tiny_policy_dir), ["<search> q </search>", "<answer> A </answer>"])
+    sessions = [engine.open_session(ctx) for ctx in contexts]
+    rollout = dataclasses.replace(cfg.rollout, batch_size=4, max_new_tokens_per_turn=16)
+    trajectories = run_episodes(policy, [policy.encode("Q")] * 4, sessions, rollout, 2, SearchErrorBudget(1.0))
+    assert llm.calls == [4]  # one generate call for the four searches of the turn
+    assert [t.searches for t in trajectories] == [1, 1, 1, 1]
+    # Each episode draws its document type from its own generator, exactly as if it had searched alone.
+    alone = [_engine(cfg, ScriptedLLM(["Doc 1: (Title: T) t"])).open_session(ctx).search("q", 2) for ctx in contexts]
+    scripted = _engine(cfg, ScriptedLLM(["Doc 1: (Title: T) t"]))
+    together = run_searches([(scripted.open_session(ctx), "q") for ctx in contexts], 2)
+    assert [o.message for o in together if not isinstance(o, Exception)] == [a.message for a in alone]
+    assert {a.message for a in alone} == {"useful", "noisy"}  # the seeds above draw both types
+
+
+class TurnScriptedPolicy(ScriptedPolicy):
+    """Says turn i of the script to every episode on the i-th generate call."""
+
+    calls = 0
+
+    def generate(self, sequences: Sequence[Sequence[int]], max_new_tokens: int) -> list[tuple[list[int], list[float]]]:
+        turn = self.turns[min(self.calls, len(self.turns) - 1)]
+        self.calls += 1
+        return [(turn[:max_new_tokens], [0.0] * len(turn[:max_new_tokens])) for _ in sequences]
 
 
 def test_unusable_output_is_a_backend_error_that_fails_a_strict_run(cfg: PipelineConfig, tiny_policy_dir: Path) -> None:

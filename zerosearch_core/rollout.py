@@ -29,7 +29,7 @@ from zerosearch_core.prompts import (
     render_information_block,
 )
 from zerosearch_core.rewards import count_answer_spans, extract_answer
-from zerosearch_core.search.base import SearchBackendError, SearchErrorBudget, SearchSession
+from zerosearch_core.search.base import SearchBackendError, SearchErrorBudget, SearchSession, run_searches
 
 logger = logging.getLogger(__name__)
 
@@ -271,59 +271,68 @@ def _run_turn(
     budget = min([cfg.max_new_tokens_per_turn, *(_tokens_left(e, cfg) for e in runnable)])
     active = runnable
     sampled = generator.generate([e.prompt_ids + e.response_ids for e in active], budget)
+    searching: list[tuple[Episode, str]] = []
     for episode, (ids, logprobs) in zip(active, sampled, strict=True):
         episode.turns += 1
         episode.append(ids, sampled=True, logprobs=logprobs)
-        _act(generator, episode, generator.decode(ids), ids, cfg, top_k, error_budget)
+        query = _act(generator, episode, generator.decode(ids), ids)
+        if query is not None:
+            searching.append((episode, query))
+    _search_all(generator, searching, cfg, top_k, error_budget)
 
 
 def _tokens_left(episode: Episode, cfg: RolloutConfig) -> int:
     return cfg.max_total_tokens - len(episode.prompt_ids) - len(episode.response_ids)
 
 
-def _act(
+def _act(generator: PolicyGenerator, episode: Episode, turn_text: str, turn_ids: list[int]) -> str | None:
+    """Handle one turn's action: finish on an answer or eos, note an invalid action, or return the query to search
+    (stripped; empty when the search tags hold nothing)."""
+    if count_answer_spans(turn_text) >= 1:
+        episode.finish_reason = "answer"
+        return None
+    if turn_text.rstrip().endswith("</search>") and episode.session is not None:
+        match = _SEARCH_SPAN.findall(turn_text)
+        return match[-1].strip() if match else ""
+    if turn_ids and turn_ids[-1] in generator.stop_ids:
+        episode.finish_reason = "eos"
+        return None
+    episode.invalid_actions += 1
+    episode.append(generator.encode(INVALID_ACTION_OBSERVATION), sampled=False)
+    return None
+
+
+def _search_all(
     generator: PolicyGenerator,
-    episode: Episode,
-    turn_text: str,
-    turn_ids: list[int],
+    searching: list[tuple[Episode, str]],
     cfg: RolloutConfig,
     top_k: int,
     error_budget: SearchErrorBudget,
 ) -> None:
-    """Handle one turn's action: answer, search, or an invalid action."""
-    if count_answer_spans(turn_text) >= 1:
-        episode.finish_reason = "answer"
+    """Run the turn's searches together (one simulator batch where the engine allows) and insert each result."""
+    requests: list[tuple[SearchSession, str]] = []
+    for episode, query in searching:
+        if not query:
+            episode.empty_queries += 1
+            episode.append(generator.encode(EMPTY_QUERY_OBSERVATION), sampled=False)
+            continue
+        assert episode.session is not None  # only episodes with a session return a query
+        episode.searches += 1
+        episode.queries.append(query)
+        requests.append((episode.session, query))
+    if not requests:
         return
-    if turn_text.rstrip().endswith("</search>") and episode.session is not None:
-        match = _SEARCH_SPAN.findall(turn_text)
-        query = match[-1].strip() if match else ""
-        episode.append(generator.encode(_search_observation(episode, query, cfg, top_k, error_budget)), sampled=False)
-        return
-    if turn_ids and turn_ids[-1] in generator.stop_ids:
-        episode.finish_reason = "eos"
-        return
-    episode.invalid_actions += 1
-    episode.append(generator.encode(INVALID_ACTION_OBSERVATION), sampled=False)
-
-
-def _search_observation(
-    episode: Episode, query: str, cfg: RolloutConfig, top_k: int, error_budget: SearchErrorBudget
-) -> str:
-    """Run one search and return the text to insert after it."""
-    if not query:
-        episode.empty_queries += 1
-        return EMPTY_QUERY_OBSERVATION
-    assert episode.session is not None  # guarded by the caller
-    episode.searches += 1
-    episode.queries.append(query)
-    try:
-        result = episode.session.search(query, top_k)
-    except SearchBackendError as err:
-        episode.search_failures += 1
-        error_budget.record(failed=True, error=err)
-        return SEARCH_FAILED_OBSERVATION
-    error_budget.record(failed=False)
-    return render_information_block(result.documents, cfg.max_doc_chars)
+    outcomes = run_searches(requests, top_k)
+    with_query = [(e, q) for e, q in searching if q]
+    for (episode, _query), outcome in zip(with_query, outcomes, strict=True):
+        if isinstance(outcome, SearchBackendError):
+            episode.search_failures += 1
+            error_budget.record(failed=True, error=outcome)
+            observation = SEARCH_FAILED_OBSERVATION
+        else:
+            error_budget.record(failed=False)
+            observation = render_information_block(outcome.documents, cfg.max_doc_chars)
+        episode.append(generator.encode(observation), sampled=False)
 
 
 def _finish(generator: PolicyGenerator, episode: Episode) -> Trajectory:

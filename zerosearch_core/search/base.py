@@ -9,6 +9,7 @@ silently feeding "no information" to the policy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -70,6 +71,30 @@ class SearchEngine(Protocol):
 
 class SearchBackendError(RuntimeError):
     """A search backend failed after its bounded retries."""
+
+
+def run_searches(requests: Sequence[tuple[SearchSession, str]], top_k: int) -> list[SearchResult | SearchBackendError]:
+    """Run one turn's searches, together where the engine can batch them, and return each result or its error.
+
+    Sessions whose ``engine`` has a ``search_batch`` method (the simulated engine: one generate call for the whole
+    turn) and share that engine are searched in one call; any other session searches on its own, in order.
+
+    Args:
+        requests: ``(session, query)`` pairs; the queries are non-empty.
+        top_k: Documents per search.
+    """
+    engine = getattr(requests[0][0], "engine", None) if requests else None
+    if engine is not None and hasattr(engine, "search_batch"):
+        if all(getattr(session, "engine", None) is engine for session, _ in requests):
+            results: list[SearchResult | SearchBackendError] = engine.search_batch(requests, top_k)
+            return results
+    outcomes: list[SearchResult | SearchBackendError] = []
+    for session, query in requests:
+        try:
+            outcomes.append(session.search(query, top_k))
+        except SearchBackendError as err:
+            outcomes.append(err)
+    return outcomes
 
 
 class SearchErrorBudget:

@@ -25,8 +25,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from zerosearch_core.config import SimulatorConfig
-from zerosearch_core.search.base import EpisodeContext, SearchBackendError, SearchResult
-from zerosearch_core.simulator import choose_doc_type, parse_documents, render_simulator_prompt
+from zerosearch_core.search.base import EpisodeContext, SearchBackendError, SearchResult, SearchSession
+from zerosearch_core.simulator import DocType, choose_doc_type, parse_documents, render_simulator_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,64 @@ class SimulatedSearchEngine:
         """Facts for cards and logs."""
         return {"backend": "simulated", "mode": self.cfg.mode, **self.description}
 
+    def search_batch(
+        self, requests: Sequence[tuple[SearchSession, str]], top_k: int
+    ) -> list[SearchResult | SearchBackendError]:
+        """Serve several sessions' searches with one simulator call (one generate batch, or concurrent requests).
+
+        Each session draws its document type and seed from its own generator, in the order of its own searches, so
+        an episode's types do not depend on its batch-mates. Returns each search's result, or the
+        :class:`SearchBackendError` of a search whose output held no usable document.
+        """
+        outcomes: list[SearchResult | SearchBackendError | None] = [None] * len(requests)
+        prompts: list[str] = []
+        asked: list[tuple[int, DocType]] = []  # (request index, doc type)
+        seeds: list[int] = []
+        for index, (session, query) in enumerate(requests):
+            if not isinstance(session, SimulatedSearchSession) or session.engine is not self:
+                raise TypeError("search_batch serves only sessions this engine opened.")
+            if not query.strip():
+                outcomes[index] = SearchResult((), status="empty_query", latency_s=0.0, message="Empty query.")
+                continue
+            doc_type = choose_doc_type(session.ctx.noise_prob, session.rng)
+            seeds.append(session.rng.randrange(2**31))
+            session.calls += 1
+            prompts.append(self.render_prompt(session.ctx, query, doc_type, top_k))
+            asked.append((index, doc_type))
+        if prompts:
+            started = time.perf_counter()
+            try:
+                texts = self.llm.complete(prompts, self.cfg.max_new_tokens, self.cfg.temperature, seeds[0])
+                if len(texts) != len(prompts):
+                    raise SearchBackendError(f"The simulator answered {len(texts)} of {len(prompts)} prompts.")
+            except SearchBackendError as err:
+                for index, _ in asked:
+                    outcomes[index] = err
+            else:
+                latency = (time.perf_counter() - started) / len(prompts)
+                for (index, doc_type), text in zip(asked, texts, strict=True):
+                    outcomes[index] = self._parse(text, doc_type, requests[index][1], top_k, latency)
+        finished = [o for o in outcomes if o is not None]
+        assert len(finished) == len(requests)  # every request got a result or an error above
+        return finished
+
+    def _parse(
+        self, text: str, doc_type: DocType, query: str, top_k: int, latency: float
+    ) -> SearchResult | SearchBackendError:
+        parsed = parse_documents(text, top_k, self.max_doc_chars)
+        stats = self.stats
+        stats.searches += 1
+        stats.useful += doc_type == "useful"
+        stats.noisy += doc_type == "noisy"
+        stats.missing_documents += parsed.missing
+        stats.overlong_documents += parsed.overlong
+        stats.unnumbered += parsed.unnumbered
+        stats.latencies_s.append(latency)
+        if parsed.empty:
+            stats.empty += 1
+            return SearchBackendError(f"The simulator returned no usable document for query {query!r}.")
+        return SearchResult(documents=parsed.documents, status="ok", latency_s=latency, message=doc_type)
+
     def render_prompt(self, ctx: EpisodeContext, query: str, doc_type: str, top_k: int) -> str:
         """The simulator prompt of one search (with a worked example in prompted mode)."""
         prompt = render_simulator_prompt(query, ctx.question, ctx.gold_answers, doc_type, top_k, self.cfg.doc_words)  # type: ignore[arg-type]
@@ -132,26 +190,12 @@ class SimulatedSearchSession:
     calls: int = 0
 
     def search(self, query: str, top_k: int) -> SearchResult:
-        """Draw the document type, ask the simulator, parse its documents."""
-        if not query.strip():
-            return SearchResult(documents=(), status="empty_query", latency_s=0.0, message="Empty query.")
-        engine, stats = self.engine, self.engine.stats
-        doc_type = choose_doc_type(self.ctx.noise_prob, self.rng)
-        seed = self.rng.randrange(2**31)
-        self.calls += 1
-        started = time.perf_counter()
-        prompt = engine.render_prompt(self.ctx, query, doc_type, top_k)
-        text = engine.llm.complete([prompt], engine.cfg.max_new_tokens, engine.cfg.temperature, seed)[0]
-        parsed = parse_documents(text, top_k, engine.max_doc_chars)
-        latency = time.perf_counter() - started
-        stats.searches += 1
-        stats.useful += doc_type == "useful"
-        stats.noisy += doc_type == "noisy"
-        stats.missing_documents += parsed.missing
-        stats.overlong_documents += parsed.overlong
-        stats.unnumbered += parsed.unnumbered
-        stats.latencies_s.append(latency)
-        if parsed.empty:
-            stats.empty += 1
-            raise SearchBackendError(f"The simulator returned no usable document for query {query!r}.")
-        return SearchResult(documents=parsed.documents, status="ok", latency_s=latency, message=doc_type)
+        """Draw the document type, ask the simulator, parse its documents.
+
+        Raises:
+            SearchBackendError: The simulator failed or wrote no usable document.
+        """
+        outcome = self.engine.search_batch([(self, query)], top_k)[0]
+        if isinstance(outcome, SearchBackendError):
+            raise outcome
+        return outcome

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,9 @@ from pydantic import BaseModel, Field
 from zerosearch_core.search.base import SearchBackendError
 from zerosearch_core.search.http import post_with_retries
 from zerosearch_core.search.simulated import LocalLLM
+
+MAX_CONCURRENT_REQUESTS = 32
+"""Requests one client sends at once (the server batches them)."""
 
 logger = logging.getLogger(__name__)
 
@@ -255,19 +259,24 @@ class OpenAICompatibleLLM:
         ) from last_error
 
     def complete(self, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
-        """One chat completion per prompt; :class:`SearchBackendError` after the bounded retries."""
-        texts = []
-        for prompt in prompts:
+        """One chat completion per prompt, sent concurrently so the server can batch them; prompt ``i`` is sampled
+        with seed ``seed + i``. :class:`SearchBackendError` after the bounded retries."""
+
+        def one(index: int) -> str:
             payload = {
                 "model": self.model,
-                "messages": [{"role": "user", "content": prompt}],
+                "messages": [{"role": "user", "content": prompts[index]}],
                 "max_tokens": max_new_tokens,
                 "temperature": temperature,
-                "seed": seed,
+                "seed": seed + index,
             }
             reply = post_with_retries(f"{self.base_url}/v1/chat/completions", payload, self.timeout_s, self.max_retries)
             try:
-                texts.append(str(reply["choices"][0]["message"]["content"]))
+                return str(reply["choices"][0]["message"]["content"])
             except (KeyError, IndexError, TypeError) as err:
                 raise SearchBackendError(f"{self.base_url} replied in an unexpected shape: {err}") from err
-        return texts
+
+        if len(prompts) <= 1:
+            return [one(i) for i in range(len(prompts))]
+        with ThreadPoolExecutor(max_workers=min(len(prompts), MAX_CONCURRENT_REQUESTS)) as pool:
+            return list(pool.map(one, range(len(prompts))))
