@@ -113,8 +113,10 @@ def test_evaluate_stage_end_to_end_on_real_search(cfg: PipelineConfig) -> None:
     small = dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, files=files),
-        eval=dataclasses.replace(cfg.eval, benchmarks=("bamboogle_test", "popqa_test")),
-        # score the initial policy directly; training has its own tests
+        eval=dataclasses.replace(
+            cfg.eval, benchmarks=("bamboogle_test", "popqa_test"), policies=("initial", "trained")
+        ),
+        # the "trained" policy is the initial one here (training has its own tests), so both must score the same
         paths=dataclasses.replace(cfg.paths, trained_policy_dir=cfg.paths.policy_dir),
     )
     prepare_data.run(small)
@@ -123,6 +125,7 @@ def test_evaluate_stage_end_to_end_on_real_search(cfg: PipelineConfig) -> None:
     result = evaluate.run(small)
 
     document = json.loads(Path(small.paths.eval_metrics).read_text())
+    assert document["initial.search"] == document["search"] and document["initial.direct"] == document["direct"]
     for mode in ("search", "direct"):
         assert set(document[mode]) == {"bamboogle_test", "popqa_test", "average"}
         assert document[mode]["bamboogle_test"]["n"] == 2
@@ -130,7 +133,8 @@ def test_evaluate_stage_end_to_end_on_real_search(cfg: PipelineConfig) -> None:
     assert "triviaqa" in document["not_evaluated"]
     eval_dir = Path(small.paths.eval_dir)
     predictions = pd.read_json(eval_dir / "predictions.jsonl", lines=True)
-    assert len(predictions) == 8 and set(predictions["mode"]) == {"search", "direct"}
+    assert len(predictions) == 16 and set(predictions["mode"]) == {"search", "direct"}
+    assert predictions.groupby("policy").size().to_dict() == {"initial": 8, "trained": 8}
     card = (eval_dir / "eval_card.md").read_text()
     corpus_hash = json.loads((Path(small.paths.index_dir) / "manifest.json").read_text())["corpus_sha256"]
     assert corpus_hash in card and "top-k 3" in card and "bm25 via http" in card

@@ -5,9 +5,10 @@ Usage::
     python -m zerosearch_core.cli <stage> --params params.yaml     # or: zerosearch <stage> --params params.yaml
     zerosearch --help                                              # lists the stages
 
-Stages (in DAG order): ``prepare_data``, ``build_index``, ``init_policy``, ``collect_trajectories``,
-``build_simulator_sft``, ``finetune_simulator``, ``train_policy``, ``evaluate``. Services, which run until
-interrupted: ``serve_retriever`` (the index over HTTP) and ``serve_simulator`` (an OpenAI-compatible simulator).
+Stages (in DAG order): ``generate_world`` (toy profile only, see ``toy/dvc.yaml``), ``prepare_data``,
+``build_index``, ``init_policy``, ``collect_trajectories``, ``build_simulator_sft``, ``finetune_simulator``,
+``train_policy``, ``evaluate``. Services, which run until interrupted: ``serve_retriever`` (the index over HTTP) and
+``serve_simulator`` (an OpenAI-compatible simulator).
 Overrides go through the parameter file or ``dvc exp run -S section.key=value``; there is no flag per field.
 
 This is the only module that talks to MLflow: every stage run records the resolved config, ``params.yaml``, the git
@@ -38,6 +39,7 @@ from zerosearch_core.stages import StageResult
 logger = logging.getLogger("zerosearch_core.cli")
 
 STAGES: dict[str, str] = {
+    "generate_world": "Generate a synthetic knowledge world (corpus and question splits); toy profile only.",
     "prepare_data": "Normalise and validate the benchmark files (Great Expectations).",
     "build_index": "Load the Wikipedia corpus and build the BM25 (or dense) index.",
     "init_policy": "Build the tiny policy and tokenizer, or copy a pretrained checkpoint.",
@@ -71,7 +73,7 @@ def stage_run(cfg: PipelineConfig, stage: str, params_path: Path) -> Iterator[No
         artifact_root.mkdir(parents=True, exist_ok=True)
         mlflow.create_experiment(cfg.tracking.experiment, artifact_location=artifact_root.as_uri())
     mlflow.set_experiment(cfg.tracking.experiment)
-    lock = Path("dvc.lock")
+    lock = params_path.parent / "dvc.lock"  # the lock file beside the parameter file (toy/dvc.lock for toy/)
     tags = {
         "stage": stage,
         "git_commit": git_commit(),
@@ -133,7 +135,7 @@ def run_stage(stage: str, params_path: Path) -> int:
             match stage:
                 case "evaluate" | "collect_trajectories":
                     result = module.run(cfg, tqdm_progress)
-                case "train_policy" | "finetune_simulator":
+                case "train_policy" | "finetune_simulator" | "init_policy":
                     result = module.run(cfg, log_training_step)
                 case _:
                     result = module.run(cfg)

@@ -66,10 +66,6 @@ class BenchmarkFileConfig:
     hub_split: str | None = field(metadata={"help": "Hub split name (format flashrag_hub only)."})
 
     def __post_init__(self) -> None:
-        if self.dataset is not None and self.dataset not in DATASETS:
-            raise ConfigError(
-                f"data.files[{self.name}].dataset={self.dataset!r} is not a known benchmark; use one of {DATASETS}."
-            )
         if self.dataset is None and self.format not in ("searchagentreview_jsonl",):
             raise ConfigError(f"data.files[{self.name}].dataset is null, but only mixed jsonl files may omit it.")
         if self.format == "flashrag_hub":
@@ -92,14 +88,61 @@ class DataConfig:
     source_dir: str = field(metadata={"help": "Folder that holds the real benchmark files (see its SOURCES.md)."})
     files: tuple[BenchmarkFileConfig, ...] = field(metadata={"help": "Every file to normalise, one artifact each."})
     min_question_chars: int = field(metadata={"help": "A question shorter than this fails validation."})
+    extra_datasets: tuple[str, ...] = field(
+        metadata={
+            "help": "Dataset names allowed besides the paper's seven benchmarks, e.g. 'toyworld' for a generated "
+            "world; rows of any other dataset fail validation."
+        }
+    )
+
+    @property
+    def allowed_datasets(self) -> tuple[str, ...]:
+        """The paper's benchmarks plus ``extra_datasets``."""
+        return DATASETS + tuple(d for d in self.extra_datasets if d not in DATASETS)
 
     def __post_init__(self) -> None:
+        for spec in self.files:
+            if spec.dataset is not None and spec.dataset not in self.allowed_datasets:
+                raise ConfigError(
+                    f"data.files[{spec.name}].dataset={spec.dataset!r} is not a known benchmark; use one of "
+                    f"{self.allowed_datasets} or add it to data.extra_datasets."
+                )
         names = [f.name for f in self.files]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ConfigError(f"data.files has duplicate names {duplicated}; give every file a unique name.")
         if not self.files:
             raise ConfigError("data.files is empty; list at least one benchmark file.")
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """A synthetic knowledge world generated from a seed: fictional people with attributes and a mentor, rendered as
+    encyclopedia passages (the corpus) and questions whose answers are only in the corpus (``generate_world``)."""
+
+    seed: int = field(metadata={"help": "Seed of the world; the same seed always gives the same files."})
+    entities: int = field(metadata={"help": "Number of fictional people (one passage each)."})
+    two_hop_share: float = field(
+        metadata={"help": "Share of two-hop questions (an attribute of the person's mentor) in every split."}
+    )
+    val_questions: int = field(metadata={"help": "Questions in the validation split."})
+    test_questions: int = field(metadata={"help": "Questions in the test split."})
+    train_questions: int | None = field(
+        metadata={"help": "Questions in the train split; null keeps every question not in validation or test."}
+    )
+    output_dir: str = field(
+        metadata={"help": "Where the corpus (wiki-18 jsonl), question files and world report are written."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.entities < 4:
+            raise ConfigError(f"world.entities={self.entities} is too small; use at least 4.")
+        if not 0.0 <= self.two_hop_share <= 1.0:
+            raise ConfigError("world.two_hop_share is a share; keep it within [0, 1].")
+        if min(self.val_questions, self.test_questions) < 1:
+            raise ConfigError("world.val_questions and world.test_questions must be >= 1.")
+        if self.train_questions is not None and self.train_questions < 1:
+            raise ConfigError("world.train_questions must be >= 1 or null.")
 
 
 @dataclass(frozen=True)
@@ -185,6 +228,34 @@ class ModelConfig:
             )
         if self.num_heads % self.num_kv_heads != 0:
             raise ConfigError("model.num_heads must be a multiple of model.num_kv_heads.")
+
+
+@dataclass(frozen=True)
+class ColdStartConfig:
+    """Optional warm-up of the initial policy in ``init_policy``: language-model pre-training on the corpus, then SFT
+    on protocol-format trajectories (the question searched with the real retriever, then the golden answer).
+
+    It exists for models trained from scratch (the tiny CPU model), which otherwise never emit the tags. Keep it weak:
+    its real-search score is the "before RL" baseline. Both parts are off at 0 steps / null questions."""
+
+    pretrain_steps: int = field(metadata={"help": "Causal-LM steps on corpus passages; 0 skips pre-training."})
+    pretrain_batch_size: int = field(metadata={"help": "Passages per pre-training step."})
+    pretrain_learning_rate: float = field(metadata={"help": "Pre-training learning rate (AdamW, cosine decay)."})
+    sft_questions: str | None = field(
+        metadata={"help": "Artifact name from data.files whose questions make the SFT trajectories; null skips SFT."}
+    )
+    sft_examples: int = field(metadata={"help": "Seeded sample of that many questions turned into trajectories."})
+    sft_steps: int = field(metadata={"help": "SFT steps (loss on the policy's own tokens only)."})
+    sft_batch_size: int = field(metadata={"help": "Trajectories per SFT step."})
+    sft_learning_rate: float = field(metadata={"help": "SFT learning rate (AdamW, cosine decay)."})
+
+    def __post_init__(self) -> None:
+        if min(self.pretrain_steps, self.sft_steps) < 0:
+            raise ConfigError("cold_start.pretrain_steps and cold_start.sft_steps must be >= 0.")
+        if min(self.pretrain_batch_size, self.sft_batch_size, self.sft_examples) < 1:
+            raise ConfigError("cold_start batch sizes and sft_examples must be >= 1.")
+        if self.sft_questions is not None and self.sft_steps == 0:
+            raise ConfigError("cold_start.sft_questions is set but sft_steps is 0; set sft_steps or null them.")
 
 
 @dataclass(frozen=True)
@@ -323,6 +394,12 @@ class TrainConfig:
         metadata={"help": "Artifact name from data.files scored (EM/F1, real search, greedy) at every checkpoint."}
     )
     validation_size: int = field(metadata={"help": "Seeded sample of validation questions scored each time."})
+    seed: int = field(
+        metadata={
+            "help": "Seed of this RL run (rollout sampling, question order, initialisation of the critic). Runs that "
+            "differ only here share every upstream stage, so `dvc exp run -S train.seed=N` repeats only RL."
+        }
+    )
 
     def __post_init__(self) -> None:
         if self.total_steps < 1 or self.prompts_per_step < 1 or self.group_size < 1 or self.epochs_per_step < 1:
@@ -346,6 +423,16 @@ class EvalConfig:
     max_questions_per_benchmark: int | None = field(
         metadata={"help": "Score a seeded sample of this many questions per benchmark; null scores all."}
     )
+    policies: tuple[Literal["trained", "initial"], ...] = field(
+        metadata={
+            "help": "Which checkpoints to score: 'trained' (paths.trained_policy_dir) and/or 'initial' "
+            "(paths.policy_dir, the before-RL baseline). Metrics of 'initial' are keyed 'initial.<mode>'."
+        }
+    )
+
+    def __post_init__(self) -> None:
+        if not self.policies or len(set(self.policies)) != len(self.policies):
+            raise ConfigError("eval.policies must list 'trained' and/or 'initial', each at most once.")
 
 
 @dataclass(frozen=True)
@@ -382,9 +469,13 @@ class PipelineConfig:
     """The whole pipeline configuration: one frozen section per top-level key of ``params.yaml``."""
 
     seed: int = field(metadata={"help": "Root seed; stochastic parts derive theirs from it."})
+    world: WorldConfig | None = field(
+        metadata={"help": "A generated toy world (the toy profile's data source); null for real benchmarks."}
+    )
     data: DataConfig = field(metadata={"help": "Benchmarks."})
     search: SearchConfig = field(metadata={"help": "Real search engine."})
     model: ModelConfig = field(metadata={"help": "Policy model."})
+    cold_start: ColdStartConfig = field(metadata={"help": "Warm-up of the initial policy (pre-training + SFT)."})
     rollout: RolloutConfig = field(metadata={"help": "Search protocol."})
     simulator: SimulatorConfig = field(metadata={"help": "Simulation LLM."})
     curriculum: CurriculumConfig = field(metadata={"help": "Noise curriculum."})
@@ -393,6 +484,11 @@ class PipelineConfig:
     eval: EvalConfig = field(metadata={"help": "Evaluation."})
     tracking: TrackingConfig = field(metadata={"help": "MLflow."})
     paths: PathsConfig = field(metadata={"help": "Artifacts."})
+
+    @property
+    def rl_seed(self) -> int:
+        """The root seed of policy RL: ``seed`` offset by ``train.seed`` (so ``train.seed: 0`` uses ``seed``)."""
+        return self.seed + self.train.seed
 
     def __post_init__(self) -> None:
         known = {f.name for f in self.data.files}
@@ -409,6 +505,16 @@ class PipelineConfig:
             raise ConfigError(
                 f"train.validation_questions={self.train.validation_questions!r} is not in data.files; "
                 f"use one of {sorted(known)}."
+            )
+        if self.cold_start.sft_questions is not None and self.cold_start.sft_questions not in known:
+            raise ConfigError(
+                f"cold_start.sft_questions={self.cold_start.sft_questions!r} is not in data.files; "
+                f"use one of {sorted(known)}."
+            )
+        if self.cold_start.sft_questions is not None and self.cold_start.sft_questions in self.eval.benchmarks:
+            raise ConfigError(
+                f"cold_start.sft_questions={self.cold_start.sft_questions!r} is also evaluated; "
+                "the cold start must never see evaluation questions."
             )
         if self.simulator.collect_questions not in known:
             raise ConfigError(

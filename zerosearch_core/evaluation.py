@@ -245,14 +245,14 @@ def render_eval_card(
     document: dict[str, Any],
     engine_facts: dict[str, str],
     benchmark_files: dict[str, str],
-    model_path: str,
+    models: str,
 ) -> str:
     """A Markdown card that states the evaluation protocol and the results."""
     lines = [
         "# Evaluation card",
         "",
         "## Protocol",
-        f"- model: `{model_path}` (source: {cfg.model.source})",
+        f"- policies: {models} (source: {cfg.model.source})",
         f"- modes: {', '.join(cfg.eval.modes)}; max turns {cfg.rollout.max_turns}, "
         f"{cfg.rollout.max_new_tokens_per_turn} new tokens per turn, temperature {cfg.rollout.temperature}",
         f"- retriever: {engine_facts.get('retriever', 'n/a')} via {engine_facts.get('backend', 'n/a')}"

@@ -69,8 +69,8 @@ def make_grpo_config(cfg: PipelineConfig, output_dir: Path) -> Any:
         save_strategy="steps",
         save_steps=train.save_every_steps,
         save_total_limit=2,
-        seed=cfg.seed % 2**32,
-        data_seed=cfg.seed % 2**32,
+        seed=cfg.rl_seed % 2**32,
+        data_seed=cfg.rl_seed % 2**32,
         dataloader_num_workers=0,
     )
 
@@ -94,13 +94,13 @@ class SearchRollout:
         model = trainer.accelerator.unwrap_model(trainer.model)
         tokenizer = trainer.processing_class
         generator = HFPolicyGenerator(
-            model, tokenizer, self.cfg.train.temperature, derive_seed(self.cfg.seed, "grpo", step)
+            model, tokenizer, self.cfg.train.temperature, derive_seed(self.cfg.rl_seed, "grpo", step)
         )
         prompt_ids, sessions = [], []
         for index, question in enumerate(prompts):
             prompt_ids.append(build_prompt_ids(tokenizer, question, "search", self.cfg.rollout.use_chat_template))
             ctx = EpisodeContext(
-                question, self.golden[question], noise_prob, derive_seed(self.cfg.seed, step, question, index)
+                question, self.golden[question], noise_prob, derive_seed(self.cfg.rl_seed, step, question, index)
             )
             sessions.append(self.engine.open_session(ctx))
         was_training = model.training

@@ -181,9 +181,9 @@ class PolicyTrainer:
             torch.optim.AdamW(self.critic.parameters(), lr=self.train.critic_learning_rate) if self.critic else None
         )
         self.generator = HFPolicyGenerator(
-            self.policy, self.tokenizer, self.train.temperature, derive_seed(cfg.seed, "train")
+            self.policy, self.tokenizer, self.train.temperature, derive_seed(cfg.rl_seed, "train")
         )
-        self.sampler = random.Random(derive_seed(cfg.seed, "questions"))
+        self.sampler = random.Random(derive_seed(cfg.rl_seed, "questions"))
         self.error_budget = SearchErrorBudget(cfg.search.max_error_rate)
         self.state = TrainerState()
 
@@ -198,7 +198,7 @@ class PolicyTrainer:
         for row in questions.itertuples(index=False):
             prompt = build_prompt_ids(self.tokenizer, str(row.question), "search", self.cfg.rollout.use_chat_template)
             for sample in range(self.train.group_size):
-                seed = derive_seed(self.cfg.seed, self.state.step, row.id, sample)
+                seed = derive_seed(self.cfg.rl_seed, self.state.step, row.id, sample)
                 ctx = EpisodeContext(str(row.question), tuple(row.golden_answers), noise_prob, seed)
                 prompts.append(prompt)
                 sessions.append(self.engine.open_session(ctx))

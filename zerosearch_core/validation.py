@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from zerosearch_core.artifacts import write_dir_atomically
-from zerosearch_core.config import DATASETS, BenchmarkFileConfig, DataConfig
+from zerosearch_core.config import BenchmarkFileConfig, DataConfig
 from zerosearch_core.data import REQUIRED_RAW_COLUMNS, collapse_exact_duplicates, normalize, source_label
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def validation_frame(normalized: pd.DataFrame) -> pd.DataFrame:
 
 def _normalized_suite(gx: Any, name: str, spec: BenchmarkFileConfig, data_cfg: DataConfig) -> Any:
     gxe = gx.expectations
-    allowed = [spec.dataset] if spec.dataset is not None else list(DATASETS)
+    allowed = [spec.dataset] if spec.dataset is not None else list(data_cfg.allowed_datasets)
     expectations = [
         gxe.ExpectColumnValuesToNotBeNull(column="id"),
         gxe.ExpectColumnValuesToBeUnique(column="id"),

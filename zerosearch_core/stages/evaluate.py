@@ -6,6 +6,7 @@ file ``paths.eval_metrics``. Run: ``python -m zerosearch_core.cli evaluate --par
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -38,27 +39,40 @@ CARD_FILE = "eval_card.md"
 
 
 def run(cfg: PipelineConfig, progress: ProgressFactory | None = None) -> StageResult:
-    """Evaluate the policy on every configured benchmark and mode; write predictions, metrics, chart and card."""
-    policy_dir = Path(cfg.paths.trained_policy_dir)
-    tokenizer = load_tokenizer(policy_dir)
-    model = load_causal_lm(policy_dir, cfg.model.dtype)
-    generator = HFPolicyGenerator(model, tokenizer, cfg.rollout.temperature, derive_seed(cfg.seed, "evaluate"))
+    """Evaluate every policy in ``eval.policies`` on every configured benchmark and mode; write predictions,
+    metrics, chart and card. The trained policy's modes are keyed ``search``/``direct``, the initial policy's
+    ``initial.search``/``initial.direct``."""
     benchmarks_dir = Path(cfg.paths.benchmarks_dir)
     specs = {spec.name: spec for spec in cfg.data.files}
     budget = SearchErrorBudget(cfg.search.max_error_rate)
     runs: list[BenchmarkRun] = []
     with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as engine:
         engine_facts = engine.describe()
-        for name in cfg.eval.benchmarks:
-            frame = benchmark_data.load_benchmark(benchmarks_dir, name)
-            questions = sample_questions(frame, cfg.eval.max_questions_per_benchmark, derive_seed(cfg.seed, name))
-            for mode in cfg.eval.modes:
-                callback = progress(len(questions), f"{name}/{mode}") if progress is not None else None
-                run = evaluate_benchmark(name, questions, mode, generator, tokenizer, engine, cfg, budget, callback)
-                logger.info("%s/%s: EM %.3f F1 %.3f", name, mode, run.metrics["em"], run.metrics["f1"])
-                runs.append(run)
+        for policy in cfg.eval.policies:
+            policy_dir = Path(POLICY_DIRS[policy](cfg))
+            tokenizer = load_tokenizer(policy_dir)
+            model = load_causal_lm(policy_dir, cfg.model.dtype)
+            generator = HFPolicyGenerator(model, tokenizer, cfg.rollout.temperature, derive_seed(cfg.seed, "evaluate"))
+            prefix = "" if policy == "trained" else f"{policy}."
+            for name in cfg.eval.benchmarks:
+                frame = benchmark_data.load_benchmark(benchmarks_dir, name)
+                questions = sample_questions(frame, cfg.eval.max_questions_per_benchmark, derive_seed(cfg.seed, name))
+                for mode in cfg.eval.modes:
+                    callback = progress(len(questions), f"{prefix}{name}/{mode}") if progress is not None else None
+                    run = evaluate_benchmark(name, questions, mode, generator, tokenizer, engine, cfg, budget, callback)
+                    run = dataclasses.replace(run, mode=f"{prefix}{mode}")
+                    run.predictions["policy"] = policy
+                    logger.info("%s%s/%s: EM %.3f F1 %.3f", prefix, name, mode, run.metrics["em"], run.metrics["f1"])
+                    runs.append(run)
     datasets = {name: str(specs[name].dataset) for name in cfg.eval.benchmarks}
     return _write_eval_outputs(cfg, runs, datasets, engine_facts)
+
+
+POLICY_DIRS = {
+    "trained": lambda cfg: cfg.paths.trained_policy_dir,
+    "initial": lambda cfg: cfg.paths.policy_dir,
+}
+"""Where each policy named in ``eval.policies`` is loaded from."""
 
 
 def _write_eval_outputs(
@@ -71,7 +85,8 @@ def _write_eval_outputs(
         name: f"{benchmarks_dir / f'{name}.parquet'} (sha256 {file_sha256(benchmarks_dir / f'{name}.parquet')})"
         for name in cfg.eval.benchmarks
     }
-    card = render_eval_card(cfg, document, engine_facts, benchmark_files, cfg.paths.trained_policy_dir)
+    policies = ", ".join(f"{policy} `{POLICY_DIRS[policy](cfg)}`" for policy in cfg.eval.policies)
+    card = render_eval_card(cfg, document, engine_facts, benchmark_files, policies)
 
     def write(folder: Path) -> None:
         predictions = pd.concat([r.predictions for r in runs], ignore_index=True)
