@@ -76,3 +76,14 @@ def render_information_block(documents: Sequence[Document], max_doc_chars: int) 
     '\\n\\n<information></information>\\n\\n'
     """
     return f"\n\n<information>{render_documents(documents, max_doc_chars)}</information>\n\n"
+
+
+PROMPT_TEXTS: tuple[str, ...] = (
+    SEARCH_INSTRUCTIONS,
+    DIRECT_INSTRUCTIONS,
+    INVALID_ACTION_OBSERVATION,
+    EMPTY_QUERY_OBSERVATION,
+    SEARCH_FAILED_OBSERVATION,
+    "Doc 1(Title: ) Doc 2(Title: ) Doc 3(Title: )",
+)
+"""Every fixed text the policy reads, for training a tokenizer that encodes the protocol compactly."""

@@ -40,6 +40,13 @@ SIMULATOR_TEMPLATE = (
     "Write one document per line, as: Doc 1: (Title: <title>) <text>"
 )
 
+SIMULATOR_TEXTS: tuple[str, ...] = (
+    SIMULATOR_TEMPLATE,
+    *_TYPE_INSTRUCTIONS.values(),
+    "Doc 1: (Title: ) Doc 2: (Title: ) Doc 3: (Title: )",
+)
+"""The simulator's fixed prompt and output text, for training a tokenizer that encodes it compactly."""
+
 _DOC_LINE = re.compile(r"^\s*(?:Doc(?:ument)?\s*)?(\d+)\s*[:.)]\s*(.*)$", re.IGNORECASE)
 _TITLE = re.compile(r"^\(Title:\s*(.*?)\)\s*(.*)$", re.DOTALL)
 

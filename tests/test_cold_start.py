@@ -1,0 +1,136 @@
+"""Cold start (zerosearch_core.cold_start and the init_policy stage): real toy world, real BM25, real tiny model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from zerosearch_core.cold_start import _collate, build_sft_examples, pack_blocks, train_causal_lm
+from zerosearch_core.config import PipelineConfig, WorldConfig, load_config
+from zerosearch_core.evaluation import build_prompt_ids
+from zerosearch_core.models import build_tiny_policy, load_causal_lm, load_tokenizer
+from zerosearch_core.search.registry import open_search_engine
+from zerosearch_core.stages import build_index, init_policy, prepare_data
+from zerosearch_core.toyworld import generate_world, write_world
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def toy_cfg(tmp_path: Path) -> PipelineConfig:
+    """toy/params.yaml with a small world and every path under tmp_path, the world already written."""
+    cfg = load_config(ROOT / "toy/params.yaml")
+    world_dir = tmp_path / "world"
+    world = WorldConfig(
+        seed=3,
+        entities=40,
+        two_hop_share=0.5,
+        val_questions=20,
+        test_questions=20,
+        train_questions=None,
+        output_dir=str(world_dir),
+    )
+    world_dir.mkdir()
+    write_world(generate_world(world), world_dir)
+    files = tuple(dataclasses.replace(f, expected_rows=None) for f in cfg.data.files)
+    paths = {
+        f.name: str(tmp_path / getattr(cfg.paths, f.name).removeprefix("toy/")) for f in dataclasses.fields(cfg.paths)
+    }
+    return dataclasses.replace(
+        cfg,
+        world=world,
+        data=dataclasses.replace(cfg.data, source_dir=str(world_dir), files=files),
+        search=dataclasses.replace(cfg.search, corpus_source=str(world_dir / "corpus.jsonl")),
+        model=dataclasses.replace(cfg.model, hidden_size=32, intermediate_size=64, num_layers=2, vocab_size=600),
+        cold_start=dataclasses.replace(cfg.cold_start, pretrain_steps=6, sft_steps=6, sft_examples=12),
+        tracking=dataclasses.replace(cfg.tracking, uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+        paths=dataclasses.replace(cfg.paths, **paths),
+    )
+
+
+def test_sft_trajectory_has_the_rollout_layout_and_masks_only_inserted_documents(toy_cfg: PipelineConfig) -> None:
+    prepare_data.run(toy_cfg)
+    build_index.run(toy_cfg)
+    passages = pd.read_parquet(Path(toy_cfg.paths.index_dir) / "passages.parquet")
+    _, tokenizer = build_tiny_policy(toy_cfg.model, passages["text"].tolist(), seed=1)
+    questions = pd.read_parquet(Path(toy_cfg.paths.benchmarks_dir) / "toy_train_1hop.parquet").head(3)
+    with open_search_engine(toy_cfg.search, Path(toy_cfg.paths.index_dir)) as engine:
+        examples = build_sft_examples(questions, tokenizer, engine, toy_cfg.rollout, toy_cfg.search.top_k)
+    for example, row in zip(examples, questions.itertuples(), strict=True):
+        prompt = build_prompt_ids(tokenizer, row.question, "search", toy_cfg.rollout.use_chat_template)
+        assert list(example.input_ids[: len(prompt)]) == prompt  # the exact prompt the rollout engine builds
+        learned = tokenizer.decode([t for t, m in zip(example.input_ids, example.loss_mask, strict=True) if m])
+        inserted = tokenizer.decode(
+            [
+                t
+                for t, m in zip(example.input_ids[len(prompt) :], example.loss_mask[len(prompt) :], strict=True)
+                if not m
+            ]
+        )
+        assert learned == f"<search> {row.question} </search><answer> {row.golden_answers[0]} </answer>"
+        assert inserted.strip().startswith("<information>") and inserted.strip().endswith("</information>")
+        person = row.question.removeprefix("Which city is ").removesuffix(" from?")
+        assert f"(Title: {person})" in inserted or "city" not in row.question  # real search found the person
+
+
+def test_collate_puts_labels_only_where_the_mask_is_one() -> None:
+    ids, attention, labels = _collate([[5, 6, 7], [8, 9]], [[0, 1, 1], [1, 0]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 9, 0]]
+    assert attention.tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert labels.tolist() == [[-100, 6, 7], [8, -100, -100]]
+    _, _, all_labels = _collate([[5, 6]], None, pad_id=0)
+    assert all_labels.tolist() == [[5, 6]]
+
+
+def test_pack_blocks_keeps_every_token() -> None:
+    _, tokenizer = build_tiny_policy(load_config(ROOT / "toy/params.yaml").model, ["alpha beta gamma"] * 20, seed=1)
+    texts = ["alpha beta", "gamma alpha beta gamma", "beta"]
+    blocks = pack_blocks(texts, tokenizer, 4)
+    expected = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)  # + eos each
+    assert sum(len(b) for b in blocks) == expected and all(len(b) <= 4 for b in blocks)
+
+
+def test_training_lowers_the_loss_and_ignores_masked_tokens(toy_cfg: PipelineConfig) -> None:
+    model, tokenizer = build_tiny_policy(toy_cfg.model, ["one two three four five six"] * 30, seed=2)
+    sequence = tokenizer("one two three four five six", add_special_tokens=False)["input_ids"]
+    losses = train_causal_lm(model, [sequence] * 4, None, 40, 4, 1e-2, 0, seed=0, phase="t")
+    assert losses[-1] < 0.5 * losses[0]
+    # A sequence whose only learned token is the last: the loss must not depend on the masked tokens' targets.
+    ids, attention, labels = _collate([sequence], [[0] * (len(sequence) - 1) + [1]], pad_id=0)
+    loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+    logits = model(input_ids=ids, attention_mask=attention).logits
+    expected = torch.nn.functional.cross_entropy(logits[0, -2:-1], ids[0, -1:])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cfg: PipelineConfig) -> None:
+    prepare_data.run(toy_cfg)
+    build_index.run(toy_cfg)
+    logged: list[tuple[dict[str, float], int]] = []
+    result = init_policy.run(toy_cfg, lambda metrics, step: logged.append((metrics, step)))
+    target = Path(toy_cfg.paths.policy_dir)
+    curves = json.loads((target / "cold_start/losses.json").read_text())
+    assert len(curves["pretrain"]) == 6 and len(curves["sft"]) == 6
+    assert (target / "cold_start/losses.png").read_bytes()[:4] == b"\x89PNG"
+    assert "<answer>" in (target / "cold_start/sft_example.txt").read_text()
+    assert result.metrics["cold_start.sft_examples"] == 12.0
+    assert [step for metrics, step in logged if "cold_start.sft_loss" in metrics] == list(range(1, 7))
+    model = load_causal_lm(target)
+    tokenizer = load_tokenizer(target)
+    assert tokenizer.convert_tokens_to_ids("<search>") != tokenizer.unk_token_id
+    assert model.config.hidden_size == 32
+
+
+def test_cold_start_on_evaluated_questions_is_refused(toy_cfg: PipelineConfig) -> None:
+    from zerosearch_core.config import ConfigError, config_to_dict
+    from zerosearch_core.config import build_dataclass as build
+
+    raw = config_to_dict(toy_cfg)
+    raw["cold_start"]["sft_questions"] = "toy_test_1hop"
+    with pytest.raises(ConfigError, match="never see evaluation questions"):
+        build(PipelineConfig, raw, "params")
