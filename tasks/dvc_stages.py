@@ -42,8 +42,12 @@ def stage_environment() -> dict[str, str]:
     return env
 
 
-def run_dvc_stage(stage: str) -> dict[str, Any]:
+def run_dvc_stage(stage: str, pipeline: str = "dvc.yaml") -> dict[str, Any]:
     """Run one DVC stage (and only it) and stream its output to the Prefect log.
+
+    Args:
+        stage: The stage name.
+        pipeline: The ``dvc.yaml`` that defines it (``toy/dvc.yaml`` for the toy-world profile).
 
     Returns:
         ``{"stage", "seconds", "skipped"}``; ``skipped`` is True when DVC found the stage up to date.
@@ -51,11 +55,26 @@ def run_dvc_stage(stage: str) -> dict[str, Any]:
     Raises:
         StageFailed: The stage failed; see the log for its full output.
     """
+    target = stage if pipeline == "dvc.yaml" else f"{pipeline}:{stage}"
+    started = time.perf_counter()
+    lines = stream_command(["repro", "--single-item", target], f"dvc stage {stage!r}")
+    skipped = any("didn't change, skipping" in line for line in lines)
+    return {"stage": stage, "seconds": round(time.perf_counter() - started, 2), "skipped": skipped}
+
+
+def stream_command(dvc_args: list[str], what: str) -> list[str]:
+    """Run ``dvc <dvc_args>`` in the project folder, streaming its output to the Prefect log.
+
+    Returns:
+        The output lines.
+
+    Raises:
+        StageFailed: DVC exited non-zero; the message holds the end of its output.
+    """
     logger = get_run_logger()
-    command = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
+    command = [sys.executable, "-m", "dvc", *dvc_args]
     folder = project_dir()
     logger.info("Running %s in %s", " ".join(command[1:]), folder)
-    started = time.perf_counter()
     process = subprocess.Popen(
         command,
         cwd=folder,
@@ -74,9 +93,8 @@ def run_dvc_stage(stage: str) -> dict[str, Any]:
     returncode = process.wait()
     if returncode != 0:
         tail = "\n".join(lines[-25:])
-        raise StageFailed(f"dvc stage {stage!r} failed with exit code {returncode}:\n{tail}")
-    skipped = any("didn't change, skipping" in line for line in lines)
-    return {"stage": stage, "seconds": round(time.perf_counter() - started, 2), "skipped": skipped}
+        raise StageFailed(f"{what} failed with exit code {returncode}:\n{tail}")
+    return lines
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
@@ -84,50 +102,56 @@ def read_metrics(path: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
+@task(name="generate_world", retries=0, cache_policy=NO_CACHE)
+def generate_world(pipeline: str = "toy/dvc.yaml") -> dict[str, Any]:
+    """Generate the synthetic world (toy profile only)."""
+    return run_dvc_stage("generate_world", pipeline)
+
+
 @task(name="prepare_data", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def prepare_data() -> dict[str, Any]:
+def prepare_data(pipeline: str = "dvc.yaml") -> dict[str, Any]:
     """Normalise and validate the benchmarks."""
-    return run_dvc_stage("prepare_data")
+    return run_dvc_stage("prepare_data", pipeline)
 
 
 @task(name="build_index", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def build_index() -> dict[str, Any]:
+def build_index(pipeline: str = "dvc.yaml") -> dict[str, Any]:
     """Build the corpus and retrieval index."""
-    return run_dvc_stage("build_index")
+    return run_dvc_stage("build_index", pipeline)
 
 
 @task(name="init_policy", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def init_policy() -> dict[str, Any]:
+def init_policy(pipeline: str = "dvc.yaml") -> dict[str, Any]:
     """Materialise the initial policy."""
-    return run_dvc_stage("init_policy")
+    return run_dvc_stage("init_policy", pipeline)
 
 
 @task(name="collect_trajectories", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def collect_trajectories() -> dict[str, Any]:
+def collect_trajectories(pipeline: str = "dvc.yaml") -> dict[str, Any]:
     """Record real-search interactions for the simulator."""
-    return run_dvc_stage("collect_trajectories")
+    return run_dvc_stage("collect_trajectories", pipeline)
 
 
 @task(name="build_simulator_sft", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def build_simulator_sft() -> dict[str, Any]:
+def build_simulator_sft(pipeline: str = "dvc.yaml") -> dict[str, Any]:
     """Label and balance the simulator SFT data."""
-    return run_dvc_stage("build_simulator_sft")
+    return run_dvc_stage("build_simulator_sft", pipeline)
 
 
 @task(name="finetune_simulator", retries=0, cache_policy=NO_CACHE)
-def finetune_simulator() -> dict[str, Any]:
+def finetune_simulator(pipeline: str = "dvc.yaml") -> dict[str, Any]:
     """Fine-tune the simulator. No Prefect retries: a rerun resumes from its checkpoint."""
-    return run_dvc_stage("finetune_simulator")
+    return run_dvc_stage("finetune_simulator", pipeline)
 
 
 @task(name="train_policy", retries=0, cache_policy=NO_CACHE)
-def train_policy() -> dict[str, Any]:
+def train_policy(pipeline: str = "dvc.yaml") -> dict[str, Any]:
     """Curriculum RL. No Prefect retries: a rerun of the stage resumes from its own checkpoint instead."""
-    return run_dvc_stage("train_policy")
+    return run_dvc_stage("train_policy", pipeline)
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def evaluate(metrics_path: str = "metrics/eval.json") -> dict[str, Any]:
+def evaluate(metrics_path: str = "metrics/eval.json", pipeline: str = "dvc.yaml") -> dict[str, Any]:
     """Evaluate with real search; return the metrics document."""
-    outcome = run_dvc_stage("evaluate")
+    outcome = run_dvc_stage("evaluate", pipeline)
     return {**outcome, "metrics": read_metrics(project_dir() / metrics_path)}

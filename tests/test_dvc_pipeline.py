@@ -185,3 +185,32 @@ def test_stage_params_exist_in_the_config(stage: str) -> None:
         for part in key.split("."):
             assert isinstance(node, dict) and part in node, f"{stage} lists param {key}, which params.yaml lacks"
             node = node[part]
+
+
+def test_toy_pipeline_is_the_main_pipeline_run_with_the_toy_params() -> None:
+    from scripts.sync_dvc_deps import toy_pipeline
+
+    text = (ROOT / "toy/dvc.yaml").read_text()
+    assert text == toy_pipeline((ROOT / "dvc.yaml").read_text()), "run scripts/sync_dvc_deps.py"
+    toy = yaml.safe_load(text)["stages"]
+    main = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert list(toy) == ["generate_world", *main]
+    for name, spec in toy.items():
+        assert spec["wdir"] == ".."
+        assert spec["cmd"] == f"python -m zerosearch_core.cli {name} --params toy/params.yaml"
+    listed = {d for d in toy["generate_world"]["deps"] if d.startswith("zerosearch_core/")}
+    assert listed == import_closure("zerosearch_core.cli", "zerosearch_core.stages.generate_world")
+
+
+def test_toy_stage_params_exist_in_the_toy_params() -> None:
+    raw = yaml.safe_load((ROOT / "toy/params.yaml").read_text())
+    cfg = load_config(ROOT / "toy/params.yaml")
+    assert cfg.world is not None and cfg.data.source_dir == cfg.world.output_dir
+    assert cfg.search.corpus_source == f"{cfg.world.output_dir}/corpus.jsonl"
+    for name, spec in yaml.safe_load((ROOT / "toy/dvc.yaml").read_text())["stages"].items():
+        (entry,) = spec["params"]
+        for key in entry["toy/params.yaml"]:
+            node = raw
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, f"{name} lists param {key}, which toy lacks"
+                node = node[part]

@@ -1,0 +1,113 @@
+"""Experiment plans and the results table (zerosearch_core.experiments), on the shipped toy plan and real files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zerosearch_core.config import ConfigError, load_config
+from zerosearch_core.experiments import (
+    Experiment,
+    load_plan,
+    run_row,
+    set_arguments,
+    summarize,
+    write_results,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def eval_document(em_1hop: float, em_2hop: float, initial: tuple[float, float] | None = (0.1, 0.0)) -> dict:
+    """A metrics document shaped like the evaluate stage's (metrics_document)."""
+
+    def mode(a: float, b: float) -> dict:
+        return {
+            "toy_test_1hop": {"em": a, "f1": a, "n": 100.0},
+            "toy_test_2hop": {"em": b, "f1": b, "n": 100.0},
+            "average": {"em": (a + b) / 2, "f1": (a + b) / 2},
+        }
+
+    document = {"search": mode(em_1hop, em_2hop), "not_evaluated": []}
+    if initial is not None:
+        document["initial.search"] = mode(*initial)
+    return document
+
+
+def test_shipped_toy_plan_covers_the_paper_rows_and_each_override_gives_a_valid_config(tmp_path: Path) -> None:
+    plan = load_plan(ROOT / "toy/experiments.yaml")
+    assert [e.name for e in plan.experiments] == ["zerosearch", "real_search", "fixed_noise", "no_loss_mask", "ppo"]
+    for experiment in plan.experiments:
+        patched = yaml.safe_load((ROOT / "toy/params.yaml").read_text())
+        for key, value in experiment.overrides.items():
+            section, name = key.split(".")
+            assert name in patched[section], f"{experiment.name} overrides {key}, which toy/params.yaml lacks"
+            patched[section][name] = value
+        path = tmp_path / f"{experiment.name}.yaml"
+        path.write_text(yaml.safe_dump(patched, sort_keys=False))
+        cfg = load_config(path)
+        for key, value in experiment.overrides.items():
+            section, name = key.split(".")
+            assert getattr(getattr(cfg, section), name) == value
+
+
+def test_set_arguments_add_the_seed_and_spell_booleans_as_yaml() -> None:
+    experiment = Experiment("no_mask", "no mask", {"train.mask_retrieved_tokens": False}, (0,))
+    assert set_arguments("toy/params.yaml", experiment, 2) == [
+        "-S",
+        "toy/params.yaml:train.mask_retrieved_tokens=false",
+        "-S",
+        "toy/params.yaml:train.seed=2",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("experiments: []", "non-empty list"),
+        ("experiments: [{name: a, label: A}]", "needs name, label and overrides"),
+        ("experiments: [{name: a, label: A, overrides: {train.seed: 1}}]", "without train.seed"),
+        ("experiments: [{name: a, label: A, overrides: {}, colour: red}]", "unknown key(s) ['colour']"),
+        ("experiments: [{name: a, label: A, overrides: {}}, {name: a, label: B, overrides: {}}]", "unique"),
+        ("seeds: [one]\nexperiments: [{name: a, label: A, overrides: {}}]", "list of integers"),
+    ],
+)
+def test_bad_plans_are_refused_with_the_entry_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="plan.yaml") as error:
+        load_plan(path)
+    assert message in str(error.value)
+
+
+def test_summary_has_cold_start_first_then_mean_and_spread_per_experiment(tmp_path: Path) -> None:
+    plan = load_plan(ROOT / "toy/experiments.yaml")
+    zs, real = plan.experiments[0], plan.experiments[1]
+    rows = [
+        run_row(zs, 0, eval_document(0.8, 0.4)),
+        run_row(zs, 1, eval_document(0.6, 0.2)),
+        run_row(real, 0, eval_document(0.9, 0.5)),
+    ]
+    table = summarize(plan, rows)
+    assert [r["name"] for r in table] == ["cold_start", "zerosearch", "real_search"]
+    cold, zerosearch, real_row = table
+    assert cold["em_mean"] == pytest.approx(0.05) and cold["n"] == 1
+    assert zerosearch["em_mean"] == pytest.approx(0.5) and zerosearch["n"] == 2
+    assert zerosearch["em_std"] == pytest.approx(0.1414, abs=1e-3)  # sample std of 0.6 and 0.4
+    assert zerosearch["per_benchmark"] == pytest.approx({"toy_test_1hop": 0.7, "toy_test_2hop": 0.3})
+    assert real_row["em_std"] == 0.0
+    write_results(plan, rows, tmp_path / "results", "Toy")
+    markdown = (tmp_path / "results/results.md").read_text()
+    assert (
+        "| ZeroSearch: simulated search + curriculum | 50.0 ± 14.1 | 70.0 | 30.0 | +45.0 | 2 | 60.0, 40.0 |" in markdown
+    )
+    assert "| cold start (before RL) | 5.0 ± 0.0 |" in markdown
+    assert (tmp_path / "results/results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_run_without_the_trained_search_mode_is_an_error() -> None:
+    plan = load_plan(ROOT / "toy/experiments.yaml")
+    with pytest.raises(KeyError):
+        run_row(plan.experiments[0], 0, {"direct": {}})

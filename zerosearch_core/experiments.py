@@ -1,0 +1,212 @@
+"""Experiment plans and the results table: which ``dvc exp run`` overrides make each row, and how rows are summarised.
+
+A plan (``toy/experiments.yaml``) names the experiments, each a set of parameter overrides (no code changes), and
+the seeds to repeat them with (``train.seed``, so only RL and evaluation rerun). :func:`summarize` turns the per-run
+metrics into mean and spread per experiment; :func:`render_results` writes the Markdown table and :func:`plot_results`
+the chart. The Prefect flow ``flows/toy.py`` runs the plan and calls these.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zerosearch_core.config import ConfigError
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One row of the results table: a name, a label for people, and its parameter overrides."""
+
+    name: str
+    label: str
+    overrides: dict[str, Any]
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ExperimentPlan:
+    """The experiments to run and the baseline row, read from a YAML file."""
+
+    baseline_label: str
+    experiments: tuple[Experiment, ...]
+
+
+def load_plan(path: str | Path) -> ExperimentPlan:
+    """Read and check an experiment plan.
+
+    The file holds ``baseline_label``, ``seeds`` (default seeds) and ``experiments``: a list of ``{name, label,
+    overrides, seeds?}``; ``overrides`` maps dotted parameter keys to values, as ``dvc exp run -S`` takes them.
+
+    Raises:
+        ConfigError: The file is missing or malformed; the message names the entry.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Experiment plan {path} does not exist; see toy/experiments.yaml for the format.")
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict) or not isinstance(raw.get("experiments"), list) or not raw["experiments"]:
+        raise ConfigError(f"{path} must map 'experiments' to a non-empty list of {{name, label, overrides}}.")
+    default_seeds = _seeds(raw.get("seeds", [0]), f"{path}: seeds")
+    experiments = []
+    for index, entry in enumerate(raw["experiments"]):
+        where = f"{path}: experiments[{index}]"
+        if not isinstance(entry, dict) or not {"name", "label", "overrides"} <= set(entry):
+            raise ConfigError(f"{where} needs name, label and overrides (a mapping, may be empty).")
+        unknown = set(entry) - {"name", "label", "overrides", "seeds"}
+        if unknown:
+            raise ConfigError(f"{where} has unknown key(s) {sorted(unknown)}.")
+        overrides = entry["overrides"] or {}
+        if not isinstance(overrides, dict) or "train.seed" in overrides:
+            raise ConfigError(f"{where}.overrides must be a mapping without train.seed (seeds are listed apart).")
+        seeds = _seeds(entry["seeds"], f"{where}.seeds") if "seeds" in entry else default_seeds
+        experiments.append(Experiment(str(entry["name"]), str(entry["label"]), dict(overrides), seeds))
+    names = [e.name for e in experiments]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: experiment names must be unique; got {names}.")
+    return ExperimentPlan(str(raw.get("baseline_label", "cold start (before RL)")), tuple(experiments))
+
+
+def _seeds(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) for s in value):
+        raise ConfigError(f"{where} must be a non-empty list of integers.")
+    return tuple(value)
+
+
+def set_arguments(params_file: str, experiment: Experiment, seed: int) -> list[str]:
+    """The ``-S`` arguments of ``dvc exp run`` for one experiment and seed.
+
+    >>> set_arguments("toy/params.yaml", Experiment("ppo", "PPO", {"train.algorithm": "ppo"}, (0,)), 1)
+    ['-S', 'toy/params.yaml:train.algorithm=ppo', '-S', 'toy/params.yaml:train.seed=1']
+    """
+    arguments = []
+    for key, value in {**experiment.overrides, "train.seed": seed}.items():
+        arguments += ["-S", f"{params_file}:{key}={_yaml_scalar(value)}"]
+    return arguments
+
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def run_row(experiment: Experiment, seed: int, eval_document: dict[str, Any]) -> dict[str, Any]:
+    """One run's row: real-search EM/F1 of the trained policy (average and per benchmark) and of the initial one.
+
+    Raises:
+        KeyError: The evaluation document lacks the trained policy's ``search`` mode.
+    """
+    search = eval_document["search"]
+    row: dict[str, Any] = {
+        "experiment": experiment.name,
+        "seed": seed,
+        "em": search["average"]["em"],
+        "f1": search["average"]["f1"],
+        "per_benchmark_em": {k: v["em"] for k, v in search.items() if k != "average"},
+    }
+    initial = eval_document.get("initial.search")
+    if initial is not None:
+        row["initial_em"] = initial["average"]["em"]
+        row["initial_per_benchmark_em"] = {k: v["em"] for k, v in initial.items() if k != "average"}
+    return row
+
+
+def summarize(plan: ExperimentPlan, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and spread per experiment, the cold start (the initial policy, the same in every run) first.
+
+    Returns:
+        One dict per table row: ``label, name, n, em_mean, em_std, em_values, per_benchmark`` (means).
+    """
+    table = []
+    initial = [r["initial_em"] for r in rows if "initial_em" in r]
+    if initial:
+        per_bench = _mean_per_benchmark([r["initial_per_benchmark_em"] for r in rows if "initial_em" in r])
+        table.append(_summary_row("cold_start", plan.baseline_label, initial[:1], per_bench))
+    for experiment in plan.experiments:
+        mine = [r for r in rows if r["experiment"] == experiment.name]
+        if mine:
+            per_bench = _mean_per_benchmark([r["per_benchmark_em"] for r in mine])
+            table.append(_summary_row(experiment.name, experiment.label, [r["em"] for r in mine], per_bench))
+    return table
+
+
+def _mean_per_benchmark(per_run: list[dict[str, float]]) -> dict[str, float]:
+    names = sorted({name for run in per_run for name in run})
+    return {name: statistics.fmean(run[name] for run in per_run if name in run) for name in names}
+
+
+def _summary_row(name: str, label: str, values: list[float], per_benchmark: dict[str, float]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": label,
+        "n": len(values),
+        "em_mean": statistics.fmean(values),
+        "em_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "em_values": values,
+        "per_benchmark": per_benchmark,
+    }
+
+
+def render_results(table: list[dict[str, Any]], title: str, notes: list[str]) -> str:
+    """The Markdown results table: EM in points (mean ± sample std over seeds), per-benchmark means, the lift over
+    the cold start, and each seed's value.
+
+    >>> row = {"name": "a", "label": "A", "n": 2, "em_mean": 0.5, "em_std": 0.1, "em_values": [0.4, 0.6],
+    ...        "per_benchmark": {"t": 0.5}}
+    >>> "| A | 50.0 ± 10.0 | 50.0 |" in render_results([row], "T", [])
+    True
+    """
+    benchmarks = sorted({b for row in table for b in row["per_benchmark"]})
+    base = next((row["em_mean"] for row in table if row["name"] == "cold_start"), None)
+    lines = [f"# {title}", "", "Real-search test exact match, in points; mean ± sample std over seeds.", ""]
+    lines.append("| run | EM | " + " | ".join(f"EM {b}" for b in benchmarks) + " | vs cold start | seeds | per seed |")
+    lines.append("|---|---|" + "---|" * len(benchmarks) + "---|---|---|")
+    for row in table:
+        cells = [row["label"], f"{100 * row['em_mean']:.1f} ± {100 * row['em_std']:.1f}"]
+        cells += [f"{100 * row['per_benchmark'].get(b, float('nan')):.1f}" for b in benchmarks]
+        lift = "" if base is None or row["name"] == "cold_start" else f"{100 * (row['em_mean'] - base):+.1f}"
+        cells += [lift, str(row["n"]), ", ".join(f"{100 * v:.1f}" for v in row["em_values"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot_results(table: list[dict[str, Any]], path: Path) -> None:
+    """A bar chart of mean EM per run with the spread as error bars and every seed as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(table)), 4))
+    positions = range(len(table))
+    means = [100 * row["em_mean"] for row in table]
+    ax.bar(positions, means, yerr=[100 * row["em_std"] for row in table], capsize=4, color="#7aa6c2")
+    for x, row in zip(positions, table, strict=True):
+        ax.scatter([x] * len(row["em_values"]), [100 * v for v in row["em_values"]], color="black", s=12, zorder=3)
+        ax.text(x, 100 * row["em_mean"] + 2, f"{100 * row['em_mean']:.1f}", ha="center", fontsize=8)
+    ax.set_xticks(list(positions), [row["label"] for row in table], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("real-search test EM (points)")
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_results(plan: ExperimentPlan, rows: list[dict[str, Any]], folder: Path, title: str) -> list[dict[str, Any]]:
+    """Write ``results.md``, ``results.json`` (rows and summary) and ``results.png`` into ``folder``."""
+    table = summarize(plan, rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    notes = [f"- {e.label}: overrides `{e.overrides or 'none'}`, seeds {list(e.seeds)}" for e in plan.experiments]
+    (folder / "results.md").write_text(render_results(table, title, notes))
+    (folder / "results.json").write_text(json.dumps({"runs": rows, "summary": table}, indent=2) + "\n")
+    plot_results(table, folder / "results.png")
+    return table
