@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,10 @@ def dvc_experiment(experiment: Experiment, seed: int, tag: str, pipeline: str, p
 
 
 class WorkspaceSnapshot:
-    """The parameter, lock and metrics files of a DVC pipeline, to put back after experiments ran in the workspace
-    (``dvc exp run`` leaves the last experiment applied); cached outputs then come back with ``dvc checkout``."""
+    """What experiments in the workspace change and the DVC cache cannot give back: the parameter, lock and metrics
+    files (``dvc exp run`` leaves the last experiment applied) and the training checkpoints (an uncached output),
+    which are moved aside meanwhile. :meth:`restore` puts them back and checks the cached outputs out, so that
+    ``dvc repro`` is a no-op again afterwards."""
 
     def __init__(self, root: Path, params: str, pipeline: str) -> None:
         cfg = load_config(root / params)
@@ -69,11 +72,21 @@ class WorkspaceSnapshot:
         self.root = root
         self.pipeline = pipeline
         self.files = {name: (root / name).read_bytes() for name in [params, lock, *metrics] if (root / name).is_file()}
+        self.checkpoints = root / cfg.paths.checkpoints_dir
+        self.aside = self.checkpoints.with_name(f"{self.checkpoints.name}.before-experiments")
+        if self.aside.exists():  # left by an interrupted run: the checkpoints dir holds an experiment's
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
+            self.aside.rename(self.checkpoints)
+        if self.checkpoints.exists():
+            self.checkpoints.rename(self.aside)
 
     def restore(self) -> None:
-        """Write the files back and check the matching outputs out of the DVC cache."""
+        """Write the files back, return the checkpoints, and check the matching outputs out of the DVC cache."""
         for name, content in self.files.items():
             (self.root / name).write_bytes(content)
+        if self.aside.exists():
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
+            self.aside.rename(self.checkpoints)
         dvc_stages.stream_command(["checkout", self.pipeline], "dvc checkout")
 
 
@@ -106,14 +119,21 @@ def toy_world(pipeline: str = PIPELINE, params: str = PARAMS, plan_file: str = P
     stages.append(dvc_stages.evaluate(cfg.paths.eval_metrics, pipeline))
     for outcome in stages:
         logger.info("stage %s: %s", outcome["stage"], "up to date" if outcome["skipped"] else f"{outcome['seconds']}s")
-    snapshot = WorkspaceSnapshot(root, params, pipeline)
+    baseline = json.loads((root / cfg.paths.eval_metrics).read_text())
     tag = time.strftime("%Y%m%d%H%M%S")
     rows: list[dict[str, Any]] = []
     table: list[dict[str, Any]] = []
+    pending = []
+    for experiment in plan.experiments:
+        for seed in experiment.seeds:
+            if not experiment.overrides and seed == cfg.train.seed:  # the run the pipeline just made
+                rows.append({**run_row(experiment, seed, baseline), "dvc_experiment": "workspace (the pipeline run)"})
+            else:
+                pending.append((experiment, seed))
+    snapshot = WorkspaceSnapshot(root, params, pipeline)
     try:
-        for experiment in plan.experiments:
-            for seed in experiment.seeds:
-                rows.append(dvc_experiment(experiment, seed, tag, pipeline, params))
+        for experiment, seed in pending:
+            rows.append(dvc_experiment(experiment, seed, tag, pipeline, params))
     finally:
         snapshot.restore()
         if rows:

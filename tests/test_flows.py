@@ -3,6 +3,8 @@ definition in prefect.yaml is valid."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline import zerosearch_pipeline
 from tasks import dvc_stages
-from tests.conftest import dvc
+from tests.conftest import copy_project, dvc
 from tests.test_dvc_pipeline import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,13 +69,16 @@ def test_prefect_yaml_deployment_is_valid(monkeypatch: pytest.MonkeyPatch) -> No
     from prefect.flows import load_flow_from_entrypoint
 
     raw = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    (deployment,) = PrefectYamlModel.model_validate(raw).deployments
-    for schedule in deployment.schedules:
-        construct_schedule(cron=schedule.cron, timezone=schedule.timezone)
+    deployments = PrefectYamlModel.model_validate(raw).deployments
     monkeypatch.chdir(ROOT)
-    flow = load_flow_from_entrypoint(deployment.entrypoint)
-    assert flow.name == "zerosearch-pipeline"
-    flow.validate_parameters(deployment.parameters)
+    flows = {}
+    for deployment in deployments:
+        for schedule in deployment.schedules:
+            construct_schedule(cron=schedule.cron, timezone=schedule.timezone)
+        flow = load_flow_from_entrypoint(deployment.entrypoint)
+        flow.validate_parameters(deployment.parameters)
+        flows[deployment.name] = flow.name
+    assert flows == {"cpu-smoke-nightly": "zerosearch-pipeline", "toy-world-weekly": "zerosearch-toy"}
 
 
 def test_serve_deployment_matches_prefect_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,3 +90,58 @@ def test_serve_deployment_matches_prefect_yaml(monkeypatch: pytest.MonkeyPatch) 
     assert deployment.name == raw["name"]
     assert deployment.entrypoint == raw["entrypoint"]
     assert deployment.schedules[0].schedule.cron == raw["schedules"][0]["cron"]
+
+
+def shrink_toy_params(project: Path) -> None:
+    """toy/params.yaml made tiny: a 12-person world, a few steps per stage, a 3+3 question test split."""
+    path = project / "toy/params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["world"].update(entities=12, val_questions=4, test_questions=6)
+    for spec in params["data"]["files"]:
+        spec["expected_rows"] = None
+    params["model"].update(hidden_size=32, intermediate_size=64, num_layers=2, vocab_size=400)
+    params["search"]["top_k"] = 1  # so that two-hop questions retrieve noisy documents for the simulator data
+    params["cold_start"].update(pretrain_steps=2, sft_steps=2, sft_examples=8)
+    params["rollout"].update(max_new_tokens_per_turn=8, max_turns=2, batch_size=8)
+    params["simulator"].update(
+        collect_max_questions=24,
+        max_new_tokens=16,
+        epochs=1.0,
+        eval_questions=2,
+        balance_tolerance=0.5,
+        query_source="question",  # the 2-step cold start cannot search yet
+    )
+    params["train"].update(total_steps=2, prompts_per_step=2, group_size=2, save_every_steps=1, validation_size=2)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    plan = {
+        "seeds": [1],
+        "experiments": [
+            {"name": "real_search", "label": "RL with real search", "overrides": {"train.search_engine": "real"}}
+        ],
+    }
+    (project / "toy/experiments.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    for command in (["git", "add", "-A"], ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "toy"]):
+        subprocess.run(command, cwd=project, check=True, capture_output=True)
+
+
+def test_toy_flow_runs_the_profile_and_an_experiment_and_restores_the_workspace(
+    prefect_harness: None, tmp_path: Path, benchmarks_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.toy import toy_world
+
+    project = copy_project(tmp_path / "project", benchmarks_dir)
+    shrink_toy_params(project)
+    params_before = (project / "toy/params.yaml").read_text()
+    monkeypatch.setenv("ZEROSEARCH_PROJECT_DIR", str(project))
+    monkeypatch.chdir(project)  # MLflow's sqlite path in the toy params is relative
+    result = toy_world()
+    assert [s["stage"] for s in result["stages"]] == ["generate_world", *STAGES]
+    assert [row["name"] for row in result["results"]] == ["cold_start", "real_search"]
+    markdown = (project / "toy/results/results.md").read_text()
+    assert "| RL with real search |" in markdown and "| cold start (before RL) |" in markdown
+    runs = json.loads((project / "toy/results/results.json").read_text())["runs"]
+    assert [(r["experiment"], r["seed"]) for r in runs] == [("real_search", 1)]
+    # The experiment is a real DVC experiment, and the workspace is back at the default parameters.
+    assert runs[0]["dvc_experiment"] in dvc(project, "exp", "list", "--name-only").stdout
+    assert (project / "toy/params.yaml").read_text() == params_before
+    assert "Data and pipelines are up to date." in dvc(project, "status", "toy/dvc.yaml").stdout
