@@ -205,7 +205,10 @@ def write_results(plan: ExperimentPlan, rows: list[dict[str, Any]], folder: Path
     """Write ``results.md``, ``results.json`` (rows and summary) and ``results.png`` into ``folder``."""
     table = summarize(plan, rows)
     folder.mkdir(parents=True, exist_ok=True)
-    notes = [f"- {e.label}: overrides `{e.overrides or 'none'}`, seeds {list(e.seeds)}" for e in plan.experiments]
+    notes = [
+        f"- {e.label}: overrides `{json.dumps(e.overrides) if e.overrides else 'none'}`, seeds {list(e.seeds)}"
+        for e in plan.experiments
+    ]
     (folder / "results.md").write_text(render_results(table, title, notes))
     (folder / "results.json").write_text(json.dumps({"runs": rows, "summary": table}, indent=2) + "\n")
     plot_results(table, folder / "results.png")
