@@ -6,10 +6,13 @@ Run::
 
 1. Every stage of ``toy/dvc.yaml`` in order (``generate_world`` → … → ``evaluate``): the ZeroSearch run at the
    default parameters, plus the cold-start (before RL) row, which ``evaluate`` scores with ``eval.policies``.
-2. Every experiment and seed of the plan as ``dvc exp run toy/dvc.yaml -S …`` (parameters only); the upstream
+2. Every other experiment and seed of the plan as ``dvc exp run toy/dvc.yaml -S …`` (parameters only); the upstream
    stages are cached, so only ``train_policy`` and ``evaluate`` rerun. Each stage of each run is an MLflow run.
 3. ``toy/results/results.md``, ``results.json`` and ``results.png``: real-search test EM per row, mean ± spread over
    seeds, also logged to MLflow. The workspace is put back to the default parameters and their outputs afterwards.
+
+Like the pipeline flow, this holds no logic of its own: DVC runs the stages and experiments, and the CLI commands
+``experiment_plan`` and ``experiment_results`` (zerosearch_core.experiments) plan the runs and write the table.
 """
 
 from __future__ import annotations
@@ -28,35 +31,24 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from tasks import dvc_stages  # noqa: E402
-from zerosearch_core.config import load_config  # noqa: E402
-from zerosearch_core.experiments import (  # noqa: E402
-    Experiment,
-    load_plan,
-    run_row,
-    set_arguments,
-    write_results,
-)
 
 PIPELINE = "toy/dvc.yaml"
 PARAMS = "toy/params.yaml"
 PLAN = "toy/experiments.yaml"
 RESULTS_DIR = "toy/results"
+TITLE = "Toy world: does RL with a simulated search engine help?"
 
 
 @task(name="dvc_experiment", retries=0, cache_policy=NO_CACHE)
-def dvc_experiment(experiment: Experiment, seed: int, tag: str, pipeline: str, params: str) -> dict[str, Any]:
-    """``dvc exp run`` one experiment at one seed in the workspace and return its row of the results table."""
-    cfg = load_config(dvc_stages.project_dir() / params)
-    name = f"{experiment.name}-s{seed}-{tag}"
+def dvc_experiment(run: dict[str, Any], tag: str, pipeline: str, metrics_copy: Path, plan: dict[str, Any]) -> dict:
+    """``dvc exp run`` one experiment at one seed in the workspace; keep a copy of its evaluation metrics."""
+    name = f"{run['experiment']}-s{run['seed']}-{tag}"
     started = time.perf_counter()
-    dvc_stages.stream_command(
-        ["exp", "run", pipeline, "-n", name, *set_arguments(params, experiment, seed)], f"experiment {name!r}"
-    )
-    document = json.loads((dvc_stages.project_dir() / cfg.paths.eval_metrics).read_text())
-    row = run_row(experiment, seed, document)
-    row.update(dvc_experiment=name, seconds=round(time.perf_counter() - started, 1))
-    get_run_logger().info("%s: real-search test EM %.3f (%.0f s)", name, row["em"], row["seconds"])
-    return row
+    dvc_stages.stream_command(["exp", "run", pipeline, "-n", name, *run["set_arguments"]], f"experiment {name!r}")
+    shutil.copyfile(dvc_stages.project_dir() / plan["eval_metrics"], metrics_copy)
+    seconds = round(time.perf_counter() - started, 1)
+    get_run_logger().info("%s finished in %.0f s", name, seconds)
+    return {"dvc_experiment": name, "seconds": seconds}
 
 
 class WorkspaceSnapshot:
@@ -65,14 +57,12 @@ class WorkspaceSnapshot:
     which are moved aside meanwhile. :meth:`restore` puts them back and checks the cached outputs out, so that
     ``dvc repro`` is a no-op again afterwards."""
 
-    def __init__(self, root: Path, params: str, pipeline: str) -> None:
-        cfg = load_config(root / params)
-        lock = str(Path(pipeline).with_suffix(".lock"))
-        metrics = [cfg.paths.eval_metrics, cfg.paths.train_metrics, cfg.paths.simulator_metrics]
+    def __init__(self, root: Path, plan: dict[str, Any], pipeline: str) -> None:
+        names = [*plan["restore_files"], str(Path(pipeline).with_suffix(".lock"))]
         self.root = root
         self.pipeline = pipeline
-        self.files = {name: (root / name).read_bytes() for name in [params, lock, *metrics] if (root / name).is_file()}
-        self.checkpoints = root / cfg.paths.checkpoints_dir
+        self.files = {name: (root / name).read_bytes() for name in names if (root / name).is_file()}
+        self.checkpoints = root / plan["checkpoints_dir"]
         self.aside = self.checkpoints.with_name(f"{self.checkpoints.name}.before-experiments")
         if self.aside.exists():  # left by an interrupted run: the checkpoints dir holds an experiment's
             shutil.rmtree(self.checkpoints, ignore_errors=True)
@@ -97,14 +87,14 @@ def toy_world(pipeline: str = PIPELINE, params: str = PARAMS, plan_file: str = P
     Args:
         pipeline: The toy ``dvc.yaml``.
         params: Its parameter file.
-        plan_file: The experiment plan (see :func:`zerosearch_core.experiments.load_plan`).
+        plan_file: The experiment plan (see ``zerosearch_core.experiments.load_plan``).
 
     Returns:
-        The results table rows (label, mean and spread of real-search test EM, per seed values).
+        The stages' outcomes and the results table rows (label, mean and spread of real-search test EM, per seed).
     """
     logger = get_run_logger()
     root = dvc_stages.project_dir()
-    plan = load_plan(root / plan_file)
+    plan = json.loads(dvc_stages.run_cli(["experiment_plan", "--params", params, "--plan", plan_file]))
     stages = [
         dvc_stages.generate_world(pipeline),
         dvc_stages.prepare_data(pipeline),
@@ -115,46 +105,36 @@ def toy_world(pipeline: str = PIPELINE, params: str = PARAMS, plan_file: str = P
         dvc_stages.finetune_simulator(pipeline),
         dvc_stages.train_policy(pipeline),
     ]
-    cfg = load_config(root / params)
-    stages.append(dvc_stages.evaluate(cfg.paths.eval_metrics, pipeline))
+    stages.append(dvc_stages.evaluate(plan["eval_metrics"], pipeline))
     for outcome in stages:
         logger.info("stage %s: %s", outcome["stage"], "up to date" if outcome["skipped"] else f"{outcome['seconds']}s")
-    baseline = json.loads((root / cfg.paths.eval_metrics).read_text())
+    results = root / RESULTS_DIR
+    (results / "runs").mkdir(parents=True, exist_ok=True)
+    manifest: list[dict[str, Any]] = []
     tag = time.strftime("%Y%m%d%H%M%S")
-    rows: list[dict[str, Any]] = []
-    table: list[dict[str, Any]] = []
-    pending = []
-    for experiment in plan.experiments:
-        for seed in experiment.seeds:
-            if not experiment.overrides and seed == cfg.train.seed:  # the run the pipeline just made
-                rows.append({**run_row(experiment, seed, baseline), "dvc_experiment": "workspace (the pipeline run)"})
-            else:
-                pending.append((experiment, seed))
-    snapshot = WorkspaceSnapshot(root, params, pipeline)
+    for run in (r for r in plan["runs"] if r["baseline"]):  # the run the pipeline just made
+        copy = results / "runs" / f"{run['experiment']}-s{run['seed']}.json"
+        shutil.copyfile(root / plan["eval_metrics"], copy)
+        manifest.append({**_entry(run, copy), "dvc_experiment": "workspace (the pipeline run)"})
+    snapshot = WorkspaceSnapshot(root, plan, pipeline)
     try:
-        for experiment, seed in pending:
-            rows.append(dvc_experiment(experiment, seed, tag, pipeline, params))
+        for run in (r for r in plan["runs"] if not r["baseline"]):
+            copy = results / "runs" / f"{run['experiment']}-s{run['seed']}.json"
+            manifest.append({**_entry(run, copy), **dvc_experiment(run, tag, pipeline, copy, plan)})
     finally:
         snapshot.restore()
-        if rows:
-            title = "Toy world: does RL with a simulated search engine help?"
-            table = write_results(plan, rows, root / RESULTS_DIR, title)
-            log_results(cfg.tracking.uri, cfg.tracking.experiment, root / RESULTS_DIR)
+        if manifest:
+            (results / "runs.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in manifest))
+            arguments = ["--params", params, "--plan", plan_file, "--runs", str(results / "runs.jsonl")]
+            dvc_stages.run_cli(["experiment_results", *arguments, "--out", str(results), "--title", TITLE])
+    table = json.loads((results / "results.json").read_text())["summary"]
     for row in table:
         print(f"{row['label']}: EM {100 * row['em_mean']:.1f} ± {100 * row['em_std']:.1f} (n={row['n']})")
     return {"stages": stages, "results": table}
 
 
-def log_results(uri: str, experiment: str, folder: Path) -> None:
-    """Log the results folder as one MLflow run named ``results`` in the profile's experiment."""
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
-    summary = json.loads((folder / "results.json").read_text())["summary"]
-    with mlflow.start_run(run_name="results", tags={"stage": "results"}):
-        mlflow.log_metrics({f"em.{row['name']}": row["em_mean"] for row in summary})
-        mlflow.log_artifacts(str(folder), artifact_path="results")
+def _entry(run: dict[str, Any], metrics_copy: Path) -> dict[str, Any]:
+    return {"experiment": run["experiment"], "seed": run["seed"], "metrics_file": str(metrics_copy)}
 
 
 if __name__ == "__main__":

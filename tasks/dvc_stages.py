@@ -97,6 +97,28 @@ def stream_command(dvc_args: list[str], what: str) -> list[str]:
     return lines
 
 
+def run_cli(arguments: list[str]) -> str:
+    """Run ``python -m zerosearch_core.cli <arguments>`` in the project folder; its log goes to the Prefect log.
+
+    Returns:
+        What the command printed on stdout.
+
+    Raises:
+        StageFailed: The command exited non-zero.
+    """
+    logger = get_run_logger()
+    command = [sys.executable, "-m", "zerosearch_core.cli", *arguments]
+    result = subprocess.run(command, cwd=project_dir(), env=stage_environment(), capture_output=True, text=True)
+    for line in result.stderr.splitlines():
+        if line.strip():
+            logger.info("%s", line)
+    if result.returncode != 0:
+        raise StageFailed(
+            f"zerosearch {arguments[0]} failed with exit code {result.returncode}:\n{result.stderr[-3000:]}"
+        )
+    return result.stdout
+
+
 def read_metrics(path: Path) -> dict[str, Any]:
     """A DVC metrics file as a dict (small: EM/F1 per benchmark)."""
     return dict(json.loads(path.read_text()))

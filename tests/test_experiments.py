@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from zerosearch_core.config import ConfigError, load_config
 from zerosearch_core.experiments import (
     Experiment,
     load_plan,
+    plan_document,
+    rows_from_manifest,
     run_row,
     set_arguments,
     summarize,
@@ -111,3 +114,37 @@ def test_a_run_without_the_trained_search_mode_is_an_error() -> None:
     plan = load_plan(ROOT / "toy/experiments.yaml")
     with pytest.raises(KeyError):
         run_row(plan.experiments[0], 0, {"direct": {}})
+
+
+def test_plan_document_marks_the_pipeline_run_and_lists_what_experiments_change() -> None:
+    cfg = load_config(ROOT / "toy/params.yaml")
+    document = plan_document(cfg, load_plan(ROOT / "toy/experiments.yaml"), "toy/params.yaml")
+    runs = [(r["experiment"], r["seed"], r["baseline"]) for r in document["runs"]]
+    assert runs[:4] == [
+        ("zerosearch", 0, True),
+        ("zerosearch", 1, False),
+        ("zerosearch", 2, False),
+        ("real_search", 0, False),
+    ]
+    assert sum(r["baseline"] for r in document["runs"]) == 1
+    assert document["runs"][3]["set_arguments"] == [
+        "-S",
+        "toy/params.yaml:train.search_engine=real",
+        "-S",
+        "toy/params.yaml:train.seed=0",
+    ]
+    assert document["eval_metrics"] == cfg.paths.eval_metrics and "toy/params.yaml" in document["restore_files"]
+
+
+def test_rows_from_manifest_read_each_runs_metrics_and_refuse_missing_ones(tmp_path: Path) -> None:
+    plan = load_plan(ROOT / "toy/experiments.yaml")
+    metrics = tmp_path / "zs-s1.json"
+    metrics.write_text(json.dumps(eval_document(0.5, 0.25)))
+    (row,) = rows_from_manifest(
+        plan, [{"experiment": "zerosearch", "seed": 1, "metrics_file": str(metrics), "seconds": 3}]
+    )
+    assert row["em"] == 0.375 and row["seed"] == 1 and row["seconds"] == 3 and row["initial_em"] == 0.05
+    with pytest.raises(ConfigError, match="is missing"):
+        rows_from_manifest(plan, [{"experiment": "zerosearch", "seed": 2, "metrics_file": str(tmp_path / "nope")}])
+    with pytest.raises(ConfigError, match="does not have"):
+        rows_from_manifest(plan, [{"experiment": "grpo_xl", "seed": 0, "metrics_file": str(metrics)}])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import subprocess
@@ -163,6 +164,34 @@ def serve(service: str, params_path: Path) -> int:
     return 0
 
 
+TOOLS: dict[str, str] = {
+    "experiment_plan": "Print (JSON) the runs of an experiment plan with their `dvc exp run -S` arguments.",
+    "experiment_results": "Write the results table (Markdown, JSON, plot) of finished runs and log it to MLflow.",
+}
+"""Commands the experiment flow (flows/toy.py) calls around `dvc exp run`; see zerosearch_core.experiments."""
+
+
+def experiment_tool(tool: str, args: argparse.Namespace) -> int:
+    """Run one of :data:`TOOLS`."""
+    experiments = importlib.import_module("zerosearch_core.experiments")  # by name, like the stages: not a DVC dep
+    cfg = load_config(args.params)
+    plan = experiments.load_plan(args.plan)
+    if tool == "experiment_plan":
+        sys.stdout.write(json.dumps(experiments.plan_document(cfg, plan, str(args.params))) + "\n")
+        return 0
+    manifest = [json.loads(line) for line in Path(args.runs).read_text().splitlines() if line.strip()]
+    rows = experiments.rows_from_manifest(plan, manifest)
+    table = experiments.write_results(plan, rows, Path(args.out), args.title)
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    mlflow.set_experiment(cfg.tracking.experiment)
+    with mlflow.start_run(run_name="results", tags={"stage": "results", "git_commit": git_commit()}):
+        mlflow.log_metrics({f"em.{_metric_key(row['name'])}": row["em_mean"] for row in table})
+        mlflow.log_artifacts(str(args.out), artifact_path="results")
+    for row in table:
+        logger.info("%s: EM %.1f ± %.1f (n=%d)", row["label"], 100 * row["em_mean"], 100 * row["em_std"], row["n"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: one subcommand per stage, each taking ``--params`` only."""
     parser = argparse.ArgumentParser(
@@ -173,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in STAGES.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
+    for name, help_text in TOOLS.items():
+        tool = commands.add_parser(name, help=help_text, description=help_text)
+        tool.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
+        tool.add_argument("--plan", type=Path, required=True, help="experiment plan, e.g. toy/experiments.yaml")
+        if name == "experiment_results":
+            tool.add_argument("--runs", type=Path, required=True, help="jsonl manifest of finished runs")
+            tool.add_argument("--out", type=Path, required=True, help="folder for results.md/.json/.png")
+            tool.add_argument("--title", default="Results", help="title of the table")
     for name, help_text in SERVICES.items():
         service = commands.add_parser(name, help=help_text, description=f"{help_text} Runs until interrupted.")
         service.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
@@ -188,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.stage in SERVICES:
             return serve(args.stage, args.params)
+        if args.stage in TOOLS:
+            return experiment_tool(args.stage, args)
         return run_stage(args.stage, args.params)
     except ConfigError as err:
         logger.error("Configuration error: %s", err)

@@ -3,7 +3,9 @@
 A plan (``toy/experiments.yaml``) names the experiments, each a set of parameter overrides (no code changes), and
 the seeds to repeat them with (``train.seed``, so only RL and evaluation rerun). :func:`summarize` turns the per-run
 metrics into mean and spread per experiment; :func:`render_results` writes the Markdown table and :func:`plot_results`
-the chart. The Prefect flow ``flows/toy.py`` runs the plan and calls these.
+the chart. The Prefect flow ``flows/toy.py`` runs the plan through two CLI commands: ``experiment_plan`` (which runs
+to make, with their ``dvc exp run -S`` arguments, and which files to restore afterwards) and ``experiment_results``
+(the table from the runs' metrics files).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from zerosearch_core.config import ConfigError
+from zerosearch_core.config import ConfigError, PipelineConfig
 
 
 @dataclass(frozen=True)
@@ -213,3 +215,54 @@ def write_results(plan: ExperimentPlan, rows: list[dict[str, Any]], folder: Path
     (folder / "results.json").write_text(json.dumps({"runs": rows, "summary": table}, indent=2) + "\n")
     plot_results(table, folder / "results.png")
     return table
+
+
+def plan_document(cfg: PipelineConfig, plan: ExperimentPlan, params_file: str) -> dict[str, Any]:
+    """What the orchestrator needs to run a plan: every (experiment, seed) with its ``-S`` arguments, whether it is
+    the pipeline's own run (no overrides, the profile's ``train.seed``), and which files experiments change.
+
+    >>> from zerosearch_core.config import load_config
+    >>> doc = plan_document(load_config("toy/params.yaml"), load_plan("toy/experiments.yaml"), "toy/params.yaml")
+    >>> doc["runs"][0]["experiment"], doc["runs"][0]["seed"], doc["runs"][0]["baseline"]
+    ('zerosearch', 0, True)
+    """
+    runs = [
+        {
+            "experiment": experiment.name,
+            "seed": seed,
+            "baseline": not experiment.overrides and seed == cfg.train.seed,
+            "set_arguments": set_arguments(params_file, experiment, seed),
+        }
+        for experiment in plan.experiments
+        for seed in experiment.seeds
+    ]
+    return {
+        "runs": runs,
+        "eval_metrics": cfg.paths.eval_metrics,
+        "restore_files": [params_file, cfg.paths.eval_metrics, cfg.paths.train_metrics, cfg.paths.simulator_metrics],
+        "checkpoints_dir": cfg.paths.checkpoints_dir,
+    }
+
+
+def rows_from_manifest(plan: ExperimentPlan, manifest: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table rows from a manifest of finished runs: ``{experiment, seed, metrics_file, ...}`` per run, the metrics
+    file being a copy of that run's evaluation metrics.
+
+    Raises:
+        ConfigError: A run names an experiment the plan does not have, or its metrics file is missing.
+    """
+    experiments = {e.name: e for e in plan.experiments}
+    rows = []
+    for entry in manifest:
+        experiment = experiments.get(entry["experiment"])
+        if experiment is None:
+            raise ConfigError(f"Run {entry} names experiment {entry['experiment']!r}, which the plan does not have.")
+        metrics_file = Path(entry["metrics_file"])
+        if not metrics_file.is_file():
+            raise ConfigError(
+                f"Run {entry['experiment']} seed {entry['seed']}: metrics file {metrics_file} is missing."
+            )
+        row = run_row(experiment, int(entry["seed"]), json.loads(metrics_file.read_text()))
+        row.update({k: v for k, v in entry.items() if k not in ("experiment", "seed", "metrics_file")})
+        rows.append(row)
+    return rows

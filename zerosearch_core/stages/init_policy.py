@@ -43,8 +43,10 @@ def run(cfg: PipelineConfig, log_step: StepLogger | None = None) -> StageResult:
     """Materialise the initial policy in ``paths.policy_dir``: build the tiny model or copy a pretrained one, then
     run the configured cold start."""
     target = Path(cfg.paths.policy_dir)
-    passages = pd.read_parquet(Path(cfg.paths.index_dir) / PASSAGES_FILE)
-    corpus_texts = (passages["title"] + "\n" + passages["text"]).tolist()
+    corpus_texts: list[str] = []
+    if cfg.model.source == "tiny" or cfg.cold_start.pretrain_steps:  # the corpus trains the tokenizer or the LM
+        passages = pd.read_parquet(Path(cfg.paths.index_dir) / PASSAGES_FILE)
+        corpus_texts = (passages["title"] + "\n" + passages["text"]).tolist()
     sft_questions = _sft_questions(cfg)
     tokenizer: PreTrainedTokenizerBase
     if cfg.model.source == "tiny":
