@@ -134,7 +134,8 @@ def toy_world(pipeline: str = PIPELINE, params: str = PARAMS, plan_file: str = P
 
 
 def _entry(run: dict[str, Any], metrics_copy: Path) -> dict[str, Any]:
-    return {"experiment": run["experiment"], "seed": run["seed"], "metrics_file": str(metrics_copy)}
+    relative = metrics_copy.relative_to(dvc_stages.project_dir())  # the CLI runs in the project folder
+    return {"experiment": run["experiment"], "seed": run["seed"], "metrics_file": str(relative)}
 
 
 if __name__ == "__main__":
