@@ -19,7 +19,14 @@ from tests.test_rollout import ScriptedPolicy
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.models import load_causal_lm, load_tokenizer
 from zerosearch_core.rollout import run_episodes
-from zerosearch_core.search.base import Document, EpisodeContext, SearchBackendError, SearchErrorBudget, run_searches
+from zerosearch_core.search.base import (
+    Document,
+    EpisodeContext,
+    SearchBackendError,
+    SearchErrorBudget,
+    SearchResult,
+    run_searches,
+)
 from zerosearch_core.search.simulated import FEW_SHOT_EXAMPLE, LocalLLM, SimulatedSearchEngine
 from zerosearch_core.simulator import (
     choose_doc_type,
@@ -148,9 +155,7 @@ def test_a_turns_searches_go_to_the_simulator_as_one_batch_with_per_episode_type
 ) -> None:
     llm = CountingLLM(load_causal_lm(tiny_policy_dir), load_tokenizer(tiny_policy_dir))
     llm.calls = []
-    engine = _engine(cfg, llm)
-    sim_cfg = dataclasses.replace(cfg.simulator, max_new_tokens=12)
-    engine.cfg = sim_cfg
+    engine = _engine(dataclasses.replace(cfg, simulator=dataclasses.replace(cfg.simulator, max_new_tokens=12)), llm)
     contexts = [EpisodeContext(f"Q{i}?", ("A",), 0.5, seed) for i, seed in enumerate([3, 4, 5, 6])]
     policy = TurnScriptedPolicy(load_tokenizer(tiny_policy_dir), ["<search> q </search>", "<answer> A </answer>"])
     sessions = [engine.open_session(ctx) for ctx in contexts]
@@ -162,7 +167,7 @@ def test_a_turns_searches_go_to_the_simulator_as_one_batch_with_per_episode_type
     alone = [_engine(cfg, ScriptedLLM(["Doc 1: (Title: T) t"])).open_session(ctx).search("q", 2) for ctx in contexts]
     scripted = _engine(cfg, ScriptedLLM(["Doc 1: (Title: T) t"]))
     together = run_searches([(scripted.open_session(ctx), "q") for ctx in contexts], 2)
-    assert [o.message for o in together if not isinstance(o, Exception)] == [a.message for a in alone]
+    assert [o.message for o in together if isinstance(o, SearchResult)] == [a.message for a in alone]
     assert {a.message for a in alone} == {"useful", "noisy"}  # the seeds above draw both types
 
 
