@@ -74,6 +74,8 @@ def toy_pipeline(main_text: str) -> str:
         deps = list(spec["deps"])
         if name == "build_index":
             deps.insert(0, "${search.corpus_source}")  # the world's corpus file
+        if name == "init_policy":
+            deps.insert(0, "${cold_start.pretrain_texts}")  # the world's reading drills
         stage["deps"] = deps
         stage["params"] = [{TOY_PARAMS: list(spec["params"])}]
         stages[name] = stage

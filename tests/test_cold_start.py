@@ -10,7 +10,14 @@ import pandas as pd
 import pytest
 import torch
 
-from zerosearch_core.cold_start import _collate, build_sft_examples, pack_blocks, train_causal_lm
+from zerosearch_core.cold_start import (
+    _collate,
+    build_sft_examples,
+    pack_blocks,
+    pretrain_sequences,
+    read_pretrain_texts,
+    train_causal_lm,
+)
 from zerosearch_core.config import PipelineConfig, WorldConfig, load_config
 from zerosearch_core.evaluation import build_prompt_ids
 from zerosearch_core.models import build_tiny_policy, load_causal_lm, load_tokenizer
@@ -34,6 +41,7 @@ def toy_cfg(tmp_path: Path) -> PipelineConfig:
         test_questions=20,
         train_questions=None,
         output_dir=str(world_dir),
+        reading_drills=30,
     )
     world_dir.mkdir()
     write_world(generate_world(world), world_dir)
@@ -47,7 +55,14 @@ def toy_cfg(tmp_path: Path) -> PipelineConfig:
         data=dataclasses.replace(cfg.data, source_dir=str(world_dir), files=files),
         search=dataclasses.replace(cfg.search, corpus_source=str(world_dir / "corpus.jsonl")),
         model=dataclasses.replace(cfg.model, hidden_size=32, intermediate_size=64, num_layers=2, vocab_size=600),
-        cold_start=dataclasses.replace(cfg.cold_start, pretrain_steps=6, sft_steps=6, sft_examples=12),
+        cold_start=dataclasses.replace(
+            cfg.cold_start,
+            pretrain_steps=6,
+            sft_steps=6,
+            sft_examples=12,
+            pretrain_texts=str(world_dir / "reading.jsonl"),
+            pretrain_corpus_repeat=3,
+        ),
         tracking=dataclasses.replace(cfg.tracking, uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
         paths=dataclasses.replace(cfg.paths, **paths),
     )
@@ -96,6 +111,29 @@ def test_pack_blocks_keeps_every_token() -> None:
     assert sum(len(b) for b in blocks) == expected and all(len(b) <= 4 for b in blocks)
 
 
+def test_pretrain_mix_repeats_the_corpus_blocks_and_keeps_each_extra_text_whole() -> None:
+    _, tokenizer = build_tiny_policy(load_config(ROOT / "toy/params.yaml").model, ["alpha beta gamma"] * 20, seed=1)
+    corpus = ["alpha beta gamma " * 30, "gamma beta"]
+    extra = ["beta alpha", "gamma gamma alpha"]
+    sequences = pretrain_sequences(corpus, extra, tokenizer, corpus_repeat=3, block=16)
+    blocks = pack_blocks(corpus, tokenizer, 16)
+    assert sequences[: 3 * len(blocks)] == blocks * 3
+    eos = tokenizer.eos_token_id
+    assert sequences[3 * len(blocks) :] == [tokenizer(t, add_special_tokens=False)["input_ids"] + [eos] for t in extra]
+
+
+def test_read_pretrain_texts_names_the_bad_line_and_the_missing_file(tmp_path: Path) -> None:
+    good = tmp_path / "reading.jsonl"
+    good.write_text('{"id": "r1", "text": "one"}\n{"id": "r2", "text": "two"}\n')
+    assert read_pretrain_texts(good) == ["one", "two"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "one"}\n{"id": "r2", "body": "two"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2 has no non-empty string 'text'"):
+        read_pretrain_texts(bad)
+    with pytest.raises(FileNotFoundError, match="run the generate_world stage"):
+        read_pretrain_texts(tmp_path / "missing.jsonl")
+
+
 def test_training_lowers_the_loss_and_ignores_masked_tokens(toy_cfg: PipelineConfig) -> None:
     model, tokenizer = build_tiny_policy(toy_cfg.model, ["one two three four five six"] * 30, seed=2)
     sequence = tokenizer("one two three four five six", add_special_tokens=False)["input_ids"]
@@ -120,6 +158,7 @@ def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cf
     assert (target / "cold_start/losses.png").read_bytes()[:4] == b"\x89PNG"
     assert "<answer>" in (target / "cold_start/sft_example.txt").read_text()
     assert result.metrics["cold_start.sft_examples"] == 12.0
+    assert result.metrics["cold_start.pretrain_texts"] == 30.0
     assert [step for metrics, step in logged if "cold_start.sft_loss" in metrics] == list(range(1, 7))
     model = load_causal_lm(target)
     tokenizer = load_tokenizer(target)

@@ -211,6 +211,8 @@ def test_toy_stage_params_exist_in_the_toy_params() -> None:
     cfg = load_config(ROOT / "toy/params.yaml")
     assert cfg.world is not None and cfg.data.source_dir == cfg.world.output_dir
     assert cfg.search.corpus_source == f"{cfg.world.output_dir}/corpus.jsonl"
+    # init_policy's extra dep (scripts/sync_dvc_deps.py) is the reading file generate_world writes
+    assert cfg.cold_start.pretrain_texts == f"{cfg.world.output_dir}/reading.jsonl"
     for name, spec in yaml.safe_load((ROOT / "toy/dvc.yaml").read_text())["stages"].items():
         (entry,) = spec["params"]
         for key in entry["toy/params.yaml"]:

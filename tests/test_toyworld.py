@@ -24,6 +24,7 @@ WRITTEN_FILES = [
     "corpus.jsonl",
     "entities.json",
     "manifest.json",
+    "reading.jsonl",
     "test_1hop.jsonl",
     "test_2hop.jsonl",
     "train.jsonl",
@@ -41,6 +42,7 @@ def _config(tmp_path: Path, **overrides: object) -> WorldConfig:
         "test_questions": 30,
         "train_questions": None,
         "output_dir": str(tmp_path / "world"),
+        "reading_drills": 50,
     }
     settings.update(overrides)
     return WorldConfig(**settings)  # type: ignore[arg-type]
@@ -127,11 +129,39 @@ def test_every_answer_occurs_in_its_supporting_passage(world: World) -> None:
             assert holder.name in passages[person.id].text  # the first hop names the mentor
 
 
+def test_reading_drills_are_about_people_outside_the_world_and_state_their_answer(world: World) -> None:
+    world_names = {person.name for person in world.entities}
+    drills = world.reading
+    assert len(drills) == 50 and len({d.id for d in drills}) == 50
+    assert world_names.isdisjoint(d.person for d in drills)
+    attributes = set()
+    for drill in drills:
+        sentence, question = drill.text.split(" Question: ")
+        assert sentence.startswith(drill.person + " is ") and question.endswith(" Answer: " + drill.answer)
+        assert drill.person in question and toyworld.answer_in_text(drill.answer, sentence)
+        attributes |= {a for a, values in toyworld.ATTRIBUTES.items() if drill.answer in values}
+    assert attributes == set(toyworld.ATTRIBUTES)  # every attribute is asked
+    # A larger world takes more names; the drills still avoid all of them.
+    big = generate_world(_config(Path("unused"), entities=400, val_questions=50, test_questions=50, reading_drills=300))
+    assert {p.name for p in big.entities}.isdisjoint(d.person for d in big.reading)
+
+
+def test_validate_world_names_a_reading_drill_about_a_world_person(world: World, tmp_path: Path) -> None:
+    leaked = dataclasses.replace(world.reading[3], person=world.entities[0].name)
+    broken = dataclasses.replace(world, reading=(*world.reading[:3], leaked, *world.reading[4:]))
+    outcome = validate_world(broken, tmp_path / "report")
+
+    assert not outcome.success
+    (failure,) = outcome.failures
+    assert failure.column == "person_in_world"
+    assert any(row.startswith("line 4 ") and repr(leaked.id) in row for row in failure.rows)
+
+
 def test_validate_world_passes_on_a_generated_world_and_writes_its_report(world: World, tmp_path: Path) -> None:
     outcome = validate_world(world, tmp_path / "report")
 
     assert outcome.success, outcome.summary()
-    assert outcome.evaluated == 10
+    assert outcome.evaluated == 13  # 4 on all questions, 2 per split, 3 on the reading drills
     assert "PASSED" in (tmp_path / "report" / "summary.md").read_text()
     assert json.loads((tmp_path / "report" / "summary.json").read_text())["success"] is True
     assert (tmp_path / "report" / "data_docs" / "index.html").is_file()

@@ -3,7 +3,12 @@
 A tiny model built by :func:`~zerosearch_core.models.build_tiny_policy` knows neither language nor the search
 protocol, so RL would never see a reward. ``init_policy`` can therefore warm it up (``cold_start`` in the params):
 
-1. **Pre-training**: next-token prediction on the corpus passages, packed into fixed-length blocks.
+1. **Pre-training**: next-token prediction on the corpus passages, packed into fixed-length blocks, optionally
+   mixed with extra texts (``cold_start.pretrain_texts``). A model this small does not learn to read an answer out of
+   a passage from a few hundred passages; the toy world's reading drills (passages about *other* fictional people,
+   each with a question and its answer) give it that skill, which a pretrained LLM brings with it. On the toy
+   profile the skill appears abruptly after roughly 2,000-3,000 steps (measured; see README), so the step count
+   matters more than the learning rate.
 2. **SFT**: one trajectory per training question, built with the *real* retriever, in exactly the token layout the
    rollout engine produces: the prompt, ``<search> question </search>`` (sampled), the ``<information>`` block
    (inserted, loss mask 0), then ``<answer> golden answer </answer>`` (sampled). Loss falls on sampled tokens only.
@@ -13,6 +18,7 @@ The point is a *weak* start that can emit the tags; its real-search score is the
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -159,6 +165,49 @@ def _collate(
     return input_ids, attention, labels
 
 
+def pretrain_sequences(
+    corpus_texts: Sequence[str],
+    extra_texts: Sequence[str],
+    tokenizer: PreTrainedTokenizerBase,
+    corpus_repeat: int,
+    block: int = PRETRAIN_BLOCK_TOKENS,
+) -> list[list[int]]:
+    """The pre-training mix: the corpus packed into blocks, each block ``corpus_repeat`` times, then every extra
+    text as a sequence of its own (ending in eos, cut into blocks when longer than ``block``)."""
+    sequences = pack_blocks(corpus_texts, tokenizer, block) * corpus_repeat
+    for text in extra_texts:
+        sequences.extend(pack_blocks([text], tokenizer, block))
+    return sequences
+
+
+def read_pretrain_texts(path: Path) -> list[str]:
+    """The ``text`` field of every record of a .jsonl file (``cold_start.pretrain_texts``).
+
+    Raises:
+        FileNotFoundError: The file does not exist; the message says which stage writes it.
+        ValueError: A line is not JSON or has no non-empty string ``text``; the message names the line.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"cold_start.pretrain_texts: {path} does not exist; generate it first (for the toy world's "
+            "reading.jsonl, run the generate_world stage) or set pretrain_texts to null."
+        )
+    texts = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number} is not JSON ({error}); fix or regenerate the file.") from error
+            text = record.get("text") if isinstance(record, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{path}:{number} has no non-empty string 'text' field; fix or regenerate the file.")
+            texts.append(text)
+    if not texts:
+        raise ValueError(f"{path} holds no texts; regenerate it or set cold_start.pretrain_texts to null.")
+    return texts
+
+
 def run_cold_start(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -167,8 +216,10 @@ def run_cold_start(
     sft_examples: Sequence[SFTExample],
     seed: int,
     on_step: StepCallback | None = None,
+    extra_texts: Sequence[str] = (),
 ) -> dict[str, list[float]]:
-    """Pre-train on ``corpus_texts`` (if ``cfg.pretrain_steps``) and then SFT on ``sft_examples`` (if any).
+    """Pre-train on ``corpus_texts`` mixed with ``extra_texts`` (if ``cfg.pretrain_steps``; see
+    :func:`pretrain_sequences`) and then SFT on ``sft_examples`` (if any).
 
     Returns:
         Loss curves keyed ``pretrain`` and ``sft`` (empty when a phase is off).
@@ -176,7 +227,7 @@ def run_cold_start(
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     curves: dict[str, list[float]] = {"pretrain": [], "sft": []}
     if cfg.pretrain_steps:
-        blocks = pack_blocks(corpus_texts, tokenizer, PRETRAIN_BLOCK_TOKENS)
+        blocks = pretrain_sequences(corpus_texts, extra_texts, tokenizer, cfg.pretrain_corpus_repeat)
         curves["pretrain"] = train_causal_lm(
             model,
             blocks,

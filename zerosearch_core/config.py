@@ -133,6 +133,14 @@ class WorldConfig:
     output_dir: str = field(
         metadata={"help": "Where the corpus (wiki-18 jsonl), question files and world report are written."}
     )
+    reading_drills: int = field(
+        metadata={
+            "help": "Reading-comprehension texts about other fictional people (never the world's, so no fact "
+            "leaks) written to reading.jsonl: a one-sentence passage, a question, its answer. Pre-training on "
+            "them (cold_start.pretrain_texts) gives a model trained from scratch the ability to read an answer "
+            "out of a passage, which a pretrained LLM already has. 0 writes none."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.entities < 4:
@@ -143,6 +151,8 @@ class WorldConfig:
             raise ConfigError("world.val_questions and world.test_questions must be >= 1.")
         if self.train_questions is not None and self.train_questions < 1:
             raise ConfigError("world.train_questions must be >= 1 or null.")
+        if self.reading_drills < 0:
+            raise ConfigError("world.reading_drills must be >= 0 (0 writes no reading drills).")
 
 
 @dataclass(frozen=True)
@@ -241,6 +251,18 @@ class ColdStartConfig:
     pretrain_steps: int = field(metadata={"help": "Causal-LM steps on corpus passages; 0 skips pre-training."})
     pretrain_batch_size: int = field(metadata={"help": "Passages per pre-training step."})
     pretrain_learning_rate: float = field(metadata={"help": "Pre-training learning rate (AdamW, cosine decay)."})
+    pretrain_texts: str | None = field(
+        metadata={
+            "help": "A .jsonl file whose records' 'text' fields are pre-trained on alongside the corpus, one "
+            "sequence each (e.g. the toy world's reading.jsonl); null pre-trains on the corpus alone."
+        }
+    )
+    pretrain_corpus_repeat: int = field(
+        metadata={
+            "help": "Each corpus block appears this many times in the pre-training mix (weights a small "
+            "corpus against pretrain_texts; 1 without them)."
+        }
+    )
     sft_questions: str | None = field(
         metadata={"help": "Artifact name from data.files whose questions make the SFT trajectories; null skips SFT."}
     )
@@ -252,8 +274,10 @@ class ColdStartConfig:
     def __post_init__(self) -> None:
         if min(self.pretrain_steps, self.sft_steps) < 0:
             raise ConfigError("cold_start.pretrain_steps and cold_start.sft_steps must be >= 0.")
-        if min(self.pretrain_batch_size, self.sft_batch_size, self.sft_examples) < 1:
-            raise ConfigError("cold_start batch sizes and sft_examples must be >= 1.")
+        if min(self.pretrain_batch_size, self.sft_batch_size, self.sft_examples, self.pretrain_corpus_repeat) < 1:
+            raise ConfigError("cold_start batch sizes, sft_examples and pretrain_corpus_repeat must be >= 1.")
+        if self.pretrain_texts is not None and self.pretrain_steps == 0:
+            raise ConfigError("cold_start.pretrain_texts is set but pretrain_steps is 0; set one or null the texts.")
         if self.sft_questions is not None and self.sft_steps == 0:
             raise ConfigError("cold_start.sft_questions is set but sft_steps is 0; set sft_steps or null them.")
 

@@ -88,7 +88,13 @@ QUESTION_FILES: tuple[tuple[str, str, int | None], ...] = (
     ("test_2hop.jsonl", "test", 2),
 )
 """Question files as (file name, split, hops or None for both)."""
+READING_TEMPLATE = "{sentence} Question: {question} Answer: {answer}"
+"""A reading drill: the first sentence of a passage, a single-hop question about it and the answer."""
+READING_SEED_OFFSET = 1_000_003
+"""The drills draw from ``random.Random(world.seed + READING_SEED_OFFSET)``, a stream apart from the world's."""
+
 CORPUS_FILE = "corpus.jsonl"
+READING_FILE = "reading.jsonl"
 ENTITIES_FILE = "entities.json"
 MANIFEST_FILE = "manifest.json"
 
@@ -151,6 +157,20 @@ class Question:
 
 
 @dataclass(frozen=True)
+class ReadingDrill:
+    """A reading-comprehension text about a fictional person who is not in the world (so it states no world fact)."""
+
+    id: str
+    person: str
+    text: str
+    answer: str
+
+    def record(self) -> dict[str, Any]:
+        """The JSON record written to ``reading.jsonl`` (``text`` is what pre-training reads)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class World:
     """A generated world: people, their passages, and the questions placed in a split.
 
@@ -164,6 +184,7 @@ class World:
     passages: tuple[Passage, ...]
     questions: tuple[Question, ...]
     unused_questions: tuple[Question, ...]
+    reading: tuple[ReadingDrill, ...] = ()
 
 
 class HopCounts(NamedTuple):
@@ -206,7 +227,47 @@ def generate_world(cfg: WorldConfig) -> World:
         passages=passages,
         questions=assigned,
         unused_questions=unused,
+        reading=reading_drills(cfg.reading_drills, people, cfg.seed),
     )
+
+
+def reading_drills(count: int, world_people: Sequence[Person], seed: int) -> tuple[ReadingDrill, ...]:
+    """``count`` reading drills (:data:`READING_TEMPLATE`) about freshly drawn people whose names are not in
+    ``world_people``, each asking one attribute chosen at random.
+
+    The world's facts never appear, so pre-training on the drills teaches reading, not the answers to test
+    questions. Names come from the same syllables as the world's, attribute values from the same vocabularies.
+
+    Raises:
+        ConfigError: ``count`` exceeds the names left once the world's are excluded.
+
+    >>> alira = Person("toy-0000", "Alira Venhold", "Korvath", "painter", "harp", "toy-0000")
+    >>> drill = reading_drills(1, [alira], seed=0)[0]
+    >>> drill.person != "Alira Venhold" and drill.text.endswith("Answer: " + drill.answer)
+    True
+    """
+    if count == 0:
+        return ()
+    taken = {person.name for person in world_people}
+    rng = random.Random(seed + READING_SEED_OFFSET)
+    people = [p for p in draw_people(count + len(taken), rng) if p.name not in taken][:count]
+    drills = []
+    for index, person in enumerate(people):
+        attribute = rng.choice(list(ATTRIBUTES))
+        sentence = PASSAGE_TEMPLATE.split(". ")[0].format(
+            name=person.name,
+            article="an" if person.occupation[0].lower() in "aeiou" else "a",
+            occupation=person.occupation,
+            city=person.city,
+            instrument=person.instrument,
+        )
+        text = READING_TEMPLATE.format(
+            sentence=sentence + ".",
+            question=QUESTION_TEMPLATES[attribute].format(subject=person.name),
+            answer=person.attribute(attribute),
+        )
+        drills.append(ReadingDrill(f"reading-{index:06d}", person.name, text, person.attribute(attribute)))
+    return tuple(drills)
 
 
 def check_vocabularies() -> None:
@@ -405,7 +466,7 @@ def plan_splits(cfg: WorldConfig) -> dict[str, HopCounts]:
         ConfigError: The world has too few questions of a hop type for the requested sizes.
 
     >>> cfg = WorldConfig(seed=0, entities=10, two_hop_share=0.5, val_questions=4, test_questions=6,
-    ...                   train_questions=None, output_dir="unused")
+    ...                   train_questions=None, output_dir="unused", reading_drills=0)
     >>> plan_splits(cfg)["train"]
     HopCounts(one_hop=25, two_hop=25)
     """
@@ -493,7 +554,8 @@ def write_world(world: World, folder: Path) -> None:
         _write_jsonl(folder / file_name, [q.record() for q in chosen])
     entities = [asdict(person) for person in world.entities]
     (folder / ENTITIES_FILE).write_text(json.dumps(entities, indent=2) + "\n", encoding="utf-8")
-    written = [CORPUS_FILE, *(name for name, _, _ in QUESTION_FILES), ENTITIES_FILE]
+    _write_jsonl(folder / READING_FILE, [drill.record() for drill in world.reading])
+    written = [CORPUS_FILE, *(name for name, _, _ in QUESTION_FILES), ENTITIES_FILE, READING_FILE]
     manifest = {
         "dataset": DATASET,
         "seed": world.seed,
@@ -501,7 +563,9 @@ def write_world(world: World, folder: Path) -> None:
         "entities": len(world.entities),
         "passages": len(world.passages),
         "questions": question_counts(world),
+        "reading_drills": len(world.reading),
         "passage_template": PASSAGE_TEMPLATE + MENTEES_TEMPLATE,
+        "reading_template": READING_TEMPLATE,
         "question_templates": QUESTION_TEMPLATES,
         "sha256": {name: file_sha256(folder / name) for name in written},
     }
@@ -562,7 +626,8 @@ def validate_world(world: World, report_dir: Path, two_hop_tolerance: float = 0.
 
     Expectations on all questions: ids unique; question texts unique across all splits (no leakage); every split
     is one of :data:`SPLITS`; every answer occurs in the passage that states it. Per split: at least one question,
-    and a two-hop share within :func:`two_hop_bounds`.
+    and a two-hop share within :func:`two_hop_bounds`. Reading drills (if any): ids unique, no drill about one of
+    the world's people, every answer in the drill's passage sentence.
 
     Args:
         world: The world to check.
@@ -581,6 +646,8 @@ def validate_world(world: World, report_dir: Path, two_hop_tolerance: float = 0.
         validator = GXValidator(folder / "data_docs")
         suites = [(_questions_suite(validator.gx), checked)]
         suites += [(_split_suite(validator.gx, s, bounds[s]), checked[checked["split"] == s]) for s in SPLITS]
+        if world.reading:
+            suites.append((_reading_suite(validator.gx), reading_validation_frame(world)))
         for suite, frame in suites:
             result = validator.run(suite, frame, with_row_names=True)
             outcome.evaluated += len(result.results)
@@ -599,6 +666,31 @@ def validate_world(world: World, report_dir: Path, two_hop_tolerance: float = 0.
     write_dir_atomically(report_dir, write)
     logger.info("%s", outcome.summary())
     return outcome
+
+
+def reading_validation_frame(world: World) -> pd.DataFrame:
+    """One row per reading drill: whether its person is one of the world's (a leak) and its answer is in its text."""
+    names = {person.name for person in world.entities}
+    return pd.DataFrame(
+        {
+            "source_row": range(1, len(world.reading) + 1),
+            "id": [d.id for d in world.reading],
+            "person_in_world": [d.person in names for d in world.reading],
+            "answer_in_text": [answer_in_text(d.answer, d.text.rsplit(" Question: ", 1)[0]) for d in world.reading],
+        }
+    )
+
+
+def _reading_suite(gx: Any) -> Any:
+    gxe = gx.expectations
+    return gx.ExpectationSuite(
+        name=f"{DATASET}.reading",
+        expectations=[
+            gxe.ExpectColumnValuesToBeUnique(column="id"),
+            gxe.ExpectColumnValuesToBeInSet(column="person_in_world", value_set=[False]),
+            gxe.ExpectColumnValuesToBeInSet(column="answer_in_text", value_set=[True]),
+        ],
+    )
 
 
 def _questions_suite(gx: Any) -> Any:
@@ -633,7 +725,8 @@ def _summary_markdown(
         f"# Toy world validation: {status}",
         "",
         f"Seed {world.seed}: {len(world.entities)} people, {len(world.passages)} passages, "
-        f"{len(world.questions)} questions in splits, {len(world.unused_questions)} in none; "
+        f"{len(world.questions)} questions in splits, {len(world.unused_questions)} in none, "
+        f"{len(world.reading)} reading drills; "
         f"{outcome.evaluated} expectations evaluated.",
         "",
         "| split | questions | two-hop share | allowed |",

@@ -40,7 +40,11 @@ def run(cfg: PipelineConfig) -> StageResult:
         raise DataValidationError(outcome.summary(), report_dir)
     output_dir = Path(cfg.world.output_dir)
     write_dir_atomically(output_dir, lambda folder: toyworld.write_world(world, folder))
-    metrics = {"passages": float(len(world.passages)), "expectations_evaluated": float(outcome.evaluated)}
+    metrics = {
+        "passages": float(len(world.passages)),
+        "reading_drills": float(len(world.reading)),
+        "expectations_evaluated": float(outcome.evaluated),
+    }
     for split, counts in toyworld.question_counts(world).items():
         metrics.update({f"questions.{split}.{hop}": float(count) for hop, count in counts.items()})
     return StageResult(metrics=metrics, artifacts=(report_dir, output_dir / toyworld.MANIFEST_FILE))

@@ -15,7 +15,13 @@ from transformers import PreTrainedTokenizerBase
 
 from zerosearch_core import data as benchmark_data
 from zerosearch_core.artifacts import write_dir_atomically
-from zerosearch_core.cold_start import SFTExample, build_sft_examples, plot_cold_start, run_cold_start
+from zerosearch_core.cold_start import (
+    SFTExample,
+    build_sft_examples,
+    plot_cold_start,
+    read_pretrain_texts,
+    run_cold_start,
+)
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.evaluation import sample_questions
 from zerosearch_core.models import (
@@ -37,6 +43,9 @@ logger = logging.getLogger(__name__)
 COLD_START_DIR = "cold_start"
 FIXED_TEXT_WEIGHT = 20
 """How many times the tokenizer sees each fixed prompt text (they recur in every example)."""
+TOKENIZER_EXTRA_TEXTS = 2000
+"""How many of ``cold_start.pretrain_texts`` the tiny tokenizer is trained on (the first ones; they repeat a few
+templates, so more adds nothing)."""
 
 
 def run(cfg: PipelineConfig, log_step: StepLogger | None = None) -> StageResult:
@@ -47,19 +56,24 @@ def run(cfg: PipelineConfig, log_step: StepLogger | None = None) -> StageResult:
     if cfg.model.source == "tiny" or cfg.cold_start.pretrain_steps:  # the corpus trains the tokenizer or the LM
         passages = pd.read_parquet(Path(cfg.paths.index_dir) / PASSAGES_FILE)
         corpus_texts = (passages["title"] + "\n" + passages["text"]).tolist()
+    extra_texts: list[str] = []
+    if cfg.cold_start.pretrain_texts is not None:
+        extra_texts = read_pretrain_texts(Path(cfg.cold_start.pretrain_texts))
     sft_questions = _sft_questions(cfg)
     tokenizer: PreTrainedTokenizerBase
     if cfg.model.source == "tiny":
         # The tokenizer also learns the fixed texts of the protocol and of the simulator (which starts from this
         # model), weighted as if frequent, and the SFT questions, so that prompts stay short.
         fixed_texts = list(PROMPT_TEXTS + SIMULATOR_TEXTS) * FIXED_TEXT_WEIGHT
-        texts = corpus_texts + fixed_texts + sft_questions["question"].tolist()
+        texts = corpus_texts + fixed_texts + sft_questions["question"].tolist() + extra_texts[:TOKENIZER_EXTRA_TEXTS]
         model, tokenizer = build_tiny_policy(cfg.model, texts, seed=derive_seed(cfg.seed, "init_policy"))
     else:
         assert cfg.model.name_or_path is not None  # checked by ModelConfig
         tokenizer = load_tokenizer(cfg.model.name_or_path)
         model = load_causal_lm(cfg.model.name_or_path, cfg.model.dtype)
     metrics = {"parameters": float(parameter_count(model)), "vocab_size": float(len(tokenizer))}
+    if extra_texts:
+        metrics["cold_start.pretrain_texts"] = float(len(extra_texts))
     examples: list[SFTExample] = []
     if len(sft_questions):
         with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as engine:
@@ -71,7 +85,14 @@ def run(cfg: PipelineConfig, log_step: StepLogger | None = None) -> StageResult:
             log_step({f"cold_start.{phase}_loss": loss}, step)
 
     curves = run_cold_start(
-        model, tokenizer, cfg.cold_start, corpus_texts, examples, derive_seed(cfg.seed, "cold_start"), on_step
+        model,
+        tokenizer,
+        cfg.cold_start,
+        corpus_texts,
+        examples,
+        derive_seed(cfg.seed, "cold_start"),
+        on_step,
+        extra_texts,
     )
     for phase, losses in curves.items():
         if losses:
