@@ -122,6 +122,28 @@ def test_pretrain_mix_repeats_the_corpus_blocks_and_keeps_each_extra_text_whole(
     assert sequences[3 * len(blocks) :] == [tokenizer(t, add_special_tokens=False)["input_ids"] + [eos] for t in extra]
 
 
+def test_constant_schedule_keeps_the_rate_that_cosine_halves_at_mid_run(toy_cfg: PipelineConfig) -> None:
+    model, tokenizer = build_tiny_policy(toy_cfg.model, ["one two three four five six"] * 30, seed=2)
+    sequence = tokenizer("one two three four five six", add_special_tokens=False)["input_ids"]
+    second_steps = {}
+    for schedule in ("cosine", "constant"):
+        run = build_tiny_policy(toy_cfg.model, ["one two three four five six"] * 30, seed=2)[0]
+        run.load_state_dict(model.state_dict())
+        weights = run.get_input_embeddings().weight
+        snapshots: list[torch.Tensor] = []
+
+        def snapshot(*_: object, into: list[torch.Tensor] = snapshots, tensor: torch.Tensor = weights) -> None:
+            into.append(tensor.detach().clone())
+
+        train_causal_lm(run, [sequence], None, 2, 1, 1e-3, 0, seed=0, phase="t", on_step=snapshot, schedule=schedule)
+        second_steps[schedule] = snapshots[1] - snapshots[0]
+    # Both runs are identical through step 1; Adam's step 2 is then scaled by the schedule alone: 1 vs cos = 0.5.
+    assert torch.allclose(second_steps["constant"], 2 * second_steps["cosine"], atol=1e-7)
+    assert second_steps["constant"].abs().max() > 1e-5
+    with pytest.raises(ValueError, match="use 'cosine' or 'constant'"):
+        train_causal_lm(model, [sequence], None, 1, 1, 1e-3, 0, seed=0, phase="t", schedule="linear")
+
+
 def test_read_pretrain_texts_names_the_bad_line_and_the_missing_file(tmp_path: Path) -> None:
     good = tmp_path / "reading.jsonl"
     good.write_text('{"id": "r1", "text": "one"}\n{"id": "r2", "text": "two"}\n')

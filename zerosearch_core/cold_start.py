@@ -7,8 +7,9 @@ protocol, so RL would never see a reward. ``init_policy`` can therefore warm it 
    mixed with extra texts (``cold_start.pretrain_texts``). A model this small does not learn to read an answer out of
    a passage from a few hundred passages; the toy world's reading drills (passages about *other* fictional people,
    each with a question and its answer) give it that skill, which a pretrained LLM brings with it. On the toy
-   profile the skill appears abruptly after roughly 2,000-3,000 steps (measured; see README), so the step count
-   matters more than the learning rate.
+   profile the skill appears abruptly, after about 2,500-3,000 steps at a constant rate of 1e-3
+   (``benchmarks/reading_curve.py``); in one run, a cosine decay over 5,000 steps left it half-formed (54% of
+   held-out drills), hence ``pretrain_schedule``.
 2. **SFT**: one trajectory per training question, built with the *real* retriever, in exactly the token layout the
    rollout engine produces: the prompt, ``<search> question </search>`` (sampled), the ``<information>`` block
    (inserted, loss mask 0), then ``<answer> golden answer </answer>`` (sampled). Loss falls on sampled tokens only.
@@ -109,9 +110,11 @@ def train_causal_lm(
     seed: int,
     phase: str,
     on_step: StepCallback | None = None,
+    schedule: str = "cosine",
 ) -> list[float]:
     """Train ``model`` for ``steps`` AdamW steps on batches drawn (seeded, without replacement per epoch) from
-    ``sequences``; the loss covers positions whose mask is 1 (every token when ``masks`` is None).
+    ``sequences``; the loss covers positions whose mask is 1 (every token when ``masks`` is None). The learning
+    rate decays to 0 along a cosine (``schedule="cosine"``) or stays at ``learning_rate`` (``"constant"``).
 
     Returns:
         The loss of every step.
@@ -120,9 +123,13 @@ def train_causal_lm(
         raise ValueError(f"{phase}: no training sequences; check the cold_start settings and the data.")
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / max(steps, 1)))
-    )
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"{phase}: unknown learning-rate schedule {schedule!r}; use 'cosine' or 'constant'.")
+
+    def factor(step: int) -> float:
+        return 1.0 if schedule == "constant" else 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / max(steps, 1)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     order: list[int] = []
     losses: list[float] = []
     model.train()
@@ -239,6 +246,7 @@ def run_cold_start(
             seed,
             "pretrain",
             on_step,
+            cfg.pretrain_schedule,
         )
     if sft_examples and cfg.sft_steps:
         curves["sft"] = train_causal_lm(

@@ -250,7 +250,13 @@ class ColdStartConfig:
 
     pretrain_steps: int = field(metadata={"help": "Causal-LM steps on corpus passages; 0 skips pre-training."})
     pretrain_batch_size: int = field(metadata={"help": "Passages per pre-training step."})
-    pretrain_learning_rate: float = field(metadata={"help": "Pre-training learning rate (AdamW, cosine decay)."})
+    pretrain_learning_rate: float = field(metadata={"help": "Pre-training learning rate (AdamW)."})
+    pretrain_schedule: Literal["cosine", "constant"] = field(
+        metadata={
+            "help": "Pre-training learning-rate schedule: cosine decay to 0, or constant. Reading emerges "
+            "abruptly after a number of steps at a high rate, which a decaying rate can postpone past the end."
+        }
+    )
     pretrain_texts: str | None = field(
         metadata={
             "help": "A .jsonl file whose records' 'text' fields are pre-trained on alongside the corpus, one "
