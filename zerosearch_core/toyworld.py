@@ -254,15 +254,9 @@ def reading_drills(count: int, world_people: Sequence[Person], seed: int) -> tup
     drills = []
     for index, person in enumerate(people):
         attribute = rng.choice(list(ATTRIBUTES))
-        sentence = PASSAGE_TEMPLATE.split(". ")[0].format(
-            name=person.name,
-            article="an" if person.occupation[0].lower() in "aeiou" else "a",
-            occupation=person.occupation,
-            city=person.city,
-            instrument=person.instrument,
-        )
+        sentence = render_passage(person, mentor=person).text.split(". ")[0] + "."  # the mentor sentence is cut
         text = READING_TEMPLATE.format(
-            sentence=sentence + ".",
+            sentence=sentence,
             question=QUESTION_TEMPLATES[attribute].format(subject=person.name),
             answer=person.attribute(attribute),
         )
