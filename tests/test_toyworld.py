@@ -144,6 +144,8 @@ def test_reading_drills_are_about_people_outside_the_world_and_state_their_answe
     # A larger world takes more names; the drills still avoid all of them.
     big = generate_world(_config(Path("unused"), entities=400, val_questions=50, test_questions=50, reading_drills=300))
     assert {p.name for p in big.entities}.isdisjoint(d.person for d in big.reading)
+    with pytest.raises(ConfigError, match="lower world.reading_drills"):
+        toyworld.reading_drills(115_200, world.entities, seed=0)  # 240 x 480 names, 40 of them the world's
 
 
 def test_validate_world_names_a_reading_drill_about_a_world_person(world: World, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ protocol, so RL would never see a reward. ``init_policy`` can therefore warm it 
    each with a question and its answer) give it that skill, which a pretrained LLM brings with it. On the toy
    profile the skill appears abruptly, after about 2,500-3,000 steps at a constant rate of 1e-3
    (``benchmarks/reading_curve.py``); in one run, a cosine decay over 5,000 steps left it half-formed (54% of
-   held-out drills), hence ``pretrain_schedule``.
+   held-out drills, measured after SFT), hence ``pretrain_schedule``.
 2. **SFT**: one trajectory per training question, built with the *real* retriever, in exactly the token layout the
    rollout engine produces: the prompt, ``<search> question </search>`` (sampled), the ``<information>`` block
    (inserted, loss mask 0), then ``<answer> golden answer </answer>`` (sampled). Loss falls on sampled tokens only.

@@ -249,18 +249,22 @@ def reading_drills(count: int, world_people: Sequence[Person], seed: int) -> tup
     if count == 0:
         return ()
     taken = {person.name for person in world_people}
+    available = len(FIRST_NAME_ONSETS) * len(FIRST_NAME_ENDINGS) * len(LAST_NAME_ONSETS) * len(LAST_NAME_ENDINGS)
+    if count + len(taken) > available:
+        raise ConfigError(
+            f"world.reading_drills={count} plus the world's {len(taken)} people exceeds the {available} distinct "
+            "names the toy world can make; lower world.reading_drills."
+        )
     rng = random.Random(seed + READING_SEED_OFFSET)
     people = [p for p in draw_people(count + len(taken), rng) if p.name not in taken][:count]
     drills = []
     for index, person in enumerate(people):
         attribute = rng.choice(list(ATTRIBUTES))
+        answer = person.attribute(attribute)
         sentence = render_passage(person, mentor=person).text.split(". ")[0] + "."  # the mentor sentence is cut
-        text = READING_TEMPLATE.format(
-            sentence=sentence,
-            question=QUESTION_TEMPLATES[attribute].format(subject=person.name),
-            answer=person.attribute(attribute),
-        )
-        drills.append(ReadingDrill(f"reading-{index:06d}", person.name, text, person.attribute(attribute)))
+        question = QUESTION_TEMPLATES[attribute].format(subject=person.name)
+        text = READING_TEMPLATE.format(sentence=sentence, question=question, answer=answer)
+        drills.append(ReadingDrill(f"reading-{index:06d}", person.name, text, answer))
     return tuple(drills)
 
 
