@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from zerosearch_core.cold_start import (
+    NO_SEARCH_ANSWER,
+    SFTExample,
     _collate,
     build_sft_examples,
     pack_blocks,
@@ -92,6 +94,32 @@ def test_sft_trajectory_has_the_rollout_layout_and_masks_only_inserted_documents
         assert inserted.strip().startswith("<information>") and inserted.strip().endswith("</information>")
         person = titles[row.supporting_doc_ids[0]]  # the passage that states the answer
         assert f"(Title: {person})" in inserted  # real search found the person
+
+
+def test_sft_search_share_gives_up_on_a_seeded_share_without_searching(toy_cfg: PipelineConfig) -> None:
+    prepare_data.run(toy_cfg)
+    build_index.run(toy_cfg)
+    passages = pd.read_parquet(Path(toy_cfg.paths.index_dir) / "passages.parquet")
+    _, tokenizer = build_tiny_policy(toy_cfg.model, passages["text"].tolist(), seed=1)
+    questions = pd.read_parquet(Path(toy_cfg.paths.benchmarks_dir) / "toy_train_1hop.parquet").head(10)
+    with open_search_engine(toy_cfg.search, Path(toy_cfg.paths.index_dir)) as engine:
+
+        def build(share: float, seed: int) -> list[SFTExample]:
+            return build_sft_examples(questions, tokenizer, engine, toy_cfg.rollout, 3, share, seed)
+
+        mixed = build(0.4, 7)
+        assert [e.searches for e in mixed] == [e.searches for e in build(0.4, 7)]  # seeded
+        assert [e.searches for e in mixed] != [e.searches for e in build(0.4, 8)]
+        assert sum(e.searches for e in mixed) == 4
+        assert all(e.searches for e in build(1.0, 7)) and not any(e.searches for e in build(0.0, 7))
+    for example, row in zip(mixed, questions.itertuples(), strict=True):
+        prompt = build_prompt_ids(tokenizer, row.question, "search", toy_cfg.rollout.use_chat_template)
+        learned = tokenizer.decode([t for t, m in zip(example.input_ids, example.loss_mask, strict=True) if m])
+        if example.searches:
+            assert learned == f"<search> {row.question} </search><answer> {row.golden_answers[0]} </answer>"
+        else:  # gives up at once: no documents, and never the golden answer from memory
+            assert list(example.input_ids[: len(prompt)]) == prompt and 0 not in example.loss_mask[len(prompt) :]
+            assert learned == f"<answer> {NO_SEARCH_ANSWER} </answer>"
 
 
 def test_collate_puts_labels_only_where_the_mask_is_one() -> None:

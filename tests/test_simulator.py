@@ -286,6 +286,21 @@ def test_collect_label_finetune_stages_on_real_search(cfg: PipelineConfig, tiny_
     assert samples.count("**useful**") == 4 and samples.count("**noisy**") == 4
     assert load_causal_lm(run_cfg.paths.simulator_dir).config.model_type == "qwen2"
 
+    oversampled_dir = Path(run_cfg.paths.simulator_sft_dir + "_oversampled")
+    oversampled_cfg = dataclasses.replace(
+        run_cfg,
+        simulator=dataclasses.replace(run_cfg.simulator, balance="oversample"),
+        paths=dataclasses.replace(run_cfg.paths, simulator_sft_dir=str(oversampled_dir)),
+    )
+    over = build_simulator_sft.run(oversampled_cfg)
+    over_rows = [json.loads(line) for line in (oversampled_dir / "train.jsonl").read_text().splitlines()]
+    over_useful = sum(r["doc_type"] == "useful" for r in over_rows)
+    assert over_useful == len(over_rows) - over_useful  # balanced exactly, by repeating the smaller class
+    assert over.metrics["dropped_for_balance"] == 0 and over.metrics["repeated_for_balance"] > 0
+    train_interactions = len(over_rows) - over.metrics["repeated_for_balance"]
+    assert train_interactions == over.metrics["interactions"] - over.metrics["heldout_interactions"]  # all kept
+    assert len({r["id"] for r in over_rows}) == len(over_rows)
+
 
 def test_policy_query_source_with_a_policy_that_never_searches_fails_clearly(
     cfg: PipelineConfig, tiny_policy_dir: Path

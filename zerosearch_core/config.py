@@ -273,6 +273,13 @@ class ColdStartConfig:
         metadata={"help": "Artifact name from data.files whose questions make the SFT trajectories; null skips SFT."}
     )
     sft_examples: int = field(metadata={"help": "Seeded sample of that many questions turned into trajectories."})
+    sft_search_share: float = field(
+        metadata={
+            "help": "Share of the SFT trajectories that search before answering; the rest (a seeded choice) give up "
+            "at once with <answer> unknown </answer>. Below 1 makes a start that searches only sometimes, so RL has "
+            "to learn that searching pays. 1 searches on every trajectory."
+        }
+    )
     sft_steps: int = field(metadata={"help": "SFT steps (loss on the policy's own tokens only)."})
     sft_batch_size: int = field(metadata={"help": "Trajectories per SFT step."})
     sft_learning_rate: float = field(metadata={"help": "SFT learning rate (AdamW, cosine decay)."})
@@ -284,6 +291,8 @@ class ColdStartConfig:
             raise ConfigError("cold_start batch sizes, sft_examples and pretrain_corpus_repeat must be >= 1.")
         if self.pretrain_texts is not None and self.pretrain_steps == 0:
             raise ConfigError("cold_start.pretrain_texts is set but pretrain_steps is 0; set one or null the texts.")
+        if not 0.0 <= self.sft_search_share <= 1.0:
+            raise ConfigError(f"cold_start.sft_search_share={self.sft_search_share} must be within [0, 1].")
         if self.sft_questions is not None and self.sft_steps == 0:
             raise ConfigError("cold_start.sft_questions is set but sft_steps is 0; set sft_steps or null them.")
 
@@ -325,6 +334,13 @@ class SimulatorConfig:
     judge_model: str | None = field(metadata={"help": "Model path of the LLM judge (labeller llm_judge only)."})
     doc_words: int = field(metadata={"help": "Approximate words per simulated document (target docs are cut to it)."})
     balance_tolerance: float = field(metadata={"help": "Largest allowed |share of useful - 0.5| in the SFT data."})
+    balance: Literal["downsample", "oversample"] = field(
+        metadata={
+            "help": "How the SFT classes are evened out: 'downsample' keeps a seeded sample of the larger class the "
+            "size of the smaller one; 'oversample' repeats the smaller class up to the larger one's size, so no "
+            "interaction is left out (for small collections, where downsampling leaves too few rows)."
+        }
+    )
     heldout_fraction: float = field(metadata={"help": "Share of questions held out to measure useful vs noisy."})
     base_model: str | None = field(
         metadata={"help": "Simulator base checkpoint; null uses the initial policy (paths.policy_dir)."}

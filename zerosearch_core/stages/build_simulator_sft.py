@@ -1,8 +1,9 @@
 """Stage ``build_simulator_sft``: label real-search interactions useful or noisy and build balanced SFT data.
 
 Each interaction's documents are labelled (``simulator.labeller``: golden-answer containment, or an LLM judge).
-Questions are split into train and held-out (``simulator.heldout_fraction``, seeded). The train split is balanced by
-keeping a seeded sample of the larger class the size of the smaller one; the dropped count is reported, not hidden.
+Questions are split into train and held-out (``simulator.heldout_fraction``, seeded). The train split is balanced
+(``simulator.balance``) by keeping a seeded sample of the larger class the size of the smaller one, or by repeating
+the smaller class up to the larger one's size; the dropped or repeated count is reported, not hidden.
 Each row is a chat prompt (query, question, answers, type, count, length) and the real documents as the target.
 Great Expectations checks balance, empty targets, golden-answer leakage into noisy targets and length bounds; a
 failure fails the stage and writes no data. Run: ``python -m zerosearch_core.cli build_simulator_sft``.
@@ -14,7 +15,7 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -37,6 +38,8 @@ from zerosearch_core.validation import validate_simulator_sft
 
 TRAIN_FILE = "train.jsonl"
 HELDOUT_FILE = "heldout.jsonl"
+
+T = TypeVar("T")
 
 
 def read_interactions(path: Path) -> list[dict[str, Any]]:
@@ -100,6 +103,36 @@ def sft_row(cfg: PipelineConfig, interaction: dict[str, Any], doc_type: str, ind
     }
 
 
+def balance_classes(by_class: dict[str, list[T]], how: str, rng: random.Random) -> list[T]:
+    """The items of every class, evened out to the same count per class, in class order.
+
+    ``downsample``: a seeded sample of each class the size of the smallest. ``oversample``: every item of every
+    class, the smaller classes repeated up to the largest one's size (whole copies, then a seeded sample for the
+    remainder). An empty class stays empty either way; the balance check then reports it.
+
+    >>> balance_classes({"a": [1, 2, 3], "b": [4]}, "oversample", random.Random(0))
+    [1, 2, 3, 4, 4, 4]
+    >>> len(balance_classes({"a": [1, 2, 3], "b": [4]}, "downsample", random.Random(0)))
+    2
+    """
+    sizes = [len(items) for items in by_class.values() if items]
+    if not sizes:
+        return []
+    if how == "downsample":
+        return [
+            item for items in by_class.values() for item in rng.sample(items, min(len(v) for v in by_class.values()))
+        ]
+    if how != "oversample":
+        raise ValueError(f"Unknown balance {how!r}; use 'downsample' or 'oversample'.")
+    target = max(sizes)
+    out: list[T] = []
+    for items in by_class.values():
+        if items:
+            copies, remainder = divmod(target, len(items))
+            out.extend(items * copies + rng.sample(items, remainder))
+    return out
+
+
 def run(cfg: PipelineConfig) -> StageResult:
     """Label, split, balance, validate and write the SFT data."""
     interactions = read_interactions(Path(cfg.paths.trajectories))
@@ -110,8 +143,8 @@ def run(cfg: PipelineConfig) -> StageResult:
     train = [(i, label) for i, label in zip(interactions, labels, strict=True) if i["id"] not in heldout_ids]
     heldout = [{**i, "label": label} for i, label in zip(interactions, labels, strict=True) if i["id"] in heldout_ids]
     by_label = {kind: [pair for pair in train if pair[1] == kind] for kind in ("useful", "noisy")}
-    keep = min(len(v) for v in by_label.values())
-    balanced = [pair for kind in ("useful", "noisy") for pair in rng.sample(by_label[kind], keep)]
+    balanced = balance_classes(by_label, cfg.simulator.balance, rng)
+    distinct = len({id(pair) for pair in balanced})  # a repeated row is the same (interaction, label) object
     rows = [sft_row(cfg, interaction, label, n) for n, (interaction, label) in enumerate(balanced)]
     frame = pd.DataFrame(
         rows,
@@ -146,7 +179,8 @@ def run(cfg: PipelineConfig) -> StageResult:
         "labelled_noisy": float(counts["noisy"]),
         "judge_undecided": float(undecided),
         "train_rows": float(len(frame)),
-        "dropped_for_balance": float(len(train) - len(balanced)),
+        "dropped_for_balance": float(len(train) - distinct),
+        "repeated_for_balance": float(len(balanced) - distinct),
         "heldout_interactions": float(len(heldout)),
     }
     return StageResult(metrics=metrics, artifacts=(report_dir,))

@@ -77,8 +77,17 @@ def run(cfg: PipelineConfig, log_step: StepLogger | None = None) -> StageResult:
     examples: list[SFTExample] = []
     if len(sft_questions):
         with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as engine:
-            examples = build_sft_examples(sft_questions, tokenizer, engine, cfg.rollout, cfg.search.top_k)
+            examples = build_sft_examples(
+                sft_questions,
+                tokenizer,
+                engine,
+                cfg.rollout,
+                cfg.search.top_k,
+                cfg.cold_start.sft_search_share,
+                derive_seed(cfg.seed, "cold_start_search"),
+            )
         metrics["cold_start.sft_examples"] = float(len(examples))
+        metrics["cold_start.sft_searching_examples"] = float(sum(e.searches for e in examples))
 
     def on_step(phase: str, step: int, loss: float) -> None:
         if log_step is not None:
