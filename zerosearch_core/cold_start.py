@@ -20,7 +20,7 @@ protocol, so RL would never see a reward. ``init_policy`` can therefore warm it 
    (``<answer> unknown </answer>``, no search), so the start searches only sometimes and RL has to learn that
    searching pays. They do not answer with the golden answer: on the toy profile, closed-book answers in the SFT mix
    taught the model to answer from memory, and it stopped reading the documents it did retrieve (single-hop reading
-   fell from 32% to 10% of test questions, measured with the documents given).
+   of test questions, measured with the documents given: 10%, against 70% when the others answered "unknown").
 
 The point is a *weak* start that can emit the tags; its real-search score is the baseline that RL must beat.
 """

@@ -115,16 +115,12 @@ def balance_classes(by_class: dict[str, list[T]], how: str, rng: random.Random) 
     >>> len(balance_classes({"a": [1, 2, 3], "b": [4]}, "downsample", random.Random(0)))
     2
     """
-    sizes = [len(items) for items in by_class.values() if items]
-    if not sizes:
-        return []
     if how == "downsample":
-        return [
-            item for items in by_class.values() for item in rng.sample(items, min(len(v) for v in by_class.values()))
-        ]
+        keep = min(len(items) for items in by_class.values())
+        return [item for items in by_class.values() for item in rng.sample(items, keep)]
     if how != "oversample":
         raise ValueError(f"Unknown balance {how!r}; use 'downsample' or 'oversample'.")
-    target = max(sizes)
+    target = max(len(items) for items in by_class.values())
     out: list[T] = []
     for items in by_class.values():
         if items:
