@@ -25,32 +25,24 @@ from tasks import dvc_stages  # noqa: E402
 
 
 @flow(name="zerosearch-pipeline", log_prints=True)
-def zerosearch_pipeline(metrics_path: str = "metrics/eval.json") -> dict[str, Any]:
-    """The DAG of dvc.yaml in order, each stage a ``dvc repro --single-item``: prepare_data → build_index →
-    init_policy → collect_trajectories → build_simulator_sft → finetune_simulator → train_policy → evaluate.
+def zerosearch_pipeline(metrics_path: str = "metrics/eval.json", pipeline: str = "dvc.yaml") -> dict[str, Any]:
+    """Every stage of ``pipeline`` in the order ``dvc.yaml`` lists them, each a ``dvc repro --single-item``
+    (prepare_data → build_index → init_policy → collect_trajectories → build_simulator_sft → finetune_simulator →
+    train_policy → evaluate for the main pipeline).
 
     Args:
         metrics_path: Where the evaluate stage writes its metrics (``paths.eval_metrics``).
+        pipeline: The ``dvc.yaml`` to run (relative to the project folder).
 
     Returns:
         Per-stage timings and the evaluation metrics.
     """
     logger = get_run_logger()
-    stages = [
-        dvc_stages.prepare_data(),
-        dvc_stages.build_index(),
-        dvc_stages.init_policy(),
-        dvc_stages.collect_trajectories(),
-        dvc_stages.build_simulator_sft(),
-        dvc_stages.finetune_simulator(),
-        dvc_stages.train_policy(),
-    ]
-    evaluation = dvc_stages.evaluate(metrics_path)
-    stages.append({k: v for k, v in evaluation.items() if k != "metrics"})
+    stages = [dvc_stages.stage_task(stage)(stage, pipeline) for stage in dvc_stages.pipeline_stages(pipeline)]
     for outcome in stages:
         state = "up to date" if outcome["skipped"] else f"ran in {outcome['seconds']}s"
         logger.info("stage %s: %s", outcome["stage"], state)
-    metrics = evaluation["metrics"]
+    metrics = dvc_stages.read_metrics(dvc_stages.project_dir() / metrics_path)
     for mode in (m for m in metrics if m != "not_evaluated"):
         print(f"{mode}: average EM {metrics[mode]['average']['em']:.3f}, F1 {metrics[mode]['average']['f1']:.3f}")
     return {"stages": stages, "metrics": metrics}

@@ -6,10 +6,12 @@ Run::
 
 1. Every stage of ``toy/dvc.yaml`` in order (``generate_world`` → … → ``evaluate``): the ZeroSearch run at the
    default parameters, plus the cold-start (before RL) row, which ``evaluate`` scores with ``eval.policies``.
-2. Every other experiment and seed of the plan as ``dvc exp run toy/dvc.yaml -S …`` (parameters only); the upstream
-   stages are cached, so only ``train_policy`` and ``evaluate`` rerun. Each stage of each run is an MLflow run.
+2. Every other experiment and seed of the plan queued as ``dvc exp run toy/dvc.yaml --queue -S …`` (parameters
+   only), then run isolated in DVC's temporary copies (``dvc queue start``): the workspace is never touched, and the
+   upstream stages come from the DVC cache, so only ``train_policy`` and ``evaluate`` rerun. Each stage of each run
+   is an MLflow run in the workspace's tracking store.
 3. ``toy/results/results.md``, ``results.json`` and ``results.png``: real-search test EM per row, mean ± spread over
-   seeds, also logged to MLflow. The workspace is put back to the default parameters and their outputs afterwards.
+   seeds, read from ``dvc exp show --json`` and also logged to MLflow.
 
 Like the pipeline flow, this holds no logic of its own: DVC runs the stages and experiments, and the CLI commands
 ``experiment_plan`` and ``experiment_results`` (zerosearch_core.experiments) plan the runs and write the table.
@@ -19,9 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -39,45 +39,28 @@ RESULTS_DIR = "toy/results"
 TITLE = "Toy world: does RL with a simulated search engine help?"
 
 
-@task(name="dvc_experiment", retries=0, cache_policy=NO_CACHE)
-def dvc_experiment(run: dict[str, Any], tag: str, pipeline: str, metrics_copy: Path, plan: dict[str, Any]) -> dict:
-    """``dvc exp run`` one experiment at one seed in the workspace; keep a copy of its evaluation metrics."""
-    name = f"{run['experiment']}-s{run['seed']}-{tag}"
+@task(name="queue_experiments", retries=0, cache_policy=NO_CACHE)
+def queue_experiments(runs: list[dict[str, Any]], pipeline: str) -> list[str]:
+    """``dvc exp run --queue`` every run that is not the workspace's own; the names queued."""
+    for run in runs:
+        dvc_stages.stream_command(
+            ["exp", "run", pipeline, "--queue", "-n", run["name"], *run["set_arguments"]], f"queue {run['name']}"
+        )
+    return [run["name"] for run in runs]
+
+
+@task(name="run_queue", retries=0, cache_policy=NO_CACHE)
+def run_queue(names: list[str], tracking_uri: str, poll_s: float = 10.0) -> float:
+    """Run the queued experiments (one worker: two cores) and wait for all of them; the seconds it took. Their
+    stages log to ``tracking_uri`` (the workspace's store), not to a store inside DVC's temporary copy."""
     started = time.perf_counter()
-    dvc_stages.stream_command(["exp", "run", pipeline, "-n", name, *run["set_arguments"]], f"experiment {name!r}")
-    shutil.copyfile(dvc_stages.project_dir() / plan["eval_metrics"], metrics_copy)
+    environment = {"MLFLOW_TRACKING_URI": tracking_uri}
+    dvc_stages.stream_command(["queue", "start", "-j", "1"], "dvc queue start", extra_env=environment)
+    while dvc_stages.queue_busy(names):
+        time.sleep(poll_s)
     seconds = round(time.perf_counter() - started, 1)
-    get_run_logger().info("%s finished in %.0f s", name, seconds)
-    return {"dvc_experiment": name, "seconds": seconds}
-
-
-class WorkspaceSnapshot:
-    """What experiments in the workspace change and the DVC cache cannot give back: the parameter, lock and metrics
-    files (``dvc exp run`` leaves the last experiment applied) and the training checkpoints (an uncached output),
-    which are moved aside meanwhile. :meth:`restore` puts them back and checks the cached outputs out, so that
-    ``dvc repro`` is a no-op again afterwards."""
-
-    def __init__(self, root: Path, plan: dict[str, Any], pipeline: str) -> None:
-        names = [*plan["restore_files"], str(Path(pipeline).with_suffix(".lock"))]
-        self.root = root
-        self.pipeline = pipeline
-        self.files = {name: (root / name).read_bytes() for name in names if (root / name).is_file()}
-        self.checkpoints = root / plan["checkpoints_dir"]
-        self.aside = self.checkpoints.with_name(f"{self.checkpoints.name}.before-experiments")
-        if self.aside.exists():  # left by an interrupted run: the checkpoints dir holds an experiment's
-            shutil.rmtree(self.checkpoints, ignore_errors=True)
-            self.aside.rename(self.checkpoints)
-        if self.checkpoints.exists():
-            self.checkpoints.rename(self.aside)
-
-    def restore(self) -> None:
-        """Write the files back, return the checkpoints, and check the matching outputs out of the DVC cache."""
-        for name, content in self.files.items():
-            (self.root / name).write_bytes(content)
-        if self.aside.exists():
-            shutil.rmtree(self.checkpoints, ignore_errors=True)
-            self.aside.rename(self.checkpoints)
-        dvc_stages.stream_command(["checkout", self.pipeline], "dvc checkout")
+    get_run_logger().info("%d experiments finished in %.0f s", len(names), seconds)
+    return seconds
 
 
 @flow(name="zerosearch-toy", log_prints=True)
@@ -93,49 +76,24 @@ def toy_world(pipeline: str = PIPELINE, params: str = PARAMS, plan_file: str = P
         The stages' outcomes and the results table rows (label, mean and spread of real-search test EM, per seed).
     """
     logger = get_run_logger()
-    root = dvc_stages.project_dir()
-    plan = json.loads(dvc_stages.run_cli(["experiment_plan", "--params", params, "--plan", plan_file]))
-    stages = [
-        dvc_stages.generate_world(pipeline),
-        dvc_stages.prepare_data(pipeline),
-        dvc_stages.build_index(pipeline),
-        dvc_stages.init_policy(pipeline),
-        dvc_stages.collect_trajectories(pipeline),
-        dvc_stages.build_simulator_sft(pipeline),
-        dvc_stages.finetune_simulator(pipeline),
-        dvc_stages.train_policy(pipeline),
-    ]
-    stages.append(dvc_stages.evaluate(plan["eval_metrics"], pipeline))
+    tag = time.strftime("%Y%m%d%H%M%S")
+    plan_arguments = ["--params", params, "--plan", plan_file, "--tag", tag]
+    plan = json.loads(dvc_stages.run_cli(["experiment_plan", *plan_arguments]))
+    stages = [dvc_stages.stage_task(stage)(stage, pipeline) for stage in dvc_stages.pipeline_stages(pipeline)]
     for outcome in stages:
         logger.info("stage %s: %s", outcome["stage"], "up to date" if outcome["skipped"] else f"{outcome['seconds']}s")
-    results = root / RESULTS_DIR
-    (results / "runs").mkdir(parents=True, exist_ok=True)
-    manifest: list[dict[str, Any]] = []
-    tag = time.strftime("%Y%m%d%H%M%S")
-    for run in (r for r in plan["runs"] if r["baseline"]):  # the run the pipeline just made
-        copy = results / "runs" / f"{run['experiment']}-s{run['seed']}.json"
-        shutil.copyfile(root / plan["eval_metrics"], copy)
-        manifest.append({**_entry(run, copy), "dvc_experiment": "workspace (the pipeline run)"})
-    snapshot = WorkspaceSnapshot(root, plan, pipeline)
-    try:
-        for run in (r for r in plan["runs"] if not r["baseline"]):
-            copy = results / "runs" / f"{run['experiment']}-s{run['seed']}.json"
-            manifest.append({**_entry(run, copy), **dvc_experiment(run, tag, pipeline, copy, plan)})
-    finally:
-        snapshot.restore()
-        if manifest:
-            (results / "runs.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in manifest))
-            arguments = ["--params", params, "--plan", plan_file, "--runs", str(results / "runs.jsonl")]
-            dvc_stages.run_cli(["experiment_results", *arguments, "--out", str(results), "--title", TITLE])
+    queued = queue_experiments([run for run in plan["runs"] if not run["baseline"]], pipeline)
+    if queued:
+        run_queue(queued, plan["tracking_uri"])
+    results = dvc_stages.project_dir() / RESULTS_DIR
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "exp_show.json").write_text(dvc_stages.dvc_output(["exp", "show", "--json"]))
+    arguments = [*plan_arguments, "--exp-show", f"{RESULTS_DIR}/exp_show.json", "--out", RESULTS_DIR]
+    dvc_stages.run_cli(["experiment_results", *arguments, "--title", TITLE])
     table = json.loads((results / "results.json").read_text())["summary"]
     for row in table:
         print(f"{row['label']}: EM {100 * row['em_mean']:.1f} ± {100 * row['em_std']:.1f} (n={row['n']})")
     return {"stages": stages, "results": table}
-
-
-def _entry(run: dict[str, Any], metrics_copy: Path) -> dict[str, Any]:
-    relative = metrics_copy.relative_to(dvc_stages.project_dir())  # the CLI runs in the project folder
-    return {"experiment": run["experiment"], "seed": run["seed"], "metrics_file": str(relative)}
 
 
 if __name__ == "__main__":

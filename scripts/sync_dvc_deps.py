@@ -1,6 +1,9 @@
 """Keep the DVC pipelines in step with the code.
 
-1. Rewrite the ``zerosearch_core/...`` deps of every stage in ``dvc.yaml`` to the stage's import closure.
+1. Rewrite the ``zerosearch_core/...`` deps of every stage in ``dvc.yaml`` to the stage's import closure, less the
+   modules that compute nothing a stage outputs (:data:`UNTRACKED_MODULES`: the CLI and the config schema, whose
+   values DVC tracks as params), and its ``params`` to the keys the stage module declares in ``PARAMS`` (a whole
+   section expands into its keys less the service knobs: ports, hosts, timeouts, tracking).
 2. Regenerate ``toy/dvc.yaml`` (the toy-world profile) from ``dvc.yaml``: the same stages and commands, run from the
    repository root (``wdir: ..``) with ``--params toy/params.yaml``, plus the ``generate_world`` stage that writes the
    world the toy profile reads instead of the real benchmarks.
@@ -11,6 +14,8 @@ fails when either file and the code disagree; this script is the fix it points t
 
 from __future__ import annotations
 
+import ast
+import importlib
 import re
 import sys
 from pathlib import Path
@@ -21,7 +26,47 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.test_dvc_pipeline import import_closure  # noqa: E402
+from zerosearch_core.config import tracked_keys  # noqa: E402
+
+UNTRACKED_MODULES = frozenset({"zerosearch_core/cli.py", "zerosearch_core/config.py"})
+"""Imported by every stage but computing none of its outputs: editing a help text or a validation message must not
+re-run GPU-hours of training. Every config *value* is still tracked, as a param."""
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.split(".")[0] == "zerosearch_core"}
+
+
+def _module_file(module: str) -> Path | None:
+    base = ROOT / Path(*module.split("."))
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def import_closure(*modules: str) -> set[str]:
+    """Every zerosearch_core file reachable by imports (any depth, parent packages included), as repo paths."""
+    seen: set[Path] = set()
+    todo = list(modules)
+    while todo:
+        module = todo.pop()
+        path = _module_file(module)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        todo += sorted(_imports(path))
+    return {str(p.relative_to(ROOT)) for p in seen}
+
 
 TOY_DIR = "toy"
 TOY_PARAMS = f"{TOY_DIR}/params.yaml"
@@ -34,23 +79,35 @@ TOY_HEADER = """\
 
 
 def module_deps(stage: str) -> list[str]:
-    """The zerosearch_core files a stage's command imports."""
-    return sorted(import_closure("zerosearch_core.cli", f"zerosearch_core.stages.{stage}"))
+    """The zerosearch_core files a stage's command imports, less :data:`UNTRACKED_MODULES`."""
+    return sorted(import_closure(f"zerosearch_core.stages.{stage}") - UNTRACKED_MODULES)
+
+
+def stage_params(stage: str) -> list[str]:
+    """The keys DVC tracks for a stage: its module's ``PARAMS``, sections expanded, service knobs left out."""
+    declared = importlib.import_module(f"zerosearch_core.stages.{stage}").PARAMS
+    return [key for entry in declared for key in tracked_keys(entry)]
 
 
 def sync(text: str) -> str:
-    """dvc.yaml text with each stage's module deps replaced by its import closure."""
+    """dvc.yaml text with each stage's module deps and params regenerated from the code."""
     out: list[str] = []
     stage: str | None = None
+    in_params = False
     for line in text.splitlines():
         header = re.match(r"^  ([a-z_]+):$", line)
         if header:
             stage = header.group(1)
         if line.startswith("      - zerosearch_core/"):
             continue
+        if in_params and line.startswith("      - "):
+            continue
+        in_params = False
         out.append(line)
         if line == "    params:" and stage is not None:
             out[-1:-1] = [f"      - {m}" for m in module_deps(stage)]
+            out += [f"      - {key}" for key in stage_params(stage)]
+            in_params = True
     return "\n".join(out) + "\n"
 
 
@@ -61,7 +118,7 @@ def toy_pipeline(main_text: str) -> str:
         "generate_world": {
             "cmd": f"python -m zerosearch_core.cli generate_world --params {TOY_PARAMS}",
             "deps": module_deps("generate_world"),
-            "params": ["world", "paths.reports_dir", "tracking"],
+            "params": stage_params("generate_world"),
             "outs": [
                 {"${world.output_dir}": {"persist": True}},
                 {"${paths.reports_dir}/generate_world": {"persist": True}},

@@ -1,8 +1,9 @@
-"""One Prefect task per DVC stage; each runs ``dvc repro --single-item <stage>`` in the project folder.
+"""One generic Prefect task that runs one DVC stage (``dvc repro --single-item <stage>``) in the project folder,
+and the stage list, read from the pipeline's ``dvc.yaml`` (the DAG lives there and only there).
 
 DVC owns caching and lineage, so no task sets a Prefect cache: an up-to-date stage is a fast no-op inside DVC.
-Data and evaluation stages retry (a transient failure, e.g. a port race of the retriever server, is worth a
-second try); training retries 0 times: rerunning it resumes from its own checkpoint.
+:data:`RETRIES`: data and evaluation stages retry (a transient failure, e.g. a port race of the retriever server, is
+worth a second try); training stages retry 0 times: rerunning one resumes from its own checkpoint.
 """
 
 from __future__ import annotations
@@ -15,9 +16,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+import yaml
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+
+RETRIES: dict[str, int] = {
+    "generate_world": 0,
+    "prepare_data": 2,
+    "build_index": 2,
+    "init_policy": 1,
+    "collect_trajectories": 2,
+    "build_simulator_sft": 2,
+    "finetune_simulator": 0,  # resumes from its checkpoint
+    "train_policy": 0,  # resumes from its checkpoint
+    "evaluate": 2,
+}
+"""Prefect retries per stage; a stage not listed gets 0 (the safe default for anything that trains)."""
 
 
 def project_dir() -> Path:
@@ -62,8 +77,9 @@ def run_dvc_stage(stage: str, pipeline: str = "dvc.yaml") -> dict[str, Any]:
     return {"stage": stage, "seconds": round(time.perf_counter() - started, 2), "skipped": skipped}
 
 
-def stream_command(dvc_args: list[str], what: str) -> list[str]:
-    """Run ``dvc <dvc_args>`` in the project folder, streaming its output to the Prefect log.
+def stream_command(dvc_args: list[str], what: str, extra_env: dict[str, str] | None = None) -> list[str]:
+    """Run ``dvc <dvc_args>`` in the project folder, streaming its output to the Prefect log; ``extra_env`` is added
+    to the environment unless already set there.
 
     Returns:
         The output lines.
@@ -78,7 +94,7 @@ def stream_command(dvc_args: list[str], what: str) -> list[str]:
     process = subprocess.Popen(
         command,
         cwd=folder,
-        env=stage_environment(),
+        env={**(extra_env or {}), **stage_environment()},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -119,61 +135,56 @@ def run_cli(arguments: list[str]) -> str:
     return result.stdout
 
 
+def pipeline_stages(pipeline: str = "dvc.yaml") -> list[str]:
+    """The stage names of ``pipeline`` (relative to the project folder), in the order ``dvc.yaml`` lists them."""
+    document = yaml.safe_load((project_dir() / pipeline).read_text())
+    return list(document["stages"])
+
+
+@task(name="dvc_stage", task_run_name="{stage}", retries=0, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def dvc_stage(stage: str, pipeline: str = "dvc.yaml") -> dict[str, Any]:
+    """Run one DVC stage; ``{"stage", "seconds", "skipped"}``."""
+    return run_dvc_stage(stage, pipeline)
+
+
+def stage_task(stage: str) -> Task[..., dict[str, Any]]:
+    """:func:`dvc_stage` named after ``stage``, with its retries from :data:`RETRIES`."""
+    return dvc_stage.with_options(name=stage, retries=RETRIES.get(stage, 0))
+
+
 def read_metrics(path: Path) -> dict[str, Any]:
     """A DVC metrics file as a dict (small: EM/F1 per benchmark)."""
     return dict(json.loads(path.read_text()))
 
 
-@task(name="generate_world", retries=0, cache_policy=NO_CACHE)
-def generate_world(pipeline: str = "toy/dvc.yaml") -> dict[str, Any]:
-    """Generate the synthetic world (toy profile only)."""
-    return run_dvc_stage("generate_world", pipeline)
+def queue_busy(names: list[str]) -> bool:
+    """Whether any of the experiments ``names`` is still queued or running in DVC's experiment queue.
+
+    Raises:
+        StageFailed: One of them failed; the message names it and the command that shows its log.
+    """
+    statuses = {}
+    for line in dvc_output(["queue", "status"]).splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[1] in names:
+            statuses[fields[1]] = fields[-1]
+    failed = sorted(name for name, status in statuses.items() if status == "Failed")
+    if failed:
+        raise StageFailed(f"queued experiments failed: {failed}; `dvc queue logs <name>` shows each one's log.")
+    return any(status in ("Queued", "Running") for status in statuses.values())
 
 
-@task(name="prepare_data", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def prepare_data(pipeline: str = "dvc.yaml") -> dict[str, Any]:
-    """Normalise and validate the benchmarks."""
-    return run_dvc_stage("prepare_data", pipeline)
+def dvc_output(dvc_args: list[str]) -> str:
+    """What ``dvc <dvc_args>`` prints on stdout (its stderr goes to the Prefect log).
 
-
-@task(name="build_index", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def build_index(pipeline: str = "dvc.yaml") -> dict[str, Any]:
-    """Build the corpus and retrieval index."""
-    return run_dvc_stage("build_index", pipeline)
-
-
-@task(name="init_policy", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def init_policy(pipeline: str = "dvc.yaml") -> dict[str, Any]:
-    """Materialise the initial policy."""
-    return run_dvc_stage("init_policy", pipeline)
-
-
-@task(name="collect_trajectories", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def collect_trajectories(pipeline: str = "dvc.yaml") -> dict[str, Any]:
-    """Record real-search interactions for the simulator."""
-    return run_dvc_stage("collect_trajectories", pipeline)
-
-
-@task(name="build_simulator_sft", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def build_simulator_sft(pipeline: str = "dvc.yaml") -> dict[str, Any]:
-    """Label and balance the simulator SFT data."""
-    return run_dvc_stage("build_simulator_sft", pipeline)
-
-
-@task(name="finetune_simulator", retries=0, cache_policy=NO_CACHE)
-def finetune_simulator(pipeline: str = "dvc.yaml") -> dict[str, Any]:
-    """Fine-tune the simulator. No Prefect retries: a rerun resumes from its checkpoint."""
-    return run_dvc_stage("finetune_simulator", pipeline)
-
-
-@task(name="train_policy", retries=0, cache_policy=NO_CACHE)
-def train_policy(pipeline: str = "dvc.yaml") -> dict[str, Any]:
-    """Curriculum RL. No Prefect retries: a rerun of the stage resumes from its own checkpoint instead."""
-    return run_dvc_stage("train_policy", pipeline)
-
-
-@task(name="evaluate", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def evaluate(metrics_path: str = "metrics/eval.json", pipeline: str = "dvc.yaml") -> dict[str, Any]:
-    """Evaluate with real search; return the metrics document."""
-    outcome = run_dvc_stage("evaluate", pipeline)
-    return {**outcome, "metrics": read_metrics(project_dir() / metrics_path)}
+    Raises:
+        StageFailed: DVC exited non-zero.
+    """
+    command = [sys.executable, "-m", "dvc", *dvc_args]
+    result = subprocess.run(command, cwd=project_dir(), env=stage_environment(), capture_output=True, text=True)
+    for line in result.stderr.splitlines():
+        if line.strip():
+            get_run_logger().info("%s", line)
+    if result.returncode != 0:
+        raise StageFailed(f"dvc {' '.join(dvc_args)} failed with exit code {result.returncode}:\n{result.stderr}")
+    return result.stdout

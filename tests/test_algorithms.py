@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zerosearch_core.algorithms import (
+from zerosearch_core.rl.advantages import (
     compute_gae,
     group_advantages,
     kl_estimate,

@@ -56,3 +56,16 @@ def test_tasks_and_flows_hold_no_business_logic() -> None:
         for path in (ROOT / folder).glob("*.py"):
             roots = _imported_roots(_tree(path))
             assert "zerosearch_core" not in roots, f"{path} reaches into the library; call a DVC stage instead"
+
+
+def test_last_complete_checkpoint_skips_and_removes_a_half_written_one(tmp_path: Path) -> None:
+    from zerosearch_core.artifacts import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "missing") is None
+    for step, complete in ((2, True), (10, True), (12, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")  # 10 > 2 numerically, not as text
+    assert not (tmp_path / "checkpoint-12").exists()

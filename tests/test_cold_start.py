@@ -21,11 +21,11 @@ from zerosearch_core.cold_start import (
     train_causal_lm,
 )
 from zerosearch_core.config import PipelineConfig, WorldConfig, load_config
-from zerosearch_core.evaluation import build_prompt_ids
+from zerosearch_core.data.toyworld import generate_world, write_world
 from zerosearch_core.models import build_tiny_policy, load_causal_lm, load_tokenizer
+from zerosearch_core.prompts import build_prompt_ids
 from zerosearch_core.search.registry import open_search_engine
-from zerosearch_core.stages import build_index, init_policy, prepare_data
-from zerosearch_core.toyworld import generate_world, write_world
+from zerosearch_core.stages import StageHooks, build_index, init_policy, prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,8 +71,8 @@ def toy_cfg(tmp_path: Path) -> PipelineConfig:
 
 
 def test_sft_trajectory_has_the_rollout_layout_and_masks_only_inserted_documents(toy_cfg: PipelineConfig) -> None:
-    prepare_data.run(toy_cfg)
-    build_index.run(toy_cfg)
+    prepare_data.run(toy_cfg, StageHooks())
+    build_index.run(toy_cfg, StageHooks())
     passages = pd.read_parquet(Path(toy_cfg.paths.index_dir) / "passages.parquet")
     titles = dict(zip(passages["id"], passages["title"], strict=True))
     _, tokenizer = build_tiny_policy(toy_cfg.model, passages["text"].tolist(), seed=1)
@@ -97,8 +97,8 @@ def test_sft_trajectory_has_the_rollout_layout_and_masks_only_inserted_documents
 
 
 def test_sft_search_share_gives_up_on_a_seeded_share_without_searching(toy_cfg: PipelineConfig) -> None:
-    prepare_data.run(toy_cfg)
-    build_index.run(toy_cfg)
+    prepare_data.run(toy_cfg, StageHooks())
+    build_index.run(toy_cfg, StageHooks())
     passages = pd.read_parquet(Path(toy_cfg.paths.index_dir) / "passages.parquet")
     _, tokenizer = build_tiny_policy(toy_cfg.model, passages["text"].tolist(), seed=1)
     questions = pd.read_parquet(Path(toy_cfg.paths.benchmarks_dir) / "toy_train_1hop.parquet").head(10)
@@ -198,10 +198,10 @@ def test_training_lowers_the_loss_and_ignores_masked_tokens(toy_cfg: PipelineCon
 
 
 def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cfg: PipelineConfig) -> None:
-    prepare_data.run(toy_cfg)
-    build_index.run(toy_cfg)
+    prepare_data.run(toy_cfg, StageHooks())
+    build_index.run(toy_cfg, StageHooks())
     logged: list[tuple[dict[str, float], int]] = []
-    result = init_policy.run(toy_cfg, lambda metrics, step: logged.append((metrics, step)))
+    result = init_policy.run(toy_cfg, StageHooks(log_step=lambda metrics, step: logged.append((metrics, step))))
     target = Path(toy_cfg.paths.policy_dir)
     curves = json.loads((target / "cold_start/losses.json").read_text())
     assert len(curves["pretrain"]) == 6 and len(curves["sft"]) == 6

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from zerosearch_core.corpus import CorpusError, corpus_sha256, load_corpus
+from zerosearch_core.data.corpus import CorpusError, corpus_sha256, load_corpus
 
 
 def test_ovos_corpus_is_the_real_10033_vital_articles(corpus: pd.DataFrame) -> None:

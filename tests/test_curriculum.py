@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch_core.curriculum import noise_probability
+from zerosearch_core.rl.curriculum import noise_probability
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "curriculum.json").read_text())["rows"]
 

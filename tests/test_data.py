@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from zerosearch_core.config import PipelineConfig
-from zerosearch_core.data import (
+from zerosearch_core.data.benchmarks import (
     NORMALIZED_COLUMNS,
     SourceFileError,
     collapse_exact_duplicates,

@@ -3,7 +3,6 @@ and dvc.yaml's deps/params kept honest against the code."""
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
 import subprocess
@@ -12,20 +11,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scripts.sync_dvc_deps import module_deps, stage_params
 from tests.conftest import dvc
-from zerosearch_core.config import load_config
+from zerosearch_core.config import is_service_key, load_config
+from zerosearch_core.stages.registry import STAGES as REGISTERED_STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = (
-    "prepare_data",
-    "build_index",
-    "init_policy",
-    "collect_trajectories",
-    "build_simulator_sft",
-    "finetune_simulator",
-    "train_policy",
-    "evaluate",
-)
+STAGES = tuple(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+
+
+def test_the_registry_lists_the_stages_of_dvc_yaml_in_order() -> None:
+    toy = tuple(yaml.safe_load((ROOT / "toy/dvc.yaml").read_text())["stages"])
+    assert tuple(REGISTERED_STAGES) == toy == ("generate_world", *STAGES)
 
 
 def test_repro_produces_metrics_for_every_benchmark(reproduced: tuple[Path, float]) -> None:
@@ -137,47 +134,15 @@ def test_corrupted_benchmark_fails_the_stage_and_keeps_previous_outputs(
     assert "FAILED" in (project / "data/reports/prepare_data/summary.md").read_text()
 
 
-def _imports(path: Path) -> set[str]:
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return {name for name in found if name.split(".")[0] == "zerosearch_core"}
-
-
-def _module_file(module: str) -> Path | None:
-    base = ROOT / Path(*module.split("."))
-    for candidate in (base / "__init__.py", base.with_suffix(".py")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def import_closure(*modules: str) -> set[str]:
-    """Every zerosearch_core file reachable by imports (any depth, parent packages included)."""
-    seen: set[Path] = set()
-    todo = list(modules)
-    while todo:
-        module = todo.pop()
-        path = _module_file(module)
-        if path is None or path in seen:
-            continue
-        seen.add(path)
-        parts = module.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
-        todo += sorted(_imports(path))
-    return {str(p.relative_to(ROOT)) for p in seen}
-
-
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_deps_list_exactly_the_modules_the_stage_imports(stage: str) -> None:
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
     listed = {d for d in spec["deps"] if d.startswith("zerosearch_core/")}
-    assert listed == import_closure("zerosearch_core.cli", f"zerosearch_core.stages.{stage}")
+    assert listed == set(module_deps(stage)), "run scripts/sync_dvc_deps.py"
+    assert "zerosearch_core/cli.py" not in listed and "zerosearch_core/config.py" not in listed
     assert spec["cmd"] == f"python -m zerosearch_core.cli {stage} --params params.yaml"
+    assert spec["params"] == stage_params(stage), "run scripts/sync_dvc_deps.py"
+    assert not any(is_service_key(key) for key in spec["params"]), "a service knob must not re-run a stage"
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -203,7 +168,7 @@ def test_toy_pipeline_is_the_main_pipeline_run_with_the_toy_params() -> None:
         assert spec["wdir"] == ".."
         assert spec["cmd"] == f"python -m zerosearch_core.cli {name} --params toy/params.yaml"
     listed = {d for d in toy["generate_world"]["deps"] if d.startswith("zerosearch_core/")}
-    assert listed == import_closure("zerosearch_core.cli", "zerosearch_core.stages.generate_world")
+    assert listed == set(module_deps("generate_world"))
 
 
 def test_toy_stage_params_exist_in_the_toy_params() -> None:

@@ -11,16 +11,16 @@ import pandas as pd
 import pytest
 
 from zerosearch_core.config import PipelineConfig
-from zerosearch_core.data import normalize, read_raw
+from zerosearch_core.data.benchmarks import normalize, read_raw, sample_questions
 from zerosearch_core.evaluation import (
     evaluate_benchmark,
     metrics_document,
     render_eval_card,
-    sample_questions,
 )
 from zerosearch_core.models import load_tokenizer
+from zerosearch_core.rollout import SearchProtocol
 from zerosearch_core.search.base import Document, SearchErrorBudget, SearchResult
-from zerosearch_core.stages import build_index, evaluate, init_policy, prepare_data
+from zerosearch_core.stages import StageHooks, build_index, evaluate, init_policy, prepare_data
 
 
 class OraclePolicy:
@@ -70,19 +70,36 @@ def test_oracle_scores_one_and_silence_scores_zero(
     cfg: PipelineConfig, tiny_policy_dir: Path, bamboogle: pd.DataFrame
 ) -> None:
     tokenizer = load_tokenizer(tiny_policy_dir)
+    protocol = SearchProtocol.from_sections(cfg.rollout, cfg.search)
     questions = sample_questions(bamboogle, 6, seed=1)
     oracle = OraclePolicy(
         tokenizer, {q: a[0] for q, a in zip(questions["question"], questions["golden_answers"], strict=True)}
     )
     run = evaluate_benchmark(
-        "bamboogle_test", questions, "search", oracle, tokenizer, OneDocEngine(), cfg, SearchErrorBudget(0.0)
+        "bamboogle_test",
+        questions,
+        "search",
+        oracle,
+        tokenizer,
+        OneDocEngine(),
+        protocol,
+        cfg.seed,
+        SearchErrorBudget(0.0),
     )
     assert run.metrics["em"] == 1.0 and run.metrics["f1"] == 1.0 and run.metrics["n"] == 6
     assert run.metrics["mean_searches"] == 1.0 and run.metrics["answer_rate"] == 1.0
     assert run.predictions["prediction"].tolist() == [a[0] for a in questions["golden_answers"]]
 
     direct = evaluate_benchmark(
-        "bamboogle_test", questions, "direct", oracle, tokenizer, OneDocEngine(), cfg, SearchErrorBudget(0.0)
+        "bamboogle_test",
+        questions,
+        "direct",
+        oracle,
+        tokenizer,
+        OneDocEngine(),
+        protocol,
+        cfg.seed,
+        SearchErrorBudget(0.0),
     )
     assert direct.metrics["em"] == 0.0 and direct.metrics["mean_searches"] == 0.0
 
@@ -119,10 +136,10 @@ def test_evaluate_stage_end_to_end_on_real_search(cfg: PipelineConfig) -> None:
         # the "trained" policy is the initial one here (training has its own tests), so both must score the same
         paths=dataclasses.replace(cfg.paths, trained_policy_dir=cfg.paths.policy_dir),
     )
-    prepare_data.run(small)
-    build_index.run(small)
-    init_policy.run(small)
-    result = evaluate.run(small)
+    prepare_data.run(small, StageHooks())
+    build_index.run(small, StageHooks())
+    init_policy.run(small, StageHooks())
+    result = evaluate.run(small, StageHooks())
 
     document = json.loads(Path(small.paths.eval_metrics).read_text())
     assert document["initial.search"] == document["search"] and document["initial.direct"] == document["direct"]
@@ -151,7 +168,12 @@ def test_card_lists_protocol_and_results(cfg: PipelineConfig) -> None:
         "not_evaluated": ["triviaqa"],
     }
     card = render_eval_card(
-        cfg, document, {"retriever": "bm25", "backend": "http", "corpus_sha256": "f00"}, {"nq_dev": "x.parquet"}, "m"
+        document,
+        SearchProtocol.from_sections(cfg.rollout, cfg.search),
+        cfg.eval,
+        {"policies": "m", "model_source": cfg.model.source, "seed": str(cfg.seed)},
+        {"retriever": "bm25", "backend": "http", "corpus_sha256": "f00"},
+        {"nq_dev": "x.parquet"},
     )
     assert "| search | nq_dev | 0.500 | 0.500 | 2 | 1.00 | 1.00 |" in card
     assert "sha256 `f00`" in card and "Not evaluated (no data in data.files): triviaqa." in card

@@ -13,7 +13,7 @@ from zerosearch_core.experiments import (
     Experiment,
     load_plan,
     plan_document,
-    rows_from_manifest,
+    rows_from_exp_show,
     run_row,
     set_arguments,
     summarize,
@@ -116,15 +116,16 @@ def test_a_run_without_the_trained_search_mode_is_an_error() -> None:
         run_row(plan.experiments[0], 0, {"direct": {}})
 
 
-def test_plan_document_marks_the_pipeline_run_and_lists_what_experiments_change() -> None:
+def test_plan_document_names_each_queued_run_and_marks_the_pipeline_run() -> None:
     cfg = load_config(ROOT / "toy/params.yaml")
-    document = plan_document(cfg, load_plan(ROOT / "toy/experiments.yaml"), "toy/params.yaml")
-    runs = [(r["experiment"], r["seed"], r["baseline"]) for r in document["runs"]]
+    plan = load_plan(ROOT / "toy/experiments.yaml")
+    document = plan_document(plan, "toy/params.yaml", cfg.train.seed, cfg.paths.eval_metrics, "t7")
+    runs = [(r["experiment"], r["seed"], r["baseline"], r["name"]) for r in document["runs"]]
     assert runs[:4] == [
-        ("zerosearch", 0, True),
-        ("zerosearch", 1, False),
-        ("zerosearch", 2, False),
-        ("real_search", 0, False),
+        ("zerosearch", 0, True, "workspace"),
+        ("zerosearch", 1, False, "zerosearch-s1-t7"),
+        ("zerosearch", 2, False, "zerosearch-s2-t7"),
+        ("real_search", 0, False, "real_search-s0-t7"),
     ]
     assert sum(r["baseline"] for r in document["runs"]) == 1
     assert document["runs"][3]["set_arguments"] == [
@@ -133,18 +134,38 @@ def test_plan_document_marks_the_pipeline_run_and_lists_what_experiments_change(
         "-S",
         "toy/params.yaml:train.seed=0",
     ]
-    assert document["eval_metrics"] == cfg.paths.eval_metrics and "toy/params.yaml" in document["restore_files"]
+    assert document["eval_metrics"] == cfg.paths.eval_metrics
 
 
-def test_rows_from_manifest_read_each_runs_metrics_and_refuse_missing_ones(tmp_path: Path) -> None:
+def _exp_show(entries: dict[str, dict[str, object] | None], metrics_file: str) -> list[dict[str, object]]:
+    """``dvc exp show --json`` output shaped as DVC 3.67 writes it; None stands for a failed experiment."""
+
+    def data(document: dict[str, object] | None) -> dict[str, object]:
+        return {"metrics": {} if document is None else {metrics_file: {"data": document}}}
+
+    workspace = entries.pop("workspace")
+    experiments = [{"name": name, "revs": [{"name": name, "data": data(doc)}]} for name, doc in entries.items()]
+    return [
+        {"rev": "workspace", "name": None, "data": data(workspace)},
+        {"rev": "abc123", "name": "main", "data": data(None), "experiments": experiments},
+    ]
+
+
+def test_rows_come_from_dvc_exp_show_and_a_failed_experiment_is_named(tmp_path: Path) -> None:
     plan = load_plan(ROOT / "toy/experiments.yaml")
-    metrics = tmp_path / "zs-s1.json"
-    metrics.write_text(json.dumps(eval_document(0.5, 0.25)))
-    (row,) = rows_from_manifest(
-        plan, [{"experiment": "zerosearch", "seed": 1, "metrics_file": str(metrics), "seconds": 3}]
+    document = plan_document(plan, "toy/params.yaml", 0, "toy/metrics/eval.json", "t1")
+    document["runs"] = document["runs"][:2]  # the workspace's zerosearch-s0 and the queued zerosearch-s1
+    show = _exp_show(
+        {"workspace": eval_document(0.7, 0.3), "zerosearch-s1-t1": eval_document(0.5, 0.25), "other": None},
+        "toy/metrics/eval.json",
     )
-    assert row["em"] == 0.375 and row["seed"] == 1 and row["seconds"] == 3 and row["initial_em"] == 0.05
-    with pytest.raises(ConfigError, match="is missing"):
-        rows_from_manifest(plan, [{"experiment": "zerosearch", "seed": 2, "metrics_file": str(tmp_path / "nope")}])
-    with pytest.raises(ConfigError, match="does not have"):
-        rows_from_manifest(plan, [{"experiment": "grpo_xl", "seed": 0, "metrics_file": str(metrics)}])
+    rows = rows_from_exp_show(plan, document, show, tmp_path / "runs")
+    assert [(r["seed"], r["em"], r["dvc_experiment"]) for r in rows] == [
+        (0, 0.5, "workspace"),
+        (1, 0.375, "zerosearch-s1-t1"),
+    ]
+    assert rows[1]["initial_em"] == 0.05
+    assert json.loads((tmp_path / "runs/zerosearch-s1.json").read_text()) == eval_document(0.5, 0.25)
+    failed = _exp_show({"workspace": eval_document(0.7, 0.3), "zerosearch-s1-t1": None}, "toy/metrics/eval.json")
+    with pytest.raises(ConfigError, match=r"zerosearch-s1-t1.*dvc queue logs"):
+        rows_from_exp_show(plan, document, failed, tmp_path / "runs")

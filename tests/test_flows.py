@@ -53,14 +53,17 @@ def test_a_failing_stage_fails_the_flow(
         state.result()
 
 
-def test_tasks_declare_retries_and_no_cache() -> None:
-    assert dvc_stages.prepare_data.retries == 2
-    assert dvc_stages.build_index.retries == 2
-    assert dvc_stages.evaluate.retries == 2
-    assert dvc_stages.train_policy.retries == 0  # resumes from its checkpoint instead
-    tasks = (dvc_stages.prepare_data, dvc_stages.build_index, dvc_stages.init_policy, dvc_stages.train_policy)
-    for task in (*tasks, dvc_stages.evaluate):
-        assert task.cache_policy is NO_CACHE  # DVC owns caching
+def test_one_task_serves_every_stage_with_its_retries_and_no_cache() -> None:
+    assert dvc_stages.pipeline_stages("dvc.yaml") == list(STAGES)
+    assert dvc_stages.pipeline_stages("toy/dvc.yaml") == ["generate_world", *STAGES]
+    assert set(dvc_stages.RETRIES) == {"generate_world", *STAGES}
+    for stage in ("prepare_data", "build_index", "evaluate"):
+        assert dvc_stages.stage_task(stage).retries == 2
+    for stage in ("train_policy", "finetune_simulator", "a_stage_nobody_listed"):
+        assert dvc_stages.stage_task(stage).retries == 0  # resumes from its checkpoint instead
+    for stage in STAGES:
+        task = dvc_stages.stage_task(stage)
+        assert task.name == stage and task.cache_policy is NO_CACHE  # DVC owns caching
 
 
 def test_prefect_yaml_deployment_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,7 +127,7 @@ def shrink_toy_params(project: Path) -> None:
         subprocess.run(command, cwd=project, check=True, capture_output=True)
 
 
-def test_toy_flow_runs_the_profile_and_an_experiment_and_restores_the_workspace(
+def test_toy_flow_runs_the_profile_and_queues_an_isolated_experiment(
     prefect_harness: None, tmp_path: Path, benchmarks_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.toy import toy_world
@@ -141,7 +144,15 @@ def test_toy_flow_runs_the_profile_and_an_experiment_and_restores_the_workspace(
     assert "| RL with real search |" in markdown and "| cold start (before RL) |" in markdown
     runs = json.loads((project / "toy/results/results.json").read_text())["runs"]
     assert [(r["experiment"], r["seed"]) for r in runs] == [("real_search", 1)]
-    # The experiment is a real DVC experiment, and the workspace is back at the default parameters.
+    # The experiment is a real DVC experiment, run in a temporary copy: the workspace was never touched.
     assert runs[0]["dvc_experiment"] in dvc(project, "exp", "list", "--name-only").stdout
     assert (project / "toy/params.yaml").read_text() == params_before
     assert "Data and pipelines are up to date." in dvc(project, "status", "toy/dvc.yaml").stdout
+    assert json.loads((project / "toy/results/runs/real_search-s1.json").read_text())["search"]["average"]["em"] >= 0
+    # Its stages logged to the workspace's MLflow store, tagged with the experiment's name.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow/mlflow.db'}")
+    experiment = client.get_experiment_by_name(yaml.safe_load(params_before)["tracking"]["experiment"])
+    tagged = client.search_runs([experiment.experiment_id], f"tags.dvc_experiment = '{runs[0]['dvc_experiment']}'")
+    assert {run.data.tags["stage"] for run in tagged} >= {"train_policy", "evaluate"}

@@ -18,7 +18,7 @@ from zerosearch_core.models import (
     load_tokenizer,
     parameter_count,
 )
-from zerosearch_core.stages import init_policy
+from zerosearch_core.stages import StageHooks, init_policy
 
 
 def test_protocol_tags_are_single_special_tokens(tiny_policy_dir: Path) -> None:
@@ -71,8 +71,8 @@ def test_same_seed_same_weights_and_llama_variant(cfg: PipelineConfig, corpus: p
 def test_init_policy_stage_writes_a_loadable_policy(cfg: PipelineConfig) -> None:
     from zerosearch_core.stages import build_index
 
-    build_index.run(cfg)
-    result = init_policy.run(cfg)
+    build_index.run(cfg, StageHooks())
+    result = init_policy.run(cfg, StageHooks())
     policy_dir = Path(cfg.paths.policy_dir)
     assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= {
         p.name for p in policy_dir.iterdir()
@@ -85,7 +85,7 @@ def test_init_policy_with_a_pretrained_path_copies_it(cfg: PipelineConfig, tiny_
     pretrained = dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, source="pretrained", name_or_path=str(tiny_policy_dir))
     )
-    init_policy.run(pretrained)
+    init_policy.run(pretrained, StageHooks())
     copied = load_causal_lm(cfg.paths.policy_dir)
     original = load_causal_lm(tiny_policy_dir)
     assert all(torch.equal(a, b) for a, b in zip(copied.parameters(), original.parameters(), strict=True))

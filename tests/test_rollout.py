@@ -176,7 +176,7 @@ def test_real_generation_with_the_tiny_model(cfg: PipelineConfig, tiny_policy_di
         assert list(traj.prompt_ids) == prompt and len(traj.loss_mask) == len(traj.response_ids) == len(traj.logprobs)
 
     # the old log-probs recorded while sampling equal a fresh forward pass over the same ids (temperature 1)
-    from zerosearch_core.training import build_token_batch, token_logprobs
+    from zerosearch_core.rl.ppo import build_token_batch, token_logprobs
 
     batch = build_token_batch(trajs, [0.0, 0.0], int(tokenizer.pad_token_id), mask_retrieved=True)
     with torch.no_grad():

@@ -20,7 +20,7 @@ from zerosearch_core.search.base import EpisodeContext, SearchBackendError, Sear
 from zerosearch_core.search.http import HttpSearchEngine, create_retriever_app, free_port, running_server
 from zerosearch_core.search.local import BM25Retriever, DenseRetriever, LocalSearchEngine
 from zerosearch_core.search.registry import open_search_engine
-from zerosearch_core.stages import build_index
+from zerosearch_core.stages import StageHooks, build_index
 
 CTX = EpisodeContext(question="q", gold_answers=("a",), noise_prob=0.0, seed=0)
 NQ_QUESTIONS = (
@@ -115,7 +115,7 @@ def test_error_budget_fails_the_run_past_the_limit() -> None:
 
 
 def test_build_index_stage_and_registry_backends(cfg: PipelineConfig) -> None:
-    result = build_index.run(cfg)
+    result = build_index.run(cfg, StageHooks())
     assert result.metrics["passages"] == 400
     index_dir = Path(cfg.paths.index_dir)
     manifest = json.loads((index_dir / "manifest.json").read_text())
@@ -135,7 +135,7 @@ def test_serve_retriever_command_runs_as_a_real_process(
 
     from zerosearch_core.config import config_to_dict
 
-    build_index.run(cfg)
+    build_index.run(cfg, StageHooks())
     port = free_port("127.0.0.1")
     params = config_to_dict(dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, port=port)))
     params_path = tmp_path / "serve.yaml"

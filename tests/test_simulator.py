@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from tests.test_rollout import ScriptedPolicy
 from zerosearch_core.config import PipelineConfig
+from zerosearch_core.data.validation import validate_simulator_sft
 from zerosearch_core.models import load_causal_lm, load_tokenizer
 from zerosearch_core.rollout import run_episodes
 from zerosearch_core.search.base import (
@@ -27,8 +28,9 @@ from zerosearch_core.search.base import (
     SearchResult,
     run_searches,
 )
-from zerosearch_core.search.simulated import FEW_SHOT_EXAMPLE, LocalLLM, SimulatedSearchEngine
-from zerosearch_core.simulator import (
+from zerosearch_core.simulator.engine import FEW_SHOT_EXAMPLE, SimulatedSearchEngine
+from zerosearch_core.simulator.llm import LocalLLM
+from zerosearch_core.simulator.prompts import (
     choose_doc_type,
     contains_answer,
     label_by_containment,
@@ -38,7 +40,7 @@ from zerosearch_core.simulator import (
     render_judge_prompt,
     render_simulator_prompt,
 )
-from zerosearch_core.validation import validate_simulator_sft
+from zerosearch_core.stages import StageHooks
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "simulator_prompts.json").read_text())
 DOCS = [
@@ -252,9 +254,9 @@ def test_collect_label_finetune_stages_on_real_search(cfg: PipelineConfig, tiny_
     )
 
     run_cfg = _simulator_cfg(cfg, tiny_policy_dir)
-    prepare_data.run(run_cfg)
-    build_index.run(run_cfg)
-    collected = collect_trajectories.run(run_cfg)
+    prepare_data.run(run_cfg, StageHooks())
+    build_index.run(run_cfg, StageHooks())
+    collected = collect_trajectories.run(run_cfg, StageHooks())
     assert collected.metrics["interactions"] == 800
     first = json.loads(Path(run_cfg.paths.trajectories).read_text().splitlines()[0])
     assert (
@@ -262,7 +264,7 @@ def test_collect_label_finetune_stages_on_real_search(cfg: PipelineConfig, tiny_
     )
     assert len(first["documents"]) == run_cfg.search.top_k
 
-    built = build_simulator_sft.run(run_cfg)
+    built = build_simulator_sft.run(run_cfg, StageHooks())
     rows = [
         json.loads(line) for line in (Path(run_cfg.paths.simulator_sft_dir) / "train.jsonl").read_text().splitlines()
     ]
@@ -278,7 +280,7 @@ def test_collect_label_finetune_stages_on_real_search(cfg: PipelineConfig, tiny_
     assert not heldout & {r["question_id"] for r in rows}  # held-out questions never trained on
 
     steps: list[int] = []
-    tuned = finetune_simulator.run(run_cfg, lambda metrics, step: steps.append(step))
+    tuned = finetune_simulator.run(run_cfg, StageHooks(log_step=lambda metrics, step: steps.append(step)))
     assert steps and tuned.metrics["sft_loss_last"] < tuned.metrics["sft_loss_first"]
     for key in ("useful_answer_rate", "noisy_answer_rate", "useful_minus_noisy", "real_documents_answer_rate"):
         assert 0.0 <= abs(tuned.metrics[key]) <= 1.0
@@ -292,7 +294,7 @@ def test_collect_label_finetune_stages_on_real_search(cfg: PipelineConfig, tiny_
         simulator=dataclasses.replace(run_cfg.simulator, balance="oversample"),
         paths=dataclasses.replace(run_cfg.paths, simulator_sft_dir=str(oversampled_dir)),
     )
-    over = build_simulator_sft.run(oversampled_cfg)
+    over = build_simulator_sft.run(oversampled_cfg, StageHooks())
     over_rows = [json.loads(line) for line in (oversampled_dir / "train.jsonl").read_text().splitlines()]
     over_useful = sum(r["doc_type"] == "useful" for r in over_rows)
     assert over_useful == len(over_rows) - over_useful  # balanced exactly, by repeating the smaller class
@@ -311,10 +313,10 @@ def test_policy_query_source_with_a_policy_that_never_searches_fails_clearly(
     run_cfg = dataclasses.replace(
         run_cfg, simulator=dataclasses.replace(run_cfg.simulator, query_source="policy", collect_max_questions=4)
     )
-    prepare_data.run(run_cfg)
-    build_index.run(run_cfg)
+    prepare_data.run(run_cfg, StageHooks())
+    build_index.run(run_cfg, StageHooks())
     with pytest.raises(RuntimeError, match="query_source: question"):
-        collect_trajectories.run(run_cfg)
+        collect_trajectories.run(run_cfg, StageHooks())
 
 
 def _write_sft(folder: Path, rows: int) -> None:
@@ -367,7 +369,7 @@ def test_lora_finetuning_merges_adapters_into_a_plain_checkpoint(cfg: PipelineCo
         paths=dataclasses.replace(cfg.paths, policy_dir=str(tiny_policy_dir)),
     )
     _write_sft(Path(run_cfg.paths.simulator_sft_dir), rows=16)
-    result = finetune_simulator.run(run_cfg)
+    result = finetune_simulator.run(run_cfg, StageHooks())
     assert result.metrics["sft_loss_last"] < result.metrics["sft_loss_first"]
     saved = Path(run_cfg.paths.simulator_dir)
     assert (saved / "model.safetensors").is_file() and not (saved / "adapter_config.json").exists()
@@ -377,7 +379,7 @@ def test_lora_finetuning_merges_adapters_into_a_plain_checkpoint(cfg: PipelineCo
 
 
 def test_llm_judge_labels_and_counts_undecided_replies(cfg: PipelineConfig, tiny_policy_dir: Path) -> None:
-    from zerosearch_core.stages.build_simulator_sft import label_interactions
+    from zerosearch_core.simulator.sft_data import label_interactions
 
     judge_cfg = dataclasses.replace(
         cfg, simulator=dataclasses.replace(cfg.simulator, labeller="llm_judge", judge_model=str(tiny_policy_dir))
@@ -398,7 +400,7 @@ def test_llm_judge_labels_and_counts_undecided_replies(cfg: PipelineConfig, tiny
             "documents": [{"id": "d", "title": "Paris", "text": "Paris is the capital of France.", "score": 1.0}],
         },
     ]
-    labels, undecided = label_interactions(judge_cfg, interactions)
+    labels, undecided = label_interactions(judge_cfg.simulator, judge_cfg.model.dtype, interactions)
     assert len(labels) == 2 and set(labels) <= {"useful", "noisy"}
     assert 0 <= undecided <= 2
     if undecided == 2:  # a random judge says neither yes nor no: containment decides, and the count says so
@@ -426,13 +428,25 @@ def test_simulator_finetuning_resumes_its_own_run_only(
         paths=dataclasses.replace(cfg.paths, policy_dir=str(tiny_policy_dir)),
     )
     _write_sft(Path(run_cfg.paths.simulator_sft_dir), rows=8)
-    first = finetune_simulator.run(run_cfg)
-    with caplog.at_level(logging.INFO, logger="zerosearch_core.stages.finetune_simulator"):
-        again = finetune_simulator.run(run_cfg)
+    first = finetune_simulator.run(run_cfg, StageHooks())
+    with caplog.at_level(logging.INFO, logger="zerosearch_core.simulator.finetune"):
+        again = finetune_simulator.run(run_cfg, StageHooks())
     assert "Resumed simulator fine-tuning from" in caplog.text
     assert again.metrics["sft_loss_first"] == first.metrics["sft_loss_first"]  # the restored history, not a new run
+    # A kill during a save leaves a checkpoint without trainer_state.json: the rerun drops it and resumes the last
+    # complete one instead of failing with FileNotFoundError.
+    checkpoints = Path(run_cfg.paths.simulator_checkpoints_dir)
+    half_written = checkpoints / "checkpoint-999"
+    half_written.mkdir()
+    (half_written / "config.json").write_text("{}")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="zerosearch_core"):
+        resumed = finetune_simulator.run(run_cfg, StageHooks())
+    assert "checkpoint-999: it has no trainer_state.json" in caplog.text and not half_written.exists()
+    assert "Resumed simulator fine-tuning from" in caplog.text
+    assert resumed.metrics["sft_loss_first"] == first.metrics["sft_loss_first"]
     caplog.clear()
     changed = dataclasses.replace(run_cfg, simulator=dataclasses.replace(run_cfg.simulator, learning_rate=0.002))
-    with caplog.at_level(logging.INFO, logger="zerosearch_core.stages.finetune_simulator"):
-        finetune_simulator.run(changed)
+    with caplog.at_level(logging.INFO, logger="zerosearch_core.simulator.finetune"):
+        finetune_simulator.run(changed, StageHooks())
     assert "Resumed" not in caplog.text

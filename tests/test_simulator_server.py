@@ -18,8 +18,9 @@ from zerosearch_core.models import load_causal_lm, load_tokenizer
 from zerosearch_core.rollout import run_episodes
 from zerosearch_core.search.base import EpisodeContext, SearchBackendError, SearchErrorBudget
 from zerosearch_core.search.http import free_port, running_server
-from zerosearch_core.search.simulated import LocalLLM, SimulatedSearchEngine
-from zerosearch_core.search.simulator_server import OpenAICompatibleLLM, create_simulator_app
+from zerosearch_core.simulator.engine import SimulatedSearchEngine
+from zerosearch_core.simulator.llm import LocalLLM
+from zerosearch_core.simulator.server import OpenAICompatibleLLM, create_simulator_app
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +126,7 @@ def test_simulated_engine_over_http_and_a_server_killed_mid_run(cfg: PipelineCon
 
 
 def test_training_against_an_unreachable_simulator_fails_before_it_starts(cfg: PipelineConfig) -> None:
-    from zerosearch_core.search.registry import open_training_engine
+    from zerosearch_core.stages.sections import open_training_engine
 
     dead_url = f"http://127.0.0.1:{free_port('127.0.0.1')}"
     run_cfg = dataclasses.replace(cfg, simulator=dataclasses.replace(cfg.simulator, url=dead_url, max_retries=1))

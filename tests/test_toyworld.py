@@ -11,14 +11,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from zerosearch_core import toyworld
 from zerosearch_core.config import BenchmarkFileConfig, ConfigError, WorldConfig
-from zerosearch_core.corpus import load_corpus
-from zerosearch_core.data import normalize, read_jsonl
+from zerosearch_core.data import toyworld
+from zerosearch_core.data.benchmarks import normalize, read_jsonl
+from zerosearch_core.data.corpus import load_corpus
+from zerosearch_core.data.toyworld import World, generate_world, validate_world, write_world
 from zerosearch_core.errors import DataValidationError
 from zerosearch_core.search.local import BM25Retriever
+from zerosearch_core.stages import StageHooks
 from zerosearch_core.stages import generate_world as generate_world_stage
-from zerosearch_core.toyworld import World, generate_world, validate_world, write_world
 
 WRITTEN_FILES = [
     "corpus.jsonl",
@@ -252,7 +253,7 @@ def test_stage_writes_the_world_and_a_failed_rerun_leaves_it_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world_cfg = _config(tmp_path)
-    result = generate_world_stage.run(_stage_config(tmp_path, world_cfg))  # type: ignore[arg-type]
+    result = generate_world_stage.run(_stage_config(tmp_path, world_cfg), StageHooks())  # type: ignore[arg-type]
 
     output = Path(world_cfg.output_dir)
     assert sorted(p.name for p in output.iterdir()) == WRITTEN_FILES
@@ -264,7 +265,7 @@ def test_stage_writes_the_world_and_a_failed_rerun_leaves_it_untouched(
 
     too_small = dataclasses.replace(world_cfg, entities=5, seed=99)
     with pytest.raises(ConfigError, match="world.entities"):
-        generate_world_stage.run(_stage_config(tmp_path, too_small))  # type: ignore[arg-type]
+        generate_world_stage.run(_stage_config(tmp_path, too_small), StageHooks())  # type: ignore[arg-type]
 
     def leaky_world(cfg: WorldConfig) -> World:
         world = generate_world(cfg)
@@ -273,11 +274,11 @@ def test_stage_writes_the_world_and_a_failed_rerun_leaves_it_untouched(
 
     monkeypatch.setattr(toyworld, "generate_world", leaky_world)
     with pytest.raises(DataValidationError, match="expect_column_values_to_be_unique"):
-        generate_world_stage.run(_stage_config(tmp_path, dataclasses.replace(world_cfg, seed=99)))  # type: ignore[arg-type]
+        generate_world_stage.run(_stage_config(tmp_path, dataclasses.replace(world_cfg, seed=99)), StageHooks())  # type: ignore[arg-type]
     assert {p.name: p.read_bytes() for p in output.iterdir()} == before
     assert "FAILED" in (tmp_path / "reports" / "generate_world" / "summary.md").read_text()
 
 
 def test_stage_without_a_world_section_says_how_to_fix_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="set a world: section"):
-        generate_world_stage.run(_stage_config(tmp_path, None))  # type: ignore[arg-type]
+        generate_world_stage.run(_stage_config(tmp_path, None), StageHooks())  # type: ignore[arg-type]

@@ -19,14 +19,15 @@ import torch
 import yaml
 
 from zerosearch_core.config import PipelineConfig, config_to_dict
-from zerosearch_core.curriculum import noise_probability
-from zerosearch_core.data import normalize, read_raw
-from zerosearch_core.grpo import SearchRollout, make_reward_func
+from zerosearch_core.data.benchmarks import normalize, read_raw
 from zerosearch_core.models import load_causal_lm, load_tokenizer
+from zerosearch_core.rl.curriculum import noise_probability
+from zerosearch_core.rl.grpo import SearchRollout, make_reward_func
+from zerosearch_core.rl.ppo import PolicyTrainer, build_token_batch, token_logprobs
 from zerosearch_core.rollout import Trajectory
 from zerosearch_core.search.local import BM25Retriever, LocalSearchEngine
-from zerosearch_core.stages import build_index, init_policy, prepare_data
-from zerosearch_core.training import PolicyTrainer, build_token_batch, token_logprobs
+from zerosearch_core.stages import StageHooks, build_index, init_policy, prepare_data
+from zerosearch_core.stages.sections import rl_setup
 
 
 def _trajectory(prompt: list[int], response: list[int], mask: list[int]) -> Trajectory:
@@ -73,7 +74,9 @@ def _train_cfg(cfg: PipelineConfig, policy_dir: Path, algorithm: str, **train: o
 def test_an_update_moves_probability_towards_the_rewarded_answer(
     algorithm: str, cfg: PipelineConfig, tiny_policy_dir: Path, small_engine: LocalSearchEngine
 ) -> None:
-    trainer = PolicyTrainer(_train_cfg(cfg, tiny_policy_dir, algorithm, kl_coef=0.0), tiny_policy_dir, small_engine)
+    trainer = PolicyTrainer(
+        rl_setup(_train_cfg(cfg, tiny_policy_dir, algorithm, kl_coef=0.0)), tiny_policy_dir, small_engine
+    )
     tokenizer = trainer.tokenizer
     prompt = list(tokenizer("Question: capital of France?", add_special_tokens=False)["input_ids"])
     good = list(tokenizer("<answer> Paris </answer>", add_special_tokens=False)["input_ids"])
@@ -90,7 +93,7 @@ def test_an_update_moves_probability_towards_the_rewarded_answer(
     with torch.no_grad():
         old = token_logprobs(trainer.policy, batch)
         values = trainer.critic(batch) if trainer.critic is not None else None
-    from zerosearch_core.training import advantages_for
+    from zerosearch_core.rl.ppo import advantages_for
 
     for _ in range(3):
         advantages, returns = advantages_for(algorithm, batch, torch.zeros_like(old), trainer.train, values)
@@ -106,11 +109,11 @@ def test_ppo_resume_reproduces_an_uninterrupted_run(
     tmp_path: Path,
 ) -> None:
     run_cfg = _train_cfg(cfg, tiny_policy_dir, "ppo")
-    straight = PolicyTrainer(run_cfg, tiny_policy_dir, small_engine)
+    straight = PolicyTrainer(rl_setup(run_cfg), tiny_policy_dir, small_engine)
     for _ in range(4):
         straight.train_step(train_questions)
 
-    first = PolicyTrainer(run_cfg, tiny_policy_dir, small_engine)
+    first = PolicyTrainer(rl_setup(run_cfg), tiny_policy_dir, small_engine)
     for _ in range(2):
         first.train_step(train_questions)
     checkpoint = first.save_checkpoint(tmp_path / "ckpt")
@@ -123,7 +126,7 @@ def test_ppo_resume_reproduces_an_uninterrupted_run(
         "rng.pt",
         "trainer_state.json",
     } <= {p.name for p in checkpoint.iterdir()}
-    resumed = PolicyTrainer(run_cfg, tiny_policy_dir, small_engine)
+    resumed = PolicyTrainer(rl_setup(run_cfg), tiny_policy_dir, small_engine)
     resumed.load_checkpoint(checkpoint)
     assert resumed.state.step == 2
     for _ in range(2):
@@ -150,7 +153,7 @@ def test_grpo_rollout_func_returns_ids_and_env_mask_at_the_curriculum_noise(
             seen.append(ctx.noise_prob)
             return small_engine.open_session(ctx)
 
-    rollout = SearchRollout(run_cfg, RecordingEngine(), {"q one?": ("a",), "q two?": ("b",)})
+    rollout = SearchRollout(rl_setup(run_cfg), RecordingEngine(), {"q one?": ("a",), "q two?": ("b",)})
     trainer = SimpleNamespace(
         state=SimpleNamespace(global_step=3),
         accelerator=SimpleNamespace(unwrap_model=lambda m: m),
@@ -181,9 +184,9 @@ def _prepare_project(cfg: PipelineConfig, root: Path) -> Path:
         ),
         rollout=dataclasses.replace(cfg.rollout, max_new_tokens_per_turn=8, max_turns=2),
     )
-    prepare_data.run(small)
-    build_index.run(small)
-    init_policy.run(small)
+    prepare_data.run(small, StageHooks())
+    build_index.run(small, StageHooks())
+    init_policy.run(small, StageHooks())
     params = root / "params.yaml"
     params.write_text(yaml.safe_dump(config_to_dict(small), sort_keys=False))
     return params
@@ -255,8 +258,64 @@ def test_checkpoints_of_another_configuration_are_not_resumed(cfg: PipelineConfi
     assert (checkpoints / FINGERPRINT_FILE).read_text().strip() != ""
 
 
+@pytest.mark.parametrize(
+    ("section", "change", "resumes"),
+    [
+        ("simulator", {"temperature": 0.3}, False),
+        ("simulator", {"max_new_tokens": 17}, False),
+        ("simulator", {"doc_words": 11}, False),
+        ("simulator", {"serve_port": 18999, "request_timeout_s": 3.0}, True),
+        ("search", {"port": 18998, "timeout_s": 1.0}, True),
+        ("search", {"top_k": 2}, False),
+    ],
+)
+def test_only_a_run_with_the_same_simulator_and_search_resumes(
+    cfg: PipelineConfig, tiny_policy_dir: Path, section: str, change: dict[str, object], resumes: bool
+) -> None:
+    """A changed simulator or retrieval setting starts afresh (it used to republish the old policy); a service
+    knob (port, timeout) resumes."""
+    from zerosearch_core.stages.train_policy import prepare_checkpoints_dir
+
+    run_cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, policy_dir=str(tiny_policy_dir)))
+    checkpoints = prepare_checkpoints_dir(run_cfg)
+    (checkpoints / "checkpoint-6").mkdir()
+    changed = dataclasses.replace(run_cfg, **{section: dataclasses.replace(getattr(run_cfg, section), **change)})
+    prepare_checkpoints_dir(changed)
+    assert (checkpoints / "checkpoint-6").is_dir() is resumes
+
+
+def test_new_simulator_weights_or_training_data_start_afresh(
+    cfg: PipelineConfig, tiny_policy_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from zerosearch_core.stages.train_policy import prepare_checkpoints_dir
+
+    simulator = tmp_path / "simulator"
+    shutil.copytree(tiny_policy_dir, simulator)
+    benchmarks = tmp_path / "benchmarks"
+    benchmarks.mkdir()
+    (benchmarks / f"{cfg.train.questions}.parquet").write_bytes(b"first")
+    paths = dataclasses.replace(
+        cfg.paths, policy_dir=str(tiny_policy_dir), simulator_dir=str(simulator), benchmarks_dir=str(benchmarks)
+    )
+    run_cfg = dataclasses.replace(cfg, paths=paths)
+    checkpoints = prepare_checkpoints_dir(run_cfg)
+    (checkpoints / "checkpoint-6").mkdir()
+    prepare_checkpoints_dir(run_cfg)
+    assert (checkpoints / "checkpoint-6").is_dir()
+    weights = simulator / "model.safetensors"
+    weights.write_bytes(weights.read_bytes() + b" ")  # another simulator
+    prepare_checkpoints_dir(run_cfg)
+    assert not (checkpoints / "checkpoint-6").exists()
+    (checkpoints / "checkpoint-6").mkdir()
+    (benchmarks / f"{cfg.train.questions}.parquet").write_bytes(b"second")  # other training questions
+    prepare_checkpoints_dir(run_cfg)
+    assert not (checkpoints / "checkpoint-6").exists()
+
+
 def test_training_against_a_missing_simulator_says_what_to_run(cfg: PipelineConfig) -> None:
-    from zerosearch_core.search.registry import open_training_engine
+    from zerosearch_core.stages.sections import open_training_engine
 
     with pytest.raises(FileNotFoundError, match="dvc repro finetune_simulator"):
         with open_training_engine(cfg):

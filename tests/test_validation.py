@@ -11,7 +11,7 @@ import pytest
 
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.errors import DataValidationError
-from zerosearch_core.stages import prepare_data
+from zerosearch_core.stages import StageHooks, prepare_data
 
 FILES = ("bamboogle_test", "popqa_test", "nq_dev")
 
@@ -43,7 +43,7 @@ def _corrupt_copy(benchmarks_dir: Path, target: Path) -> Path:
 
 def test_real_files_pass_and_land_with_a_report(cfg: PipelineConfig, benchmarks_dir: Path) -> None:
     small = _small(cfg, benchmarks_dir)
-    result = prepare_data.run(small)
+    result = prepare_data.run(small, StageHooks())
     out = Path(small.paths.benchmarks_dir)
     assert sorted(p.name for p in out.iterdir()) == [
         "bamboogle_test.parquet",
@@ -62,13 +62,13 @@ def test_real_files_pass_and_land_with_a_report(cfg: PipelineConfig, benchmarks_
 def test_corruption_fails_naming_rows_and_leaves_artifacts_untouched(
     cfg: PipelineConfig, benchmarks_dir: Path, tmp_path: Path
 ) -> None:
-    prepare_data.run(_small(cfg, benchmarks_dir))
+    prepare_data.run(_small(cfg, benchmarks_dir), StageHooks())
     out = Path(cfg.paths.benchmarks_dir)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     corrupted = _corrupt_copy(benchmarks_dir, tmp_path / "corrupted")
     with pytest.raises(DataValidationError) as failure:
-        prepare_data.run(_small(cfg, corrupted))
+        prepare_data.run(_small(cfg, corrupted), StageHooks())
     message = str(failure.value)
     assert "bamboogle_test" in message
     assert "expect_column_values_to_be_between(n_answers) failed on 1 row(s): line 4 id='bamboogle-test-3'" in message
@@ -98,7 +98,7 @@ def test_wrong_row_count_and_foreign_dataset_fail(cfg: PipelineConfig, benchmark
         for f in small.data.files
     )
     with pytest.raises(DataValidationError) as failure:
-        prepare_data.run(dataclasses.replace(small, data=dataclasses.replace(small.data, files=files)))
+        prepare_data.run(dataclasses.replace(small, data=dataclasses.replace(small.data, files=files)), StageHooks())
     message = str(failure.value)
     assert "expect_table_row_count_to_equal() failed [observed 125, expected 124]" in message
     assert "popqa_test" in message and "expect_column_values_to_be_in_set(dataset) failed on 1000 row(s)" in message

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def write_dir_atomically(target_dir: Path, write: Callable[[Path], None]) -> None:
@@ -69,9 +72,15 @@ def fingerprint(parts: object) -> str:
 
 
 def checkpoint_identity(name_or_path: str) -> str:
-    """The weights' SHA-256 for a local ``save_pretrained`` folder, else the name itself (a hub id)."""
-    weights = Path(name_or_path) / "model.safetensors"
-    return file_sha256(weights) if weights.is_file() else name_or_path
+    """The weights' SHA-256 for a local ``save_pretrained`` folder (every ``*.safetensors`` shard), else the name
+    itself (a hub id)."""
+    folder = Path(name_or_path)
+    shards = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not shards:
+        return name_or_path
+    if len(shards) == 1:
+        return file_sha256(shards[0])
+    return fingerprint({shard.name: file_sha256(shard) for shard in shards})
 
 
 def prepare_resumable_dir(folder: Path, fingerprint: str, marker_name: str = "run_fingerprint") -> bool:
@@ -96,3 +105,20 @@ def checkpoint_is_final(checkpoint: Path) -> bool:
     """
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     return int(state["global_step"]) >= int(state["max_steps"]) > 0
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest transformers ``checkpoint-N`` in ``output_dir`` that was saved whole, or None.
+
+    A checkpoint folder without ``trainer_state.json`` (the last file the Trainer writes) was cut short by a kill
+    during its save: it is removed, with a warning, and the previous checkpoint is used instead.
+    """
+    if not output_dir.is_dir():
+        return None
+    numbered = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for checkpoint in sorted(numbered, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if (checkpoint / "trainer_state.json").is_file():
+            return str(checkpoint)
+        logger.warning("Removing %s: it has no trainer_state.json (its save was interrupted)", checkpoint)
+        remove_path(checkpoint)
+    return None

@@ -35,23 +35,10 @@ import mlflow
 from zerosearch_core.artifacts import file_sha256
 from zerosearch_core.config import ConfigError, PipelineConfig, config_to_dict, flatten_config, load_config
 from zerosearch_core.errors import DataValidationError
-from zerosearch_core.stages import StageResult
+from zerosearch_core.stages import StageHooks, StageResult
+from zerosearch_core.stages.registry import SERVICES, STAGES
 
 logger = logging.getLogger("zerosearch_core.cli")
-
-STAGES: dict[str, str] = {
-    "generate_world": "Generate a synthetic knowledge world (corpus and question splits); toy profile only.",
-    "prepare_data": "Normalise and validate the benchmark files (Great Expectations).",
-    "build_index": "Load the Wikipedia corpus and build the BM25 (or dense) index.",
-    "init_policy": "Build the tiny policy and tokenizer, or copy a pretrained checkpoint.",
-    "collect_trajectories": "Record real-search interactions (question, answers, query, documents) for the simulator.",
-    "build_simulator_sft": "Label interactions useful/noisy and build balanced, validated simulator SFT data.",
-    "finetune_simulator": "Fine-tune the simulation LLM (TRL SFT) and measure its useful vs noisy documents.",
-    "train_policy": "Curriculum RL of the policy with search (GRPO, PPO or REINFORCE++); resumes after a crash.",
-    "evaluate": "Score the policy with real search and without, by EM and F1.",
-}
-"""Stage name to help text; each stage's code is ``zerosearch_core.stages.<name>.run``, imported on demand so that a
-stage loads (and its DVC deps list) only the modules it needs."""
 
 
 def git_commit() -> str:
@@ -64,10 +51,28 @@ def git_commit() -> str:
         return "unknown"
 
 
+def tracking_uri(cfg: PipelineConfig) -> str:
+    """``MLFLOW_TRACKING_URI`` when set (a team's tracking server, or the workspace's store for experiments that DVC
+    runs in temporary copies), else ``tracking.uri``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """A relative ``sqlite:///`` URI made absolute (so a process in another folder reaches the same store).
+
+    >>> absolute_tracking_uri("http://127.0.0.1:5000")
+    'http://127.0.0.1:5000'
+    """
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri.removeprefix(prefix)).resolve())
+    return uri
+
+
 @contextmanager
 def stage_run(cfg: PipelineConfig, stage: str, params_path: Path) -> Iterator[None]:
     """One MLflow run for one stage, with the config, provenance tags and a status tag on failure."""
-    mlflow.set_tracking_uri(cfg.tracking.uri)
+    mlflow.set_tracking_uri(tracking_uri(cfg))
     experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is None:
         artifact_root = (Path("mlflow") / "artifacts").resolve()
@@ -83,6 +88,9 @@ def stage_run(cfg: PipelineConfig, stage: str, params_path: Path) -> Iterator[No
     }
     if os.environ.get("ZEROSEARCH_PIPELINE_RUN"):
         tags["pipeline_run"] = os.environ["ZEROSEARCH_PIPELINE_RUN"]
+    for variable, tag in (("DVC_EXP_NAME", "dvc_experiment"), ("DVC_EXP_BASELINE_REV", "dvc_baseline_rev")):
+        if os.environ.get(variable):  # set by DVC for the stages of a `dvc exp run`
+            tags[tag] = os.environ[variable]
     with mlflow.start_run(run_name=stage, tags=tags):
         mlflow.log_params(flatten_config(cfg))
         mlflow.log_artifact(str(params_path), artifact_path="config")
@@ -133,13 +141,7 @@ def run_stage(stage: str, params_path: Path) -> int:
     module = importlib.import_module(f"zerosearch_core.stages.{stage}")
     with stage_run(cfg, stage, params_path):
         try:
-            match stage:
-                case "evaluate" | "collect_trajectories":
-                    result = module.run(cfg, tqdm_progress)
-                case "train_policy" | "finetune_simulator" | "init_policy":
-                    result = module.run(cfg, log_training_step)
-                case _:
-                    result = module.run(cfg)
+            result = module.run(cfg, StageHooks(progress=tqdm_progress, log_step=log_training_step))
         except DataValidationError as err:
             mlflow.set_tag("status", "validation_failed")
             if err.report_dir.is_dir():
@@ -150,17 +152,10 @@ def run_stage(stage: str, params_path: Path) -> int:
     return 0
 
 
-SERVICES: dict[str, str] = {
-    "serve_retriever": "Serve the built index over HTTP (Search-R1-compatible /retrieve).",
-    "serve_simulator": "Serve the simulator with an OpenAI-compatible API (/v1/chat/completions, /v1/completions).",
-}
-"""Long-running services (not DVC stages), each ``zerosearch_core.stages.<name>.run(cfg)``."""
-
-
 def serve(service: str, params_path: Path) -> int:
     """Run a service until interrupted."""
     cfg = load_config(params_path)
-    importlib.import_module(f"zerosearch_core.stages.{service}").run(cfg)
+    importlib.import_module(f"zerosearch_core.services.{service.removeprefix('serve_')}").run(cfg)
     return 0
 
 
@@ -176,13 +171,15 @@ def experiment_tool(tool: str, args: argparse.Namespace) -> int:
     experiments = importlib.import_module("zerosearch_core.experiments")  # by name, like the stages: not a DVC dep
     cfg = load_config(args.params)
     plan = experiments.load_plan(args.plan)
+    document = experiments.plan_document(plan, str(args.params), cfg.train.seed, cfg.paths.eval_metrics, args.tag)
     if tool == "experiment_plan":
-        sys.stdout.write(json.dumps(experiments.plan_document(cfg, plan, str(args.params))) + "\n")
+        document["tracking_uri"] = absolute_tracking_uri(tracking_uri(cfg))
+        sys.stdout.write(json.dumps(document) + "\n")
         return 0
-    manifest = [json.loads(line) for line in Path(args.runs).read_text().splitlines() if line.strip()]
-    rows = experiments.rows_from_manifest(plan, manifest)
+    exp_show = json.loads(Path(args.exp_show).read_text())
+    rows = experiments.rows_from_exp_show(plan, document, exp_show, Path(args.out) / "runs")
     table = experiments.write_results(plan, rows, Path(args.out), args.title)
-    mlflow.set_tracking_uri(cfg.tracking.uri)
+    mlflow.set_tracking_uri(tracking_uri(cfg))
     mlflow.set_experiment(cfg.tracking.experiment)
     with mlflow.start_run(run_name="results", tags={"stage": "results", "git_commit": git_commit()}):
         mlflow.log_metrics({f"em.{_metric_key(row['name'])}": row["em_mean"] for row in table})
@@ -206,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         tool = commands.add_parser(name, help=help_text, description=help_text)
         tool.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
         tool.add_argument("--plan", type=Path, required=True, help="experiment plan, e.g. toy/experiments.yaml")
+        tool.add_argument("--tag", required=True, help="suffix that makes this invocation's experiment names unique")
         if name == "experiment_results":
-            tool.add_argument("--runs", type=Path, required=True, help="jsonl manifest of finished runs")
+            tool.add_argument("--exp-show", type=Path, required=True, help="`dvc exp show --json` output")
             tool.add_argument("--out", type=Path, required=True, help="folder for results.md/.json/.png")
             tool.add_argument("--title", default="Results", help="title of the table")
     for name, help_text in SERVICES.items():

@@ -8,7 +8,7 @@ protocol, so RL would never see a reward. ``init_policy`` can therefore warm it 
    a passage from a few hundred passages; the toy world's reading drills (passages about *other* fictional people,
    each with a question and its answer) give it that skill, which a pretrained LLM brings with it. On the toy
    profile the skill appears abruptly, after about 2,500-3,000 steps at a constant rate of 1e-3
-   (``benchmarks/reading_curve.py``); in one run, a cosine decay over 5,000 steps left it half-formed (54% of
+   (``perf/reading_curve.py``); in one run, a cosine decay over 5,000 steps left it half-formed (54% of
    held-out drills, measured after SFT), hence ``pretrain_schedule``. Repeating the corpus in the mix
    (``pretrain_corpus_repeat``) works against reading: a model that has memorised the world answers from memory.
    After 250 all-search SFT steps, single-hop test EM was 38% with the corpus repeated 20 times and 95% with it
@@ -39,9 +39,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from zerosearch_core.config import ColdStartConfig, RolloutConfig
-from zerosearch_core.evaluation import build_prompt_ids
-from zerosearch_core.prompts import render_information_block
+from zerosearch_core.prompts import PROMPT_TEXTS, build_prompt_ids, render_information_block
 from zerosearch_core.search.base import EpisodeContext, SearchEngine
+from zerosearch_core.simulator.prompts import SIMULATOR_TEXTS
 
 PRETRAIN_BLOCK_TOKENS = 128
 """Length of one packed pre-training block."""
@@ -305,3 +305,23 @@ def plot_cold_start(curves: dict[str, list[float]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+FIXED_TEXT_WEIGHT = 20
+"""How many times the tokenizer sees each fixed prompt text (they recur in every example)."""
+TOKENIZER_EXTRA_TEXTS = 2000
+"""How many of ``cold_start.pretrain_texts`` the tiny tokenizer is trained on (the first ones; they repeat a few
+templates, so more adds nothing)."""
+
+
+def tokenizer_texts(corpus_texts: Sequence[str], questions: Sequence[str], extra_texts: Sequence[str]) -> list[str]:
+    """What a tiny tokenizer is trained on: the corpus, the fixed texts of the protocol and of the simulator (which
+    starts from this model) weighted as if frequent, the SFT questions (so prompts stay short), and the first
+    :data:`TOKENIZER_EXTRA_TEXTS` extra pre-training texts.
+
+    >>> texts = tokenizer_texts(["a passage"], ["a question?"], ["drill"] * 3000)
+    >>> texts[0], texts.count("a question?"), texts.count("drill")
+    ('a passage', 1, 2000)
+    """
+    fixed_texts = list(PROMPT_TEXTS + SIMULATOR_TEXTS) * FIXED_TEXT_WEIGHT
+    return [*corpus_texts, *fixed_texts, *questions, *extra_texts[:TOKENIZER_EXTRA_TEXTS]]

@@ -34,6 +34,12 @@ DATASETS: tuple[str, ...] = (
 SourceFormat = Literal["nq_open_jsonl", "searchagentreview_jsonl", "bamboogle_csv", "flashrag_hub"]
 
 
+def service_knob(help_text: str) -> dict[str, Any]:
+    """Field metadata of a service knob (where and how a process is reached, never what a stage computes): DVC does
+    not track it and run fingerprints leave it out, so changing it re-runs nothing (:func:`is_service_key`)."""
+    return {"help": help_text, "service": True}
+
+
 class ConfigError(ValueError):
     """A parameter file does not match :class:`PipelineConfig`; the message says how to fix it."""
 
@@ -181,15 +187,15 @@ class SearchConfig:
     )
     web_url: str | None = field(metadata={"help": "Serper-style search endpoint for backend 'web'."})
     web_api_key_env: str = field(
-        metadata={"help": "Environment variable holding the web search API key (never logged)."}
+        metadata=service_knob("Environment variable holding the web search API key (never logged).")
     )
-    host: str = field(metadata={"help": "Interface the retriever server binds to (127.0.0.1 keeps it local)."})
+    host: str = field(metadata=service_knob("Interface the retriever server binds to (127.0.0.1 keeps it local)."))
     port: int = field(
-        metadata={"help": "Port of `zerosearch serve_retriever`; a stage-started server picks a free one."}
+        metadata=service_knob("Port of `zerosearch serve_retriever`; a stage-started server picks a free one.")
     )
     top_k: int = field(metadata={"help": "Documents returned per query."})
-    timeout_s: float = field(metadata={"help": "HTTP timeout per request."})
-    max_retries: int = field(metadata={"help": "Retries with exponential backoff before SearchBackendError."})
+    timeout_s: float = field(metadata=service_knob("HTTP timeout per request."))
+    max_retries: int = field(metadata=service_knob("Retries with exponential backoff before SearchBackendError."))
     max_error_rate: float = field(
         metadata={"help": "Fraction of failed searches above which the stage fails instead of going on."}
     )
@@ -361,15 +367,15 @@ class SimulatorConfig:
     url: str | None = field(
         metadata={"help": "OpenAI-compatible simulator server (ours or `vllm serve`); null runs the model in process."}
     )
-    serve_host: str = field(metadata={"help": "Interface `zerosearch serve_simulator` binds to."})
-    serve_port: int = field(metadata={"help": "Port of `zerosearch serve_simulator`."})
-    max_batch_size: int = field(metadata={"help": "Server: requests generated together in one batch."})
-    batch_wait_ms: float = field(metadata={"help": "Server: how long a batch waits to fill up."})
-    max_queue: int = field(metadata={"help": "Server: queued requests beyond which it answers 503."})
+    serve_host: str = field(metadata=service_knob("Interface `zerosearch serve_simulator` binds to."))
+    serve_port: int = field(metadata=service_knob("Port of `zerosearch serve_simulator`."))
+    max_batch_size: int = field(metadata=service_knob("Server: requests generated together in one batch."))
+    batch_wait_ms: float = field(metadata=service_knob("Server: how long a batch waits to fill up."))
+    max_queue: int = field(metadata=service_knob("Server: queued requests beyond which it answers 503."))
     request_timeout_s: float = field(
-        metadata={"help": "Server deadline per request (504 after it); also the client's."}
+        metadata=service_knob("Server deadline per request (504 after it); also the client's.")
     )
-    max_retries: int = field(metadata={"help": "Client retries with backoff before SearchBackendError."})
+    max_retries: int = field(metadata=service_knob("Client retries with backoff before SearchBackendError."))
 
     def __post_init__(self) -> None:
         if self.labeller == "llm_judge" and self.judge_model is None:
@@ -485,8 +491,8 @@ class EvalConfig:
 class TrackingConfig:
     """MLflow tracking: one run per stage in a shared experiment."""
 
-    uri: str = field(metadata={"help": "Tracking URI; sqlite keeps it offline."})
-    experiment: str = field(metadata={"help": "Shared experiment name."})
+    uri: str = field(metadata=service_knob("Tracking URI; sqlite keeps it offline."))
+    experiment: str = field(metadata=service_knob("Shared experiment name."))
 
 
 @dataclass(frozen=True)
@@ -530,11 +536,6 @@ class PipelineConfig:
     eval: EvalConfig = field(metadata={"help": "Evaluation."})
     tracking: TrackingConfig = field(metadata={"help": "MLflow."})
     paths: PathsConfig = field(metadata={"help": "Artifacts."})
-
-    @property
-    def rl_seed(self) -> int:
-        """The root seed of policy RL: ``seed`` offset by ``train.seed`` (so ``train.seed: 0`` uses ``seed``)."""
-        return self.seed + self.train.seed
 
     def __post_init__(self) -> None:
         known = {f.name for f in self.data.files}
@@ -621,6 +622,46 @@ def flatten_config(cfg: PipelineConfig) -> dict[str, str]:
 
     visit("", config_to_dict(cfg))
     return flat
+
+
+def is_service_key(key: str) -> bool:
+    """Whether a dotted key is a service knob (a port, host, timeout, retry or queue setting, or tracking): where and
+    how a process is reached, never what a stage computes. DVC does not track service knobs, so changing one re-runs
+    nothing.
+
+    >>> is_service_key("simulator.serve_port"), is_service_key("simulator.temperature")
+    (True, False)
+    """
+    section, _, name = key.partition(".")
+    cls = _section_class(section)
+    if cls is None:
+        return False
+    if not name:
+        return all(f.metadata.get("service", False) for f in dataclasses.fields(cls))
+    return any(f.name == name and f.metadata.get("service", False) for f in dataclasses.fields(cls))
+
+
+def tracked_keys(entry: str) -> list[str]:
+    """The dotted keys DVC tracks for a key a stage declares it reads: a whole section expands into its fields less
+    the service knobs; anything else stands as it is.
+
+    >>> "search.port" in tracked_keys("search"), "search.top_k" in tracked_keys("search")
+    (False, True)
+    >>> tracked_keys("paths.index_dir")
+    ['paths.index_dir']
+    """
+    cls = _section_class(entry) if "." not in entry else None
+    if cls is None:
+        return [entry]
+    return [f"{entry}.{f.name}" for f in dataclasses.fields(cls) if not f.metadata.get("service", False)]
+
+
+def _section_class(section: str) -> type | None:
+    hint = typing.get_type_hints(PipelineConfig).get(section)
+    if hint is None:
+        return None
+    candidates = [hint, *typing.get_args(hint)]
+    return next((c for c in candidates if isinstance(c, type) and dataclasses.is_dataclass(c)), None)
 
 
 def build_dataclass(cls: type, raw: Any, where: str) -> Any:

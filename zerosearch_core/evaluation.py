@@ -20,34 +20,14 @@ from typing import Any
 import pandas as pd
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from zerosearch_core.config import DATASETS, PipelineConfig
-from zerosearch_core.prompts import render_policy_prompt
+from zerosearch_core.config import DATASETS, EvalConfig
+from zerosearch_core.prompts import build_prompt_ids
 from zerosearch_core.rewards import exact_match, f1_score
-from zerosearch_core.rollout import HFPolicyGenerator, PolicyGenerator, Trajectory, run_episodes
+from zerosearch_core.rollout import HFPolicyGenerator, PolicyGenerator, SearchProtocol, Trajectory, run_episodes
 from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget, SearchSession
 from zerosearch_core.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
-
-
-def sample_questions(frame: pd.DataFrame, max_questions: int | None, seed: int) -> pd.DataFrame:
-    """A seeded sample of at most ``max_questions`` rows (all rows when None), in source order."""
-    if max_questions is None or max_questions >= len(frame):
-        return frame.reset_index(drop=True)
-    return frame.sample(n=max_questions, random_state=seed % 2**32).sort_index().reset_index(drop=True)
-
-
-def build_prompt_ids(
-    tokenizer: PreTrainedTokenizerBase, question: str, mode: str, use_chat_template: bool
-) -> list[int]:
-    """Prompt ids for one question, through the chat template when asked for and available."""
-    user_message = render_policy_prompt(question, mode)
-    if use_chat_template and tokenizer.chat_template is not None:
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
-        )
-        return list(tokenizer(str(rendered), add_special_tokens=False)["input_ids"])
-    return list(tokenizer(user_message, add_special_tokens=False)["input_ids"])
 
 
 @dataclass(frozen=True)
@@ -67,7 +47,8 @@ def evaluate_benchmark(
     generator: PolicyGenerator,
     tokenizer: PreTrainedTokenizerBase,
     engine: SearchEngine | None,
-    cfg: PipelineConfig,
+    protocol: SearchProtocol,
+    seed: int,
     error_budget: SearchErrorBudget,
     on_batch_done: Callable[[int], None] | None = None,
 ) -> BenchmarkRun:
@@ -80,7 +61,8 @@ def evaluate_benchmark(
         generator: The policy backend.
         tokenizer: The policy's tokenizer (for the prompt).
         engine: The real search engine; unused in direct mode.
-        cfg: The pipeline config.
+        protocol: Turn and token budgets and documents per search.
+        seed: Root seed of the episodes' search sessions (``seed``).
         error_budget: Shared search-failure budget.
         on_batch_done: Progress callback, called with the number of episodes finished.
 
@@ -88,12 +70,12 @@ def evaluate_benchmark(
         Per-question predictions and aggregate metrics.
     """
     prompts = [
-        build_prompt_ids(tokenizer, q, mode, cfg.rollout.use_chat_template) for q in questions["question"].tolist()
+        build_prompt_ids(tokenizer, q, mode, protocol.rollout.use_chat_template) for q in questions["question"].tolist()
     ]
     sessions: list[SearchSession | None] = []
     for row in questions.itertuples(index=False):
         if mode == "search" and engine is not None:
-            ctx = EpisodeContext(str(row.question), tuple(row.golden_answers), 0.0, derive_seed(cfg.seed, row.id))
+            ctx = EpisodeContext(str(row.question), tuple(row.golden_answers), 0.0, derive_seed(seed, row.id))
             sessions.append(engine.open_session(ctx))
         else:
             sessions.append(None)
@@ -101,10 +83,10 @@ def evaluate_benchmark(
         generator,
         prompts,
         sessions,
-        cfg.rollout,
-        top_k=cfg.search.top_k,
+        protocol.rollout,
+        top_k=protocol.top_k,
         error_budget=error_budget,
-        max_turns=cfg.rollout.max_turns if mode == "search" else 1,
+        max_turns=protocol.rollout.max_turns if mode == "search" else 1,
         on_batch_done=on_batch_done,
     )
     predictions = _predictions_frame(name, mode, questions, trajectories)
@@ -116,12 +98,13 @@ def validate_policy(
     tokenizer: PreTrainedTokenizerBase,
     questions: pd.DataFrame,
     engine: SearchEngine,
-    cfg: PipelineConfig,
+    protocol: SearchProtocol,
+    seed: int,
 ) -> dict[str, float]:
     """EM and F1 of ``model`` on ``questions`` with real search and greedy decoding (the training validation slice)."""
     was_training = model.training
     model.eval()
-    generator = HFPolicyGenerator(model, tokenizer, temperature=0.0, seed=derive_seed(cfg.seed, "validation"))
+    generator = HFPolicyGenerator(model, tokenizer, temperature=0.0, seed=derive_seed(seed, "validation"))
     run = evaluate_benchmark(
         "validation",
         questions,
@@ -129,8 +112,9 @@ def validate_policy(
         generator,
         tokenizer,
         engine,
-        cfg,
-        SearchErrorBudget(cfg.search.max_error_rate),
+        protocol,
+        seed,
+        SearchErrorBudget(protocol.max_error_rate),
     )
     model.train(was_training)
     return {"val_em": run.metrics["em"], "val_f1": run.metrics["f1"], "val_searches_mean": run.metrics["mean_searches"]}
@@ -241,27 +225,38 @@ def _sample_size(max_questions: int | None) -> str:
 
 
 def render_eval_card(
-    cfg: PipelineConfig,
     document: dict[str, Any],
+    protocol: SearchProtocol,
+    evaluation: EvalConfig,
+    provenance: dict[str, str],
     engine_facts: dict[str, str],
     benchmark_files: dict[str, str],
-    models: str,
 ) -> str:
-    """A Markdown card that states the evaluation protocol and the results."""
+    """A Markdown card that states the evaluation protocol and the results.
+
+    Args:
+        document: The metrics document (:func:`metrics_document`).
+        protocol: The search protocol the episodes ran with.
+        evaluation: The ``eval`` section.
+        provenance: ``policies`` (which models), ``model_source`` and ``seed``.
+        engine_facts: The retriever's own description.
+        benchmark_files: Benchmark name to the file it was read from.
+    """
+    rollout = protocol.rollout
     lines = [
         "# Evaluation card",
         "",
         "## Protocol",
-        f"- policies: {models} (source: {cfg.model.source})",
-        f"- modes: {', '.join(cfg.eval.modes)}; max turns {cfg.rollout.max_turns}, "
-        f"{cfg.rollout.max_new_tokens_per_turn} new tokens per turn, temperature {cfg.rollout.temperature}",
+        f"- policies: {provenance['policies']} (source: {provenance['model_source']})",
+        f"- modes: {', '.join(evaluation.modes)}; max turns {rollout.max_turns}, "
+        f"{rollout.max_new_tokens_per_turn} new tokens per turn, temperature {rollout.temperature}",
         f"- retriever: {engine_facts.get('retriever', 'n/a')} via {engine_facts.get('backend', 'n/a')}"
-        f", top-k {cfg.search.top_k}, documents cut to {cfg.rollout.max_doc_chars} characters",
+        f", top-k {protocol.top_k}, documents cut to {rollout.max_doc_chars} characters",
         f"- corpus: {engine_facts.get('corpus_source', 'n/a')}, {engine_facts.get('passages', '?')} passages, "
         f"sha256 `{engine_facts.get('corpus_sha256', 'n/a')}`",
         "- metric: exact match (SQuAD normalisation, any golden answer) and token F1; answer = last <answer> span",
-        f"- questions: {_sample_size(cfg.eval.max_questions_per_benchmark)} per benchmark, seeded sample "
-        f"(seed {cfg.seed})",
+        f"- questions: {_sample_size(evaluation.max_questions_per_benchmark)} per benchmark, seeded sample "
+        f"(seed {provenance['seed']})",
         "",
         "## Files",
         *(f"- {name}: `{path}`" for name, path in benchmark_files.items()),

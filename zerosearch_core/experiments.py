@@ -4,8 +4,8 @@ A plan (``toy/experiments.yaml``) names the experiments, each a set of parameter
 the seeds to repeat them with (``train.seed``, so only RL and evaluation rerun). :func:`summarize` turns the per-run
 metrics into mean and spread per experiment; :func:`render_results` writes the Markdown table and :func:`plot_results`
 the chart. The Prefect flow ``flows/toy.py`` runs the plan through two CLI commands: ``experiment_plan`` (which runs
-to make, with their ``dvc exp run -S`` arguments, and which files to restore afterwards) and ``experiment_results``
-(the table from the runs' metrics files).
+to make, each with its ``dvc exp run`` name and ``-S`` arguments) and ``experiment_results`` (the table, from the
+metrics ``dvc exp show --json`` reports for the workspace and for each queued experiment).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from zerosearch_core.config import ConfigError, PipelineConfig
+from zerosearch_core.config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -217,52 +217,93 @@ def write_results(plan: ExperimentPlan, rows: list[dict[str, Any]], folder: Path
     return table
 
 
-def plan_document(cfg: PipelineConfig, plan: ExperimentPlan, params_file: str) -> dict[str, Any]:
-    """What the orchestrator needs to run a plan: every (experiment, seed) with its ``-S`` arguments, whether it is
-    the pipeline's own run (no overrides, the profile's ``train.seed``), and which files experiments change.
+def plan_document(
+    plan: ExperimentPlan, params_file: str, train_seed: int, eval_metrics: str, tag: str
+) -> dict[str, Any]:
+    """What the orchestrator needs to run a plan: every (experiment, seed) with its ``dvc exp run`` name and ``-S``
+    arguments, and whether it is the pipeline's own run (no overrides, the profile's ``train.seed``), which the
+    workspace holds.
 
-    >>> from zerosearch_core.config import load_config
-    >>> doc = plan_document(load_config("toy/params.yaml"), load_plan("toy/experiments.yaml"), "toy/params.yaml")
-    >>> doc["runs"][0]["experiment"], doc["runs"][0]["seed"], doc["runs"][0]["baseline"]
-    ('zerosearch', 0, True)
+    Args:
+        plan: The experiment plan.
+        params_file: The profile's parameter file (the ``-S`` arguments name it).
+        train_seed: The profile's ``train.seed``.
+        eval_metrics: The profile's ``paths.eval_metrics`` (where each run's results are read).
+        tag: Makes this invocation's experiment names unique (DVC refuses a name twice), e.g. a timestamp.
+
+    >>> doc = plan_document(load_plan("toy/experiments.yaml"), "toy/params.yaml", 0, "toy/metrics/eval.json", "t1")
+    >>> [(r["experiment"], r["seed"], r["baseline"], r["name"]) for r in doc["runs"][:2]]
+    [('zerosearch', 0, True, 'workspace'), ('zerosearch', 1, False, 'zerosearch-s1-t1')]
     """
-    runs = [
-        {
-            "experiment": experiment.name,
-            "seed": seed,
-            "baseline": not experiment.overrides and seed == cfg.train.seed,
-            "set_arguments": set_arguments(params_file, experiment, seed),
-        }
-        for experiment in plan.experiments
-        for seed in experiment.seeds
-    ]
-    return {
-        "runs": runs,
-        "eval_metrics": cfg.paths.eval_metrics,
-        "restore_files": [params_file, cfg.paths.eval_metrics, cfg.paths.train_metrics, cfg.paths.simulator_metrics],
-        "checkpoints_dir": cfg.paths.checkpoints_dir,
-    }
+    runs = []
+    for experiment in plan.experiments:
+        for seed in experiment.seeds:
+            baseline = not experiment.overrides and seed == train_seed
+            runs.append(
+                {
+                    "experiment": experiment.name,
+                    "seed": seed,
+                    "baseline": baseline,
+                    "name": WORKSPACE if baseline else f"{experiment.name}-s{seed}-{tag}",
+                    "set_arguments": set_arguments(params_file, experiment, seed),
+                }
+            )
+    return {"runs": runs, "eval_metrics": eval_metrics}
 
 
-def rows_from_manifest(plan: ExperimentPlan, manifest: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table rows from a manifest of finished runs: ``{experiment, seed, metrics_file, ...}`` per run, the metrics
-    file being a copy of that run's evaluation metrics.
+WORKSPACE = "workspace"
+"""The name ``dvc exp show`` gives the workspace, where the pipeline's own run is."""
+
+
+def metrics_by_experiment(exp_show: list[dict[str, Any]], metrics_file: str) -> dict[str, dict[str, Any]]:
+    """Each experiment's metrics document ``metrics_file`` from ``dvc exp show --json`` output, by experiment name
+    (the workspace under ``workspace``). Experiments whose run failed carry no metrics and are left out.
+
+    >>> show = [{"rev": "workspace", "data": {"metrics": {"m.json": {"data": {"a": 1}}}}},
+    ...         {"rev": "abc", "experiments": [{"name": "x", "revs": [{"name": "x", "data": {"metrics": {}}}]}]}]
+    >>> metrics_by_experiment(show, "m.json")
+    {'workspace': {'a': 1}}
+    """
+    found: dict[str, dict[str, Any]] = {}
+
+    def record(name: str, entry: dict[str, Any]) -> None:
+        metrics = ((entry.get("data") or {}).get("metrics") or {}).get(metrics_file)
+        if metrics is not None and "data" in metrics:
+            found[name] = metrics["data"]
+
+    for baseline in exp_show:
+        if baseline.get("rev") == WORKSPACE:
+            record(WORKSPACE, baseline)
+        for experiment in baseline.get("experiments") or []:
+            for rev in experiment.get("revs") or []:
+                record(str(rev.get("name") or experiment.get("name")), rev)
+    return found
+
+
+def rows_from_exp_show(
+    plan: ExperimentPlan, document: dict[str, Any], exp_show: list[dict[str, Any]], copies_dir: Path
+) -> list[dict[str, Any]]:
+    """Table rows for every run of a plan document, from ``dvc exp show --json`` output; each run's metrics are also
+    written to ``copies_dir/<experiment>-s<seed>.json`` for the record.
 
     Raises:
-        ConfigError: A run names an experiment the plan does not have, or its metrics file is missing.
+        ConfigError: A run's experiment has no metrics (it failed, or was never run); the message names it and says
+            where its log is.
     """
     experiments = {e.name: e for e in plan.experiments}
+    metrics = metrics_by_experiment(exp_show, document["eval_metrics"])
+    missing = [run["name"] for run in document["runs"] if run["name"] not in metrics]
+    if missing:
+        raise ConfigError(
+            f"No {document['eval_metrics']} for experiments {missing}: they failed or never ran; "
+            "see `dvc queue status` and `dvc queue logs <name>`."
+        )
+    copies_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for entry in manifest:
-        experiment = experiments.get(entry["experiment"])
-        if experiment is None:
-            raise ConfigError(f"Run {entry} names experiment {entry['experiment']!r}, which the plan does not have.")
-        metrics_file = Path(entry["metrics_file"])
-        if not metrics_file.is_file():
-            raise ConfigError(
-                f"Run {entry['experiment']} seed {entry['seed']}: metrics file {metrics_file} is missing."
-            )
-        row = run_row(experiment, int(entry["seed"]), json.loads(metrics_file.read_text()))
-        row.update({k: v for k, v in entry.items() if k not in ("experiment", "seed", "metrics_file")})
+    for run in document["runs"]:
+        evaluation = metrics[run["name"]]
+        (copies_dir / f"{run['experiment']}-s{run['seed']}.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+        row = run_row(experiments[run["experiment"]], int(run["seed"]), evaluation)
+        row["dvc_experiment"] = run["name"]
         rows.append(row)
     return rows

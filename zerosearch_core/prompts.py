@@ -1,14 +1,19 @@
 """Prompt templates of the policy: the search protocol instructions and the no-search ("direct") baseline.
 
 Wording is this project's own; the protocol (``<think>``, ``<search>``, ``<information>``, ``<answer>``) is the one
-Search-R1 and ZeroSearch train with. Golden renderings live in ``tests/golden/policy_prompts.json``.
+Search-R1 and ZeroSearch train with. :func:`build_prompt_ids` turns a question into the prompt ids every episode
+(training, validation, evaluation) starts from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from zerosearch_core.search.base import Document
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 SEARCH_INSTRUCTIONS = (
     "Answer the question below. Think step by step inside <think> and </think> whenever you receive new "
@@ -87,3 +92,16 @@ PROMPT_TEXTS: tuple[str, ...] = (
     "Doc 1(Title: ) Doc 2(Title: ) Doc 3(Title: )",
 )
 """Every fixed text the policy reads, for training a tokenizer that encodes the protocol compactly."""
+
+
+def build_prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, question: str, mode: str, use_chat_template: bool
+) -> list[int]:
+    """Prompt ids for one question, through the chat template when asked for and available."""
+    user_message = render_policy_prompt(question, mode)
+    if use_chat_template and tokenizer.chat_template is not None:
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
+        )
+        return list(tokenizer(str(rendered), add_special_tokens=False)["input_ids"])
+    return list(tokenizer(user_message, add_special_tokens=False)["input_ids"])

@@ -21,7 +21,7 @@ from typing import Literal, Protocol
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from zerosearch_core.config import RolloutConfig
+from zerosearch_core.config import RolloutConfig, SearchConfig
 from zerosearch_core.prompts import (
     EMPTY_QUERY_OBSERVATION,
     INVALID_ACTION_OBSERVATION,
@@ -105,6 +105,22 @@ class Trajectory:
     invalid_actions: int
     empty_queries: int
     search_failures: int
+
+
+@dataclass(frozen=True)
+class SearchProtocol:
+    """What every episode of the search protocol needs besides the policy and the engine, whether it is a training
+    rollout, a validation or an evaluation: the turn and token budgets, documents per search, and the share of failed
+    searches a run may tolerate."""
+
+    rollout: RolloutConfig
+    top_k: int
+    max_error_rate: float
+
+    @classmethod
+    def from_sections(cls, rollout: RolloutConfig, search: SearchConfig) -> SearchProtocol:
+        """The protocol of a config's ``rollout`` and ``search`` sections."""
+        return cls(rollout=rollout, top_k=search.top_k, max_error_rate=search.max_error_rate)
 
 
 def sampled_ids(trajectory: Trajectory) -> list[int]:

@@ -1,5 +1,3 @@
-"""Search engines behind one interface: a local BM25/dense retriever (in process or over HTTP).
-
-Later stages add the LLM simulator and web search APIs as further implementations of
-:class:`zerosearch_core.search.base.SearchEngine`.
+"""Real retrieval behind one interface (:class:`zerosearch_core.search.base.SearchEngine`): a local BM25/dense index
+in process or over HTTP, and Serper-style web search. The simulated engine lives in :mod:`zerosearch_core.simulator`.
 """

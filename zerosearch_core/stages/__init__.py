@@ -1,10 +1,10 @@
-"""The work of each DVC stage, one module per stage, free of experiment tracking.
+"""The work of each DVC stage, one thin module per stage, free of experiment tracking.
 
-Every stage module exposes ``run(cfg) -> StageResult``; ``cli.py`` imports only the module of the stage it runs and
-wraps it in an MLflow run, so a stage's DVC ``deps`` are exactly the modules that module imports
-(``tests/test_dvc_pipeline.py`` checks that). DAG order (dvc.yaml): ``prepare_data`` → ``build_index`` →
-``init_policy`` → ``collect_trajectories`` → ``build_simulator_sft`` → ``finetune_simulator`` → ``train_policy`` →
-``evaluate``. ``serve_retriever`` and ``serve_simulator`` are long-running services, not stages.
+Every stage module exposes the same entry, ``run(cfg, hooks) -> StageResult``, and ``PARAMS``, the config keys it
+reads (``scripts/sync_dvc_deps.py`` writes them into ``dvc.yaml``, service knobs left out). A stage reads its
+sections, calls one wing of the library and writes its outputs atomically; no stage imports another. ``cli.py``
+imports only the module of the stage it runs (the list is :mod:`zerosearch_core.stages.registry`) and wraps it in an
+MLflow run, so a stage's DVC ``deps`` are exactly the modules that module imports.
 """
 
 from __future__ import annotations
@@ -18,6 +18,14 @@ ProgressFactory = Callable[[int, str], Callable[[int], None]]
 
 StepLogger = Callable[[dict[str, float], int], None]
 """Receives a training step's metrics and the step number (the CLI logs them to MLflow)."""
+
+
+@dataclass(frozen=True)
+class StageHooks:
+    """What the CLI hands every stage: a progress-bar factory and a per-step metrics logger (both optional)."""
+
+    progress: ProgressFactory | None = None
+    log_step: StepLogger | None = None
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,24 @@ from pathlib import Path
 
 from zerosearch_core.artifacts import write_dir_atomically
 from zerosearch_core.config import PipelineConfig
-from zerosearch_core.corpus import corpus_sha256, load_corpus
+from zerosearch_core.data.corpus import corpus_sha256, load_corpus
 from zerosearch_core.search.local import BM25Retriever, DenseRetriever, write_index
-from zerosearch_core.stages import StageResult
+from zerosearch_core.stages import StageHooks, StageResult
 
 logger = logging.getLogger(__name__)
 
 
-def run(cfg: PipelineConfig) -> StageResult:
+PARAMS = (
+    "search.corpus_source",
+    "search.max_passages",
+    "search.retriever",
+    "search.dense_model_path",
+    "paths.index_dir",
+)
+"""The config keys this stage reads (DVC tracks them; see scripts/sync_dvc_deps.py)."""
+
+
+def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     """Load the corpus, build the configured index, and write both with a manifest holding the corpus hash."""
     passages = load_corpus(cfg.search.corpus_source, cfg.search.max_passages)
     sha = corpus_sha256(passages)

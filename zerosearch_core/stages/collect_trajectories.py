@@ -12,16 +12,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zerosearch_core import data as benchmark_data
 from zerosearch_core.artifacts import write_text_atomically
 from zerosearch_core.config import PipelineConfig
-from zerosearch_core.evaluation import build_prompt_ids, sample_questions
+from zerosearch_core.data import benchmarks as benchmark_data
 from zerosearch_core.models import load_causal_lm, load_tokenizer
+from zerosearch_core.prompts import build_prompt_ids
 from zerosearch_core.rollout import HFPolicyGenerator, run_episodes
 from zerosearch_core.search.base import EpisodeContext, SearchErrorBudget, SearchResult, SearchSession
 from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.seeding import derive_seed
-from zerosearch_core.stages import ProgressFactory, StageResult
+from zerosearch_core.stages import StageHooks, StageResult
 
 
 @dataclass
@@ -40,11 +40,30 @@ class RecordingSession:
         return result
 
 
-def run(cfg: PipelineConfig, progress: ProgressFactory | None = None) -> StageResult:
+PARAMS = (
+    "seed",
+    "search.backend",
+    "search.url",
+    "search.web_url",
+    "search.top_k",
+    "search.max_error_rate",
+    "rollout",
+    "simulator.collect_questions",
+    "simulator.collect_max_questions",
+    "simulator.query_source",
+    "paths.benchmarks_dir",
+    "paths.index_dir",
+    "paths.policy_dir",
+    "paths.trajectories",
+)
+"""The config keys this stage reads (DVC tracks them; see scripts/sync_dvc_deps.py)."""
+
+
+def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     """Search for every sampled question and write the interactions."""
     sim = cfg.simulator
     frame = benchmark_data.load_benchmark(Path(cfg.paths.benchmarks_dir), sim.collect_questions)
-    questions = sample_questions(frame, sim.collect_max_questions, derive_seed(cfg.seed, "collect"))
+    questions = benchmark_data.sample_questions(frame, sim.collect_max_questions, derive_seed(cfg.seed, "collect"))
     interactions: list[dict[str, object]] = []
     with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as engine:
         sessions = []
@@ -56,7 +75,7 @@ def run(cfg: PipelineConfig, progress: ProgressFactory | None = None) -> StageRe
                 "golden_answers": [str(a) for a in row.golden_answers],
             }
             sessions.append(RecordingSession(engine.open_session(ctx), record))
-        advance = progress(len(sessions), "collect") if progress is not None else None
+        advance = hooks.progress(len(sessions), "collect") if hooks.progress is not None else None
         if sim.query_source == "question":
             for session in sessions:
                 session.search(str(session.record["question"]), cfg.search.top_k)

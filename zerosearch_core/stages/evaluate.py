@@ -13,23 +13,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from zerosearch_core import data as benchmark_data
 from zerosearch_core.artifacts import file_sha256, write_dir_atomically, write_text_atomically
 from zerosearch_core.config import PipelineConfig
+from zerosearch_core.data import benchmarks as benchmark_data
 from zerosearch_core.evaluation import (
     BenchmarkRun,
     evaluate_benchmark,
     metrics_document,
     plot_metrics,
     render_eval_card,
-    sample_questions,
 )
 from zerosearch_core.models import load_causal_lm, load_tokenizer
-from zerosearch_core.rollout import HFPolicyGenerator
+from zerosearch_core.rollout import HFPolicyGenerator, SearchProtocol
 from zerosearch_core.search.base import SearchErrorBudget
 from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.seeding import derive_seed
-from zerosearch_core.stages import ProgressFactory, StageResult
+from zerosearch_core.stages import StageHooks, StageResult
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +37,36 @@ CHART_FILE = "em_f1_by_benchmark.png"
 CARD_FILE = "eval_card.md"
 
 
-def run(cfg: PipelineConfig, progress: ProgressFactory | None = None) -> StageResult:
+PARAMS = (
+    "seed",
+    "data.files",
+    "search.backend",
+    "search.url",
+    "search.web_url",
+    "search.top_k",
+    "search.max_error_rate",
+    "model.source",
+    "model.dtype",
+    "rollout",
+    "eval",
+    "paths.benchmarks_dir",
+    "paths.index_dir",
+    "paths.policy_dir",
+    "paths.trained_policy_dir",
+    "paths.eval_dir",
+    "paths.eval_metrics",
+)
+"""The config keys this stage reads (DVC tracks them; see scripts/sync_dvc_deps.py)."""
+
+
+def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     """Evaluate every policy in ``eval.policies`` on every configured benchmark and mode; write predictions,
     metrics, chart and card. The trained policy's modes are keyed ``search``/``direct``, the initial policy's
     ``initial.search``/``initial.direct``."""
     benchmarks_dir = Path(cfg.paths.benchmarks_dir)
     specs = {spec.name: spec for spec in cfg.data.files}
     budget = SearchErrorBudget(cfg.search.max_error_rate)
+    protocol = SearchProtocol.from_sections(cfg.rollout, cfg.search)
     runs: list[BenchmarkRun] = []
     with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as engine:
         engine_facts = engine.describe()
@@ -56,10 +78,16 @@ def run(cfg: PipelineConfig, progress: ProgressFactory | None = None) -> StageRe
             prefix = "" if policy == "trained" else f"{policy}."
             for name in cfg.eval.benchmarks:
                 frame = benchmark_data.load_benchmark(benchmarks_dir, name)
-                questions = sample_questions(frame, cfg.eval.max_questions_per_benchmark, derive_seed(cfg.seed, name))
+                questions = benchmark_data.sample_questions(
+                    frame, cfg.eval.max_questions_per_benchmark, derive_seed(cfg.seed, name)
+                )
                 for mode in cfg.eval.modes:
-                    callback = progress(len(questions), f"{prefix}{name}/{mode}") if progress is not None else None
-                    run = evaluate_benchmark(name, questions, mode, generator, tokenizer, engine, cfg, budget, callback)
+                    callback = (
+                        hooks.progress(len(questions), f"{prefix}{name}/{mode}") if hooks.progress is not None else None
+                    )
+                    run = evaluate_benchmark(
+                        name, questions, mode, generator, tokenizer, engine, protocol, cfg.seed, budget, callback
+                    )
                     run = dataclasses.replace(run, mode=f"{prefix}{mode}")
                     run.predictions["policy"] = policy
                     logger.info("%s%s/%s: EM %.3f F1 %.3f", prefix, name, mode, run.metrics["em"], run.metrics["f1"])
@@ -86,7 +114,9 @@ def _write_eval_outputs(
         for name in cfg.eval.benchmarks
     }
     policies = ", ".join(f"{policy} `{POLICY_DIRS[policy](cfg)}`" for policy in cfg.eval.policies)
-    card = render_eval_card(cfg, document, engine_facts, benchmark_files, policies)
+    provenance = {"policies": policies, "model_source": cfg.model.source, "seed": str(cfg.seed)}
+    protocol = SearchProtocol.from_sections(cfg.rollout, cfg.search)
+    card = render_eval_card(document, protocol, cfg.eval, provenance, engine_facts, benchmark_files)
 
     def write(folder: Path) -> None:
         predictions = pd.concat([r.predictions for r in runs], ignore_index=True)

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zerosearch_core import toyworld
 from zerosearch_core.artifacts import write_dir_atomically
 from zerosearch_core.config import ConfigError, PipelineConfig
+from zerosearch_core.data import toyworld
 from zerosearch_core.errors import DataValidationError
-from zerosearch_core.stages import StageResult
+from zerosearch_core.stages import StageHooks, StageResult
+
+PARAMS = (
+    "world",
+    "paths.reports_dir",
+)
+"""The config keys this stage reads (DVC tracks them; see scripts/sync_dvc_deps.py)."""
 
 
-def run(cfg: PipelineConfig) -> StageResult:
+def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     """Generate, validate and write the toy world (reads only ``cfg.world`` and ``cfg.paths.reports_dir``).
 
     Returns:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
-from zerosearch_core import data as benchmark_data
 from zerosearch_core.artifacts import write_dir_atomically
 from zerosearch_core.cold_start import (
     SFTExample,
@@ -21,9 +20,10 @@ from zerosearch_core.cold_start import (
     plot_cold_start,
     read_pretrain_texts,
     run_cold_start,
+    tokenizer_texts,
 )
 from zerosearch_core.config import PipelineConfig
-from zerosearch_core.evaluation import sample_questions
+from zerosearch_core.data import benchmarks as benchmark_data
 from zerosearch_core.models import (
     build_tiny_policy,
     load_causal_lm,
@@ -31,24 +31,30 @@ from zerosearch_core.models import (
     parameter_count,
     save_policy,
 )
-from zerosearch_core.prompts import PROMPT_TEXTS
 from zerosearch_core.search.local import PASSAGES_FILE
 from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.seeding import derive_seed
-from zerosearch_core.simulator import SIMULATOR_TEXTS
-from zerosearch_core.stages import StageResult, StepLogger
+from zerosearch_core.stages import StageHooks, StageResult
 
 logger = logging.getLogger(__name__)
 
 COLD_START_DIR = "cold_start"
-FIXED_TEXT_WEIGHT = 20
-"""How many times the tokenizer sees each fixed prompt text (they recur in every example)."""
-TOKENIZER_EXTRA_TEXTS = 2000
-"""How many of ``cold_start.pretrain_texts`` the tiny tokenizer is trained on (the first ones; they repeat a few
-templates, so more adds nothing)."""
 
 
-def run(cfg: PipelineConfig, log_step: StepLogger | None = None) -> StageResult:
+PARAMS = (
+    "seed",
+    "model",
+    "cold_start",
+    "rollout",
+    "search",
+    "paths.benchmarks_dir",
+    "paths.index_dir",
+    "paths.policy_dir",
+)
+"""The config keys this stage reads (DVC tracks them; see scripts/sync_dvc_deps.py)."""
+
+
+def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     """Materialise the initial policy in ``paths.policy_dir``: build the tiny model or copy a pretrained one, then
     run the configured cold start."""
     target = Path(cfg.paths.policy_dir)
@@ -62,10 +68,7 @@ def run(cfg: PipelineConfig, log_step: StepLogger | None = None) -> StageResult:
     sft_questions = _sft_questions(cfg)
     tokenizer: PreTrainedTokenizerBase
     if cfg.model.source == "tiny":
-        # The tokenizer also learns the fixed texts of the protocol and of the simulator (which starts from this
-        # model), weighted as if frequent, and the SFT questions, so that prompts stay short.
-        fixed_texts = list(PROMPT_TEXTS + SIMULATOR_TEXTS) * FIXED_TEXT_WEIGHT
-        texts = corpus_texts + fixed_texts + sft_questions["question"].tolist() + extra_texts[:TOKENIZER_EXTRA_TEXTS]
+        texts = tokenizer_texts(corpus_texts, sft_questions["question"].tolist(), extra_texts)
         model, tokenizer = build_tiny_policy(cfg.model, texts, seed=derive_seed(cfg.seed, "init_policy"))
     else:
         assert cfg.model.name_or_path is not None  # checked by ModelConfig
@@ -90,8 +93,8 @@ def run(cfg: PipelineConfig, log_step: StepLogger | None = None) -> StageResult:
         metrics["cold_start.sft_searching_examples"] = float(sum(e.searches for e in examples))
 
     def on_step(phase: str, step: int, loss: float) -> None:
-        if log_step is not None:
-            log_step({f"cold_start.{phase}_loss": loss}, step)
+        if hooks.log_step is not None:
+            hooks.log_step({f"cold_start.{phase}_loss": loss}, step)
 
     curves = run_cold_start(
         model,
@@ -130,4 +133,4 @@ def _sft_questions(cfg: PipelineConfig) -> pd.DataFrame:
     if name is None:
         return pd.DataFrame({"id": [], "question": [], "golden_answers": []})
     frame = benchmark_data.load_benchmark(Path(cfg.paths.benchmarks_dir), name)
-    return sample_questions(frame, cfg.cold_start.sft_examples, derive_seed(cfg.seed, "cold_start_sft"))
+    return benchmark_data.sample_questions(frame, cfg.cold_start.sft_examples, derive_seed(cfg.seed, "cold_start_sft"))

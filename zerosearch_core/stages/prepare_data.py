@@ -8,15 +8,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from zerosearch_core import data as benchmark_data
 from zerosearch_core.artifacts import write_dir_atomically
 from zerosearch_core.config import PipelineConfig
+from zerosearch_core.data import benchmarks as benchmark_data
+from zerosearch_core.data.validation import validate_benchmarks
 from zerosearch_core.errors import DataValidationError
-from zerosearch_core.stages import StageResult
-from zerosearch_core.validation import validate_benchmarks
+from zerosearch_core.stages import StageHooks, StageResult
+
+PARAMS = (
+    "data",
+    "paths.benchmarks_dir",
+    "paths.reports_dir",
+)
+"""The config keys this stage reads (DVC tracks them; see scripts/sync_dvc_deps.py)."""
 
 
-def run(cfg: PipelineConfig) -> StageResult:
+def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     """Read, normalise and validate every benchmark file; write all artifacts or none.
 
     The Great Expectations report is written to ``<reports_dir>/prepare_data`` whether validation passes or not.

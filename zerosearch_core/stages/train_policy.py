@@ -12,54 +12,96 @@ import json
 import logging
 from pathlib import Path
 
-from zerosearch_core import data as benchmark_data
 from zerosearch_core.artifacts import (
     checkpoint_identity,
+    file_sha256,
     fingerprint,
     prepare_resumable_dir,
     write_dir_atomically,
     write_text_atomically,
 )
-from zerosearch_core.config import PipelineConfig, config_to_dict
-from zerosearch_core.evaluation import sample_questions
+from zerosearch_core.config import PipelineConfig, config_to_dict, is_service_key
+from zerosearch_core.data import benchmarks as benchmark_data
 from zerosearch_core.models import save_policy
-from zerosearch_core.search.registry import open_search_engine, open_training_engine
+from zerosearch_core.rl.registry import get_trainer
+from zerosearch_core.rl.report import latest_by_step, plot_training_curves, summarize_history
+from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.seeding import derive_seed
-from zerosearch_core.stages import StageResult, StepLogger
-from zerosearch_core.training_report import latest_by_step, plot_training_curves, summarize_history
+from zerosearch_core.stages import StageHooks, StageResult
+from zerosearch_core.stages.sections import open_training_engine, rl_setup
 
 logger = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.jsonl"
 FINGERPRINT_FILE = "run_fingerprint"
 
+PARAMS = (
+    "seed",
+    "search",
+    "model",
+    "rollout",
+    "simulator",
+    "curriculum",
+    "reward",
+    "train",
+    "paths.benchmarks_dir",
+    "paths.index_dir",
+    "paths.policy_dir",
+    "paths.simulator_dir",
+    "paths.checkpoints_dir",
+    "paths.trained_policy_dir",
+    "paths.train_metrics",
+)
+
 
 def run_fingerprint(cfg: PipelineConfig) -> str:
-    """A hash of everything a checkpoint's validity depends on: the training-relevant config and the start policy."""
-    relevant = {
-        key: config_to_dict(getattr(cfg, key))
-        for key in ("seed", "model", "rollout", "curriculum", "reward", "train", "search")
+    """A hash of everything a checkpoint's validity depends on: every section training reads (service knobs aside),
+    the weights it starts from and searches with, and the data it trains and validates on. A rerun whose
+    fingerprint differs starts afresh instead of resuming (or republishing) another run's checkpoints."""
+    relevant: dict[str, object] = {
+        key: _results_part(key, getattr(cfg, key))
+        for key in ("seed", "model", "rollout", "curriculum", "reward", "train", "search", "simulator")
     }
     relevant["policy_weights"] = checkpoint_identity(cfg.paths.policy_dir)
+    if cfg.train.search_engine == "simulated" and cfg.simulator.url is None:
+        relevant["simulator_weights"] = checkpoint_identity(cfg.paths.simulator_dir)
+    benchmarks_dir = Path(cfg.paths.benchmarks_dir)
+    for role, name in (("train_data", cfg.train.questions), ("validation_data", cfg.train.validation_questions)):
+        path = benchmarks_dir / f"{name}.parquet"
+        relevant[role] = file_sha256(path) if path.is_file() else name
+    manifest = Path(cfg.paths.index_dir) / "manifest.json"
+    relevant["index"] = file_sha256(manifest) if manifest.is_file() else cfg.paths.index_dir
     return fingerprint(relevant)
 
 
+def _results_part(section: str, value: object) -> object:
+    as_dict = config_to_dict(value)
+    if not isinstance(as_dict, dict):
+        return as_dict
+    return {k: v for k, v in as_dict.items() if not is_service_key(f"{section}.{k}")}
+
+
 def prepare_checkpoints_dir(cfg: PipelineConfig) -> Path:
-    """Keep checkpoints of the same run for resuming; clear those of a different config or start policy."""
+    """Keep checkpoints of the same run for resuming; clear those of a different config, data or weights."""
     checkpoints_dir = Path(cfg.paths.checkpoints_dir)
     existed = checkpoints_dir.exists()
-    if not prepare_resumable_dir(checkpoints_dir, run_fingerprint(cfg), FINGERPRINT_FILE) and existed:
-        logger.warning("Checkpoints in %s belonged to another configuration; started a fresh run", checkpoints_dir)
+    if prepare_resumable_dir(checkpoints_dir, run_fingerprint(cfg), FINGERPRINT_FILE):
+        logger.info("Checkpoints in %s belong to this run (same config, data and weights): resuming", checkpoints_dir)
+    elif existed:
+        logger.warning(
+            "Checkpoints in %s belonged to another run (config, data or weights changed); started afresh",
+            checkpoints_dir,
+        )
     return checkpoints_dir
 
 
-def run(cfg: PipelineConfig, log_step: StepLogger | None = None) -> StageResult:
+def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     """Train (or resume) to ``train.total_steps`` and write the trained policy."""
     checkpoints_dir = prepare_checkpoints_dir(cfg)
     history_path = checkpoints_dir / HISTORY_FILE
     benchmarks_dir = Path(cfg.paths.benchmarks_dir)
     questions = benchmark_data.load_benchmark(benchmarks_dir, cfg.train.questions)
-    validation = sample_questions(
+    validation = benchmark_data.sample_questions(
         benchmark_data.load_benchmark(benchmarks_dir, cfg.train.validation_questions),
         cfg.train.validation_size,
         derive_seed(cfg.seed, "validation"),
@@ -68,19 +110,12 @@ def run(cfg: PipelineConfig, log_step: StepLogger | None = None) -> StageResult:
     def on_step(metrics: dict[str, float]) -> None:
         with history_path.open("a") as handle:  # survives a kill; a redone step's entry supersedes the old one
             handle.write(json.dumps(metrics) + "\n")
-        if log_step is not None:
-            log_step(metrics, int(metrics["step"]))
+        if hooks.log_step is not None:
+            hooks.log_step(metrics, int(metrics["step"]))
 
+    trainer = get_trainer(cfg.train.algorithm)
     with open_training_engine(cfg) as engine, open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as real:
-        if cfg.train.algorithm == "grpo":
-            from zerosearch_core.grpo import run_grpo
-
-            model, tokenizer = run_grpo(cfg, questions, validation, engine, real, on_step)
-        else:
-            from zerosearch_core.training import run_training
-
-            trainer = run_training(cfg, questions, validation, engine, real, on_step)
-            model, tokenizer = trainer.policy, trainer.tokenizer
+        model, tokenizer = trainer(rl_setup(cfg), questions, validation, engine, real, on_step)
 
     history = latest_by_step([json.loads(line) for line in history_path.read_text().splitlines() if line.strip()])
     summary = summarize_history(history, cfg.train.algorithm)

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from zerosearch_core.search.base import SearchBackendError
 from zerosearch_core.search.http import post_with_retries
-from zerosearch_core.search.simulated import LocalLLM
+from zerosearch_core.simulator.llm import LocalLLM
 
 MAX_CONCURRENT_REQUESTS = 32
 """Requests one client sends at once (the server batches them)."""

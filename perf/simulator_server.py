@@ -2,7 +2,7 @@
 
 Run after ``dvc repro finetune_simulator`` (it serves ``paths.simulator_dir``; ``--model`` picks another folder)::
 
-    .venv/bin/python benchmarks/simulator_server.py [--params params.yaml] [--requests 64] [--max-tokens 48]
+    .venv/bin/python perf/simulator_server.py [--params params.yaml] [--requests 64] [--max-tokens 48]
 
 For 1, 8 and 32 concurrent clients, against the same model served with batching (``max_batch_size`` 32) and
 without (``max_batch_size`` 1), it prints documents/s (one simulated search = ``search.top_k`` documents) and
@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from zerosearch_core.config import load_config  # noqa: E402
 from zerosearch_core.models import load_causal_lm, load_tokenizer  # noqa: E402
 from zerosearch_core.search.http import free_port  # noqa: E402
-from zerosearch_core.search.simulated import LocalLLM  # noqa: E402
-from zerosearch_core.search.simulator_server import create_simulator_app  # noqa: E402
-from zerosearch_core.simulator import render_simulator_prompt  # noqa: E402
+from zerosearch_core.simulator.llm import LocalLLM  # noqa: E402
+from zerosearch_core.simulator.prompts import render_simulator_prompt  # noqa: E402
+from zerosearch_core.simulator.server import create_simulator_app  # noqa: E402
 
 
 def measure(url: str, clients: int, requests_total: int, max_tokens: int, seed_base: int) -> tuple[float, float, float]:

@@ -29,7 +29,7 @@ import pandas as pd
 
 from zerosearch_core.artifacts import file_sha256, write_dir_atomically
 from zerosearch_core.config import ConfigError, WorldConfig
-from zerosearch_core.validation import GXValidator, ValidationOutcome, expectation_failures
+from zerosearch_core.data.validation import GXValidator, ValidationOutcome, expectation_failures
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ def check_vocabularies() -> None:
             if shared:
                 raise ValueError(
                     f"The toy world's {group} and {other} share {sorted(shared)}; change them in "
-                    "zerosearch_core/toyworld.py so every word has one meaning."
+                    "zerosearch_core/data/toyworld.py so every word has one meaning."
                 )
     multi_word = [v for values in ATTRIBUTES.values() for v in values if not re.fullmatch(r"[A-Za-z]+", v)]
     if multi_word:

@@ -1,5 +1,5 @@
 """PPO and REINFORCE++ for the search policy, written small on torch: rollouts, rewards, advantages, updates,
-checkpoints and resume. (GRPO runs in TRL's ``GRPOTrainer``: :mod:`zerosearch_core.grpo`.)
+checkpoints and resume. (GRPO runs in TRL's ``GRPOTrainer``: :mod:`zerosearch_core.rl.grpo`.)
 
 One step: the curriculum gives the noise probability for this step; ``prompts_per_step`` training questions are
 drawn (seeded); each is rolled out ``group_size`` times through the search protocol; the F1 (or EM) of each answer is
@@ -27,7 +27,12 @@ import torch
 from torch import nn
 from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 
-from zerosearch_core.algorithms import (
+from zerosearch_core.artifacts import remove_path, write_dir_atomically
+from zerosearch_core.config import TrainConfig
+from zerosearch_core.evaluation import validate_policy
+from zerosearch_core.models import load_causal_lm, load_tokenizer, save_policy
+from zerosearch_core.rewards import answer_reward
+from zerosearch_core.rl.advantages import (
     compute_gae,
     group_advantages,
     kl_estimate,
@@ -38,14 +43,9 @@ from zerosearch_core.algorithms import (
     token_rewards,
     value_loss,
 )
-from zerosearch_core.artifacts import remove_path, write_dir_atomically
-from zerosearch_core.config import PipelineConfig, TrainConfig
-from zerosearch_core.curriculum import noise_probability
-from zerosearch_core.evaluation import build_prompt_ids, validate_policy
-from zerosearch_core.models import load_causal_lm, load_tokenizer, save_policy
-from zerosearch_core.rewards import answer_reward
-from zerosearch_core.rollout import HFPolicyGenerator, Trajectory, episode_statistics, run_episodes, sampled_ids
-from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget, SearchSession
+from zerosearch_core.rl.episodes import EpisodeRequest, RLSetup, StepEpisodes, run_step_episodes
+from zerosearch_core.rollout import HFPolicyGenerator, Trajectory, sampled_ids
+from zerosearch_core.search.base import SearchEngine, SearchErrorBudget
 from zerosearch_core.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -167,13 +167,13 @@ def advantages_for(
 class PolicyTrainer:
     """Wires policy, reference, critic, optimizers and the search engine together for :meth:`train_step`."""
 
-    def __init__(self, cfg: PipelineConfig, policy_path: Path, engine: SearchEngine) -> None:
-        self.cfg = cfg
-        self.train = cfg.train
+    def __init__(self, setup: RLSetup, policy_path: Path, engine: SearchEngine) -> None:
+        self.setup = setup
+        self.train = setup.train
         self.engine = engine
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(policy_path)
-        self.policy = load_causal_lm(policy_path, cfg.model.dtype)
-        self.reference = load_causal_lm(policy_path, cfg.model.dtype) if self.train.kl_coef > 0 else None
+        self.policy = load_causal_lm(policy_path, setup.dtype)
+        self.reference = load_causal_lm(policy_path, setup.dtype) if self.train.kl_coef > 0 else None
         self.critic = ValueModel.from_policy(policy_path) if self.train.algorithm == "ppo" else None
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.train.learning_rate)
         self.scheduler = _warmup_scheduler(self.optimizer, self.train.warmup_steps)
@@ -181,10 +181,10 @@ class PolicyTrainer:
             torch.optim.AdamW(self.critic.parameters(), lr=self.train.critic_learning_rate) if self.critic else None
         )
         self.generator = HFPolicyGenerator(
-            self.policy, self.tokenizer, self.train.temperature, derive_seed(cfg.rl_seed, "train")
+            self.policy, self.tokenizer, self.train.temperature, derive_seed(setup.rl_seed, "train")
         )
-        self.sampler = random.Random(derive_seed(cfg.rl_seed, "questions"))
-        self.error_budget = SearchErrorBudget(cfg.search.max_error_rate)
+        self.sampler = random.Random(derive_seed(setup.rl_seed, "questions"))
+        self.error_budget = SearchErrorBudget(setup.protocol.max_error_rate)
         self.state = TrainerState()
 
     def sample_questions(self, questions: pd.DataFrame) -> pd.DataFrame:
@@ -192,39 +192,28 @@ class PolicyTrainer:
         rows = self.sampler.sample(range(len(questions)), self.train.prompts_per_step)
         return questions.iloc[rows].reset_index(drop=True)
 
-    def rollout(self, questions: pd.DataFrame, noise_prob: float) -> tuple[list[Trajectory], list[float]]:
+    def rollout(self, questions: pd.DataFrame) -> tuple[StepEpisodes, list[float]]:
         """``group_size`` episodes per question at this step's noise probability, and their rewards."""
-        prompts, sessions, golds = [], [], []
+        requests, golds = [], []
         for row in questions.itertuples(index=False):
-            prompt = build_prompt_ids(self.tokenizer, str(row.question), "search", self.cfg.rollout.use_chat_template)
             for sample in range(self.train.group_size):
-                seed = derive_seed(self.cfg.rl_seed, self.state.step, row.id, sample)
-                ctx = EpisodeContext(str(row.question), tuple(row.golden_answers), noise_prob, seed)
-                prompts.append(prompt)
-                sessions.append(self.engine.open_session(ctx))
+                seed = derive_seed(self.setup.rl_seed, self.state.step, row.id, sample)
+                requests.append(EpisodeRequest(str(row.question), tuple(row.golden_answers), seed))
                 golds.append([str(a) for a in row.golden_answers])
         self.policy.eval()
-        trajectories = run_episodes(
-            self.generator,
-            prompts,
-            list[SearchSession | None](sessions),
-            self.cfg.rollout,
-            self.cfg.search.top_k,
-            self.error_budget,
+        episodes = run_step_episodes(
+            self.generator, self.tokenizer, self.engine, requests, self.state.step, self.setup, self.error_budget
         )
         scores = [
-            answer_reward(self.generator.decode(sampled_ids(t)), gold, self.cfg.reward.metric)
-            for t, gold in zip(trajectories, golds, strict=True)
+            answer_reward(self.generator.decode(sampled_ids(t)), gold, self.setup.reward.metric)
+            for t, gold in zip(episodes.trajectories, golds, strict=True)
         ]
-        return trajectories, scores
+        return episodes, scores
 
     def train_step(self, questions: pd.DataFrame) -> dict[str, float]:
         """One full RL step; returns its metrics."""
-        step = self.state.step
-        noise_prob = noise_probability(
-            step, self.train.total_steps, self.cfg.curriculum.start, self.cfg.curriculum.end, self.cfg.curriculum.base
-        )
-        trajectories, scores = self.rollout(self.sample_questions(questions), noise_prob)
+        episodes, scores = self.rollout(self.sample_questions(questions))
+        trajectories = episodes.trajectories
         batch = build_token_batch(
             trajectories, scores, int(self.tokenizer.pad_token_id), self.train.mask_retrieved_tokens
         )
@@ -235,7 +224,7 @@ class PolicyTrainer:
         kl_old = kl_estimate(old_logprobs, ref_logprobs, "k1")
         advantages, returns = advantages_for(self.train.algorithm, batch, kl_old, self.train, old_values)
         metrics = self._optimise(batch, old_logprobs, advantages, returns, old_values)
-        metrics.update(_rollout_metrics(trajectories, scores, noise_prob, batch))
+        metrics.update(_rollout_metrics(episodes, scores, batch))
         metrics["kl"] = float(masked_mean(kl_old, batch.loss_mask))
         self.state.step += 1
         metrics["step"] = float(self.state.step)
@@ -309,7 +298,7 @@ class PolicyTrainer:
 
     def load_checkpoint(self, folder: Path) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint`."""
-        self.policy = load_causal_lm(folder / "policy", self.cfg.model.dtype)
+        self.policy = load_causal_lm(folder / "policy", self.setup.dtype)
         self.generator.model = self.policy
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.train.learning_rate)
         self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
@@ -319,7 +308,7 @@ class PolicyTrainer:
             self.critic = ValueModel.load(folder / "critic")
             self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=self.train.critic_learning_rate)
             self.critic_optimizer.load_state_dict(torch.load(folder / "critic_optimizer.pt", weights_only=True))
-        rng = torch.load(folder / "rng.pt", weights_only=False)
+        rng = torch.load(folder / "rng.pt", weights_only=True)
         self.generator.generator.set_state(rng["generator"])
         torch.random.set_rng_state(rng["torch"])
         saved = json.loads((folder / STATE_FILE).read_text())
@@ -337,28 +326,36 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
 
 
 def run_training(
-    cfg: PipelineConfig,
+    setup: RLSetup,
     questions: pd.DataFrame,
     validation: pd.DataFrame,
     engine: SearchEngine,
     validation_engine: SearchEngine,
     on_step: Callable[[dict[str, float]], None] | None = None,
 ) -> PolicyTrainer:
-    """Train from ``paths.policy_dir`` (or resume from the last checkpoint) until ``train.total_steps`` against
+    """Train from ``setup.policy_dir`` (or resume from the last checkpoint) until ``train.total_steps`` against
     ``engine``; score the validation questions with ``validation_engine`` (real search) at every checkpoint."""
-    checkpoints_dir = Path(cfg.paths.checkpoints_dir)
-    trainer = PolicyTrainer(cfg, Path(cfg.paths.policy_dir), engine)
+    checkpoints_dir = setup.checkpoints_dir
+    train = setup.train
+    trainer = PolicyTrainer(setup, setup.policy_dir, engine)
     resume = latest_checkpoint(checkpoints_dir)
     if resume is not None:
         trainer.load_checkpoint(resume)
         logger.info("Resumed from %s at step %d", resume, trainer.state.step)
-    while trainer.state.step < cfg.train.total_steps:
+    while trainer.state.step < train.total_steps:
         metrics = trainer.train_step(questions)
-        checkpoint_due = (
-            trainer.state.step % cfg.train.save_every_steps == 0 or trainer.state.step == cfg.train.total_steps
-        )
+        checkpoint_due = trainer.state.step % train.save_every_steps == 0 or trainer.state.step == train.total_steps
         if checkpoint_due:
-            metrics.update(validate_policy(trainer.policy, trainer.tokenizer, validation, validation_engine, cfg))
+            metrics.update(
+                validate_policy(
+                    trainer.policy,
+                    trainer.tokenizer,
+                    validation,
+                    validation_engine,
+                    setup.protocol,
+                    setup.validation_seed,
+                )
+            )
         logger.info(
             "step %d: reward %.3f, noise p %.3f", trainer.state.step, metrics["reward_mean"], metrics["noise_prob"]
         )
@@ -373,12 +370,10 @@ def _warmup_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int) -> to
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))
 
 
-def _rollout_metrics(
-    trajectories: Sequence[Trajectory], scores: Sequence[float], noise_prob: float, batch: TokenBatch
-) -> dict[str, float]:
+def _rollout_metrics(episodes: StepEpisodes, scores: Sequence[float], batch: TokenBatch) -> dict[str, float]:
     return {
-        **episode_statistics(trajectories, noise_prob),
-        "reward_mean": sum(scores) / len(trajectories),
+        **episodes.statistics,
+        "reward_mean": sum(scores) / len(episodes.trajectories),
         "trained_tokens": float(batch.loss_mask.sum()),
     }
 
@@ -391,3 +386,16 @@ def _encode_random(generator: random.Random) -> Any:
 def _decode_random(saved: Any) -> tuple[Any, ...]:
     version, internal, gauss = saved
     return (version, tuple(internal), gauss)
+
+
+def train_policy(
+    setup: RLSetup,
+    questions: pd.DataFrame,
+    validation: pd.DataFrame,
+    engine: SearchEngine,
+    validation_engine: SearchEngine,
+    on_step: Callable[[dict[str, float]], None] | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """:func:`run_training`, returning ``(model, tokenizer)`` as every registered trainer does."""
+    trainer = run_training(setup, questions, validation, engine, validation_engine, on_step)
+    return trainer.policy, trainer.tokenizer

@@ -19,14 +19,12 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from pathlib import Path
 
 from zerosearch_core.config import SimulatorConfig
 from zerosearch_core.search.base import EpisodeContext, SearchBackendError, SearchResult, SearchSession
-from zerosearch_core.simulator import DocType, choose_doc_type, parse_documents, render_simulator_prompt
+from zerosearch_core.simulator.llm import LLMClient, LocalLLM
+from zerosearch_core.simulator.prompts import DocType, choose_doc_type, parse_documents, render_simulator_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -35,53 +33,6 @@ FEW_SHOT_EXAMPLE = (
     "Doc 1: (Title: Eiffel Tower) The Eiffel Tower is a wrought-iron lattice tower in Paris. It is 330 metres tall.\n"
     "Doc 2: (Title: Gustave Eiffel) Gustave Eiffel was a French engineer whose company built the tower.\n\n"
 )
-
-
-class LLMClient(Protocol):
-    """Generates completions for chat prompts (a local model, or an OpenAI-compatible server)."""
-
-    def complete(self, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
-        """One completion per user message, in order."""
-        ...
-
-
-class LocalLLM:
-    """:class:`LLMClient` on a transformers model in this process (chat template applied when there is one)."""
-
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-
-    def complete(self, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
-        """Batched generation for user messages, seeded by ``seed``."""
-        return self.complete_rendered([self.render(p) for p in prompts], max_new_tokens, temperature, seed)
-
-    @torch.no_grad()
-    def complete_rendered(self, texts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
-        """Batched, left-padded generation of already rendered texts."""
-        self.tokenizer.padding_side = "left"
-        batch = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
-        sampling = temperature > 0
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed % 2**31)
-            output = self.model.generate(  # type: ignore[operator]
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=sampling,
-                temperature=temperature if sampling else None,
-                top_k=None,
-                top_p=None,
-                pad_token_id=int(self.tokenizer.pad_token_id),
-            )
-        new_tokens = output[:, batch["input_ids"].shape[1] :]  # (B, <= max_new_tokens)
-        return [str(t) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-
-    def render(self, prompt: str) -> str:
-        """A user message through the chat template (unchanged when the tokenizer has none)."""
-        if self.tokenizer.chat_template is None:
-            return prompt
-        messages = [{"role": "user", "content": prompt}]
-        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
 
 @dataclass
@@ -199,3 +150,37 @@ class SimulatedSearchSession:
         if isinstance(outcome, SearchBackendError):
             raise outcome
         return outcome
+
+
+def open_simulated_engine(
+    cfg: SimulatorConfig, simulator_dir: Path, dtype: str, max_doc_chars: int
+) -> SimulatedSearchEngine:
+    """The simulator behind ``cfg.url`` (an OpenAI-compatible server), or in process from ``simulator_dir``.
+
+    Args:
+        cfg: The ``simulator`` section.
+        simulator_dir: The fine-tuned simulator (``paths.simulator_dir``), used when ``cfg.url`` is null.
+        dtype: Weight dtype of the in-process simulator (``model.dtype``).
+        max_doc_chars: Characters kept of each document (``rollout.max_doc_chars``).
+
+    Raises:
+        FileNotFoundError: No simulator at ``simulator_dir`` and no ``cfg.url``; the message says how to get one.
+    """
+    llm: LLMClient
+    if cfg.url is not None:
+        from zerosearch_core.simulator.server import OpenAICompatibleLLM
+
+        client = OpenAICompatibleLLM(cfg.url, "simulator", cfg.request_timeout_s, cfg.max_retries)
+        client.check_health()
+        llm, where = client, cfg.url
+    else:
+        from zerosearch_core.models import load_causal_lm, load_tokenizer
+
+        if not (simulator_dir / "config.json").is_file():
+            raise FileNotFoundError(
+                f"No simulator at {simulator_dir}; run `dvc repro finetune_simulator` first, point simulator.url at a "
+                "running simulator server, or train against real search with train.search_engine: real."
+            )
+        llm = LocalLLM(load_causal_lm(simulator_dir, dtype), load_tokenizer(simulator_dir))
+        where = str(simulator_dir)
+    return SimulatedSearchEngine(llm, cfg, max_doc_chars, {"model": where})

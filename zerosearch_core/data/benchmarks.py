@@ -7,7 +7,7 @@ hub) becomes a DataFrame with the columns of :data:`NORMALIZED_COLUMNS`::
     source_file, source_row (1-based line in the source file)
 
 Reading never drops or repairs a row: malformed content is kept as it is so that the Great Expectations suites in
-:mod:`zerosearch_core.validation` can name it. Only unreadable files (bad JSON) raise here, naming file and line.
+:mod:`zerosearch_core.data.validation` can name it. Only unreadable files (bad JSON) raise here, naming file and line.
 
 The ``prepare_data`` stage (``python -m zerosearch_core.cli prepare_data --params params.yaml``) drives this module.
 """
@@ -235,3 +235,10 @@ def load_benchmark(benchmarks_dir: Path, name: str) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; run `dvc repro prepare_data` first.")
     return pd.read_parquet(path)
+
+
+def sample_questions(frame: pd.DataFrame, max_questions: int | None, seed: int) -> pd.DataFrame:
+    """A seeded sample of at most ``max_questions`` rows (all rows when None), in source order."""
+    if max_questions is None or max_questions >= len(frame):
+        return frame.reset_index(drop=True)
+    return frame.sample(n=max_questions, random_state=seed % 2**32).sort_index().reset_index(drop=True)

@@ -7,7 +7,7 @@ drills, batch ``pretrain_batch_size``, rate ``pretrain_learning_rate`` held cons
 prints the greedy accuracy on held-out drills (people in no training drill). Chance is about 1/10 (8-12 values per
 attribute). Nothing is written and no pipeline output is needed::
 
-    .venv/bin/python benchmarks/reading_curve.py [--params toy/params.yaml] [--steps 5000] [--every 500]
+    .venv/bin/python perf/reading_curve.py [--params toy/params.yaml] [--steps 5000] [--every 500]
 
 What was measured is in the README (toy world section).
 """
@@ -23,13 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zerosearch_core.cold_start import pretrain_sequences, train_causal_lm  # noqa: E402
+from zerosearch_core.cold_start import pretrain_sequences, tokenizer_texts, train_causal_lm  # noqa: E402
 from zerosearch_core.config import load_config  # noqa: E402
+from zerosearch_core.data.toyworld import generate_world, reading_drills  # noqa: E402
 from zerosearch_core.models import build_tiny_policy  # noqa: E402
-from zerosearch_core.prompts import PROMPT_TEXTS  # noqa: E402
-from zerosearch_core.simulator import SIMULATOR_TEXTS  # noqa: E402
-from zerosearch_core.stages.init_policy import FIXED_TEXT_WEIGHT, TOKENIZER_EXTRA_TEXTS  # noqa: E402
-from zerosearch_core.toyworld import generate_world, reading_drills  # noqa: E402
 
 ANSWER_MARK = " Answer:"
 
@@ -62,9 +59,8 @@ def main() -> None:
     drills = reading_drills(count + args.heldout, world.entities, cfg.world.seed)
     train, heldout = drills[:count], drills[count:]
     corpus = [f"{passage.title}\n{passage.text}" for passage in world.passages]
-    fixed = list(PROMPT_TEXTS + SIMULATOR_TEXTS) * FIXED_TEXT_WEIGHT
     texts = [d.text for d in train]
-    model, tokenizer = build_tiny_policy(cfg.model, corpus + fixed + texts[:TOKENIZER_EXTRA_TEXTS], seed=1)
+    model, tokenizer = build_tiny_policy(cfg.model, tokenizer_texts(corpus, [], texts), seed=1)
     sequences = pretrain_sequences(corpus, texts, tokenizer, cfg.cold_start.pretrain_corpus_repeat)
     pad_id = int(tokenizer.pad_token_id)
     cold = cfg.cold_start

@@ -22,16 +22,14 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
 
-from zerosearch_core.artifacts import checkpoint_is_final
-from zerosearch_core.config import PipelineConfig
-from zerosearch_core.curriculum import noise_probability
-from zerosearch_core.evaluation import build_prompt_ids, validate_policy
+from zerosearch_core.artifacts import checkpoint_is_final, last_complete_checkpoint
+from zerosearch_core.evaluation import validate_policy
 from zerosearch_core.models import load_causal_lm, load_tokenizer
 from zerosearch_core.rewards import answer_reward
-from zerosearch_core.rollout import HFPolicyGenerator, episode_statistics, run_episodes, sampled_ids
-from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget, SearchSession
+from zerosearch_core.rl.episodes import EpisodeRequest, RLSetup, run_step_episodes
+from zerosearch_core.rollout import HFPolicyGenerator, sampled_ids
+from zerosearch_core.search.base import SearchEngine, SearchErrorBudget
 from zerosearch_core.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -39,16 +37,16 @@ logger = logging.getLogger(__name__)
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental; the pin covers it
 
 
-def make_grpo_config(cfg: PipelineConfig, output_dir: Path) -> Any:
+def make_grpo_config(setup: RLSetup, output_dir: Path) -> Any:
     """Translate ``train`` (the knobs the paper varies) into TRL's ``GRPOConfig``."""
     from trl import GRPOConfig
 
-    train = cfg.train
+    train = setup.train
     on_cpu = not torch.cuda.is_available()
     return GRPOConfig(
         output_dir=str(output_dir),
         use_cpu=on_cpu,
-        bf16=not on_cpu and cfg.model.dtype == "bfloat16",
+        bf16=not on_cpu and setup.dtype == "bfloat16",
         gradient_checkpointing=False,
         report_to=[],
         max_steps=train.total_steps,
@@ -56,7 +54,7 @@ def make_grpo_config(cfg: PipelineConfig, output_dir: Path) -> Any:
         gradient_accumulation_steps=1,
         num_generations=train.group_size,
         num_iterations=train.epochs_per_step,
-        max_completion_length=cfg.rollout.max_total_tokens,
+        max_completion_length=setup.protocol.rollout.max_total_tokens,
         temperature=train.temperature,
         learning_rate=train.learning_rate,
         lr_scheduler_type="constant_with_warmup",
@@ -69,8 +67,8 @@ def make_grpo_config(cfg: PipelineConfig, output_dir: Path) -> Any:
         save_strategy="steps",
         save_steps=train.save_every_steps,
         save_total_limit=2,
-        seed=cfg.rl_seed % 2**32,
-        data_seed=cfg.rl_seed % 2**32,
+        seed=setup.rl_seed % 2**32,
+        data_seed=setup.rl_seed % 2**32,
         dataloader_num_workers=0,
     )
 
@@ -78,49 +76,37 @@ def make_grpo_config(cfg: PipelineConfig, output_dir: Path) -> Any:
 class SearchRollout:
     """The ``rollout_func``: multi-turn search episodes on the trainer's model, with the curriculum's noise."""
 
-    def __init__(self, cfg: PipelineConfig, engine: SearchEngine, golden: dict[str, tuple[str, ...]]) -> None:
-        self.cfg = cfg
+    def __init__(self, setup: RLSetup, engine: SearchEngine, golden: dict[str, tuple[str, ...]]) -> None:
+        self.setup = setup
         self.engine = engine
         self.golden = golden
-        self.error_budget = SearchErrorBudget(cfg.search.max_error_rate)
+        self.error_budget = SearchErrorBudget(setup.protocol.max_error_rate)
         self.last_stats: dict[str, float] = {}
 
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
         step = int(trainer.state.global_step)
-        curriculum = self.cfg.curriculum
-        noise_prob = noise_probability(
-            step, self.cfg.train.total_steps, curriculum.start, curriculum.end, curriculum.base
-        )
+        setup = self.setup
         model = trainer.accelerator.unwrap_model(trainer.model)
         tokenizer = trainer.processing_class
         generator = HFPolicyGenerator(
-            model, tokenizer, self.cfg.train.temperature, derive_seed(self.cfg.rl_seed, "grpo", step)
+            model, tokenizer, setup.train.temperature, derive_seed(setup.rl_seed, "grpo", step)
         )
-        prompt_ids, sessions = [], []
-        for index, question in enumerate(prompts):
-            prompt_ids.append(build_prompt_ids(tokenizer, question, "search", self.cfg.rollout.use_chat_template))
-            ctx = EpisodeContext(
-                question, self.golden[question], noise_prob, derive_seed(self.cfg.rl_seed, step, question, index)
-            )
-            sessions.append(self.engine.open_session(ctx))
+        requests = [
+            EpisodeRequest(question, self.golden[question], derive_seed(setup.rl_seed, step, question, index))
+            for index, question in enumerate(prompts)
+        ]
         was_training = model.training
         model.eval()
-        episodes = run_episodes(
-            generator,
-            prompt_ids,
-            list[SearchSession | None](sessions),
-            self.cfg.rollout,
-            self.cfg.search.top_k,
-            self.error_budget,
-        )
+        step_episodes = run_step_episodes(generator, tokenizer, self.engine, requests, step, setup, self.error_budget)
         model.train(was_training)
+        episodes = step_episodes.trajectories
         masks = [
-            list(e.loss_mask) if self.cfg.train.mask_retrieved_tokens else [1] * len(e.response_ids) for e in episodes
+            list(e.loss_mask) if setup.train.mask_retrieved_tokens else [1] * len(e.response_ids) for e in episodes
         ]
         sampled = [generator.decode(sampled_ids(e)) for e in episodes]
-        self.last_stats = episode_statistics(episodes, noise_prob)
+        self.last_stats = step_episodes.statistics
         return {
-            "prompt_ids": prompt_ids,
+            "prompt_ids": step_episodes.prompt_ids,
             "completion_ids": [list(e.response_ids) for e in episodes],
             "logprobs": [list(e.logprobs) for e in episodes],  # sampling log-probs; 0 on masked (inserted) tokens
             "env_mask": masks,
@@ -174,21 +160,21 @@ class MetricsRelay(TrainerCallback):
 
 
 def run_grpo(
-    cfg: PipelineConfig,
+    setup: RLSetup,
     questions: pd.DataFrame,
     validation: pd.DataFrame,
     engine: SearchEngine,
     validation_engine: SearchEngine,
     on_step: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[Any, Any]:
-    """Train with GRPO from ``paths.policy_dir``, resuming from the last checkpoint; return (model, tokenizer)."""
+    """Train with GRPO from ``setup.policy_dir``, resuming from the last checkpoint; return (model, tokenizer)."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    policy_dir = Path(cfg.paths.policy_dir)
-    output_dir = Path(cfg.paths.checkpoints_dir)
+    policy_dir = setup.policy_dir
+    output_dir = setup.checkpoints_dir
     tokenizer = load_tokenizer(policy_dir)
-    model = load_causal_lm(policy_dir, cfg.model.dtype)  # loaded by path, so TRL can rebuild the reference from it
+    model = load_causal_lm(policy_dir, setup.dtype)  # loaded by path, so TRL can rebuild the reference from it
     golden = {
         str(q): tuple(str(a) for a in g)
         for q, g in zip(questions["question"], questions["golden_answers"], strict=True)
@@ -199,24 +185,30 @@ def run_grpo(
             "golden_answers": [list(g) for g in questions["golden_answers"]],
         }
     )
-    rollout = SearchRollout(cfg, engine, golden)
+    rollout = SearchRollout(setup, engine, golden)
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=make_reward_func(cfg.reward.metric),
-        args=make_grpo_config(cfg, output_dir),
+        reward_funcs=make_reward_func(setup.reward.metric),
+        args=make_grpo_config(setup, output_dir),
         train_dataset=dataset,
         processing_class=tokenizer,
         rollout_func=rollout,
         callbacks=[
-            MetricsRelay(rollout, lambda m: validate_policy(m, tokenizer, validation, validation_engine, cfg), on_step)
+            MetricsRelay(
+                rollout,
+                lambda m: validate_policy(
+                    m, tokenizer, validation, validation_engine, setup.protocol, setup.validation_seed
+                ),
+                on_step,
+            )
         ],
     )
     # TRL's progress callback prints every log dict to stdout; MetricsRelay logs one readable line per step instead.
     trainer.remove_callback(ProgressCallback)
-    resume = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    resume = last_complete_checkpoint(output_dir)
     if resume is not None and checkpoint_is_final(Path(resume)):
         logger.info("Training already finished at %s; loading it instead of training further", resume)
-        return load_causal_lm(resume, cfg.model.dtype), tokenizer
+        return load_causal_lm(resume, setup.dtype), tokenizer
     if resume is not None:
         logger.info("Resumed from %s", resume)
     trainer.train(resume_from_checkpoint=resume)

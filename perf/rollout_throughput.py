@@ -2,7 +2,7 @@
 
 Run after ``dvc repro finetune_simulator`` (it uses the initial policy and the simulator of ``params.yaml``)::
 
-    .venv/bin/python benchmarks/rollout_throughput.py [--params params.yaml] [--episodes 64] [--steps 4]
+    .venv/bin/python perf/rollout_throughput.py [--params params.yaml] [--episodes 64] [--steps 4]
 
 Prints:
 * generated (sampled) tokens/s of whole multi-turn episodes through the search protocol against the simulated
@@ -26,19 +26,29 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zerosearch_core.config import PipelineConfig, load_config  # noqa: E402
-from zerosearch_core.data import load_benchmark  # noqa: E402
-from zerosearch_core.evaluation import build_prompt_ids, sample_questions  # noqa: E402
+from zerosearch_core.data.benchmarks import (
+    load_benchmark,  # noqa: E402
+    sample_questions,  # noqa: E402
+)
 from zerosearch_core.models import load_causal_lm, load_tokenizer  # noqa: E402
+from zerosearch_core.prompts import build_prompt_ids  # noqa: E402
+from zerosearch_core.rl.registry import get_trainer  # noqa: E402
 from zerosearch_core.rollout import HFPolicyGenerator, run_episodes  # noqa: E402
-from zerosearch_core.search.base import EpisodeContext, SearchErrorBudget  # noqa: E402
-from zerosearch_core.search.registry import make_simulated_engine  # noqa: E402
+from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget  # noqa: E402
+from zerosearch_core.stages.sections import open_training_engine, rl_setup  # noqa: E402
 
 
 def rollout_vs_generate(cfg: PipelineConfig, episodes: int) -> None:
     """Time whole episodes, then plain generate of the same token count per sequence."""
     policy_dir = Path(cfg.paths.policy_dir)
     tokenizer, model = load_tokenizer(policy_dir), load_causal_lm(policy_dir)
-    engine = make_simulated_engine(cfg)  # the engine RL trains against (needs `dvc repro finetune_simulator`)
+    simulated = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, search_engine="simulated"))
+    with open_training_engine(simulated) as engine:  # what RL trains against (needs `dvc repro finetune_simulator`)
+        rollout_vs_generate_with(cfg, engine, tokenizer, model, episodes)
+
+
+def rollout_vs_generate_with(cfg: PipelineConfig, engine: SearchEngine, tokenizer, model, episodes: int) -> None:  # type: ignore[no-untyped-def]
+    """The timings of :func:`rollout_vs_generate` against ``engine``."""
     questions = sample_questions(load_benchmark(Path(cfg.paths.benchmarks_dir), cfg.train.questions), episodes, 0)
     prompts = [build_prompt_ids(tokenizer, q, "search", cfg.rollout.use_chat_template) for q in questions["question"]]
     golden = questions["golden_answers"].map(tuple)
@@ -112,16 +122,8 @@ def seconds_per_step(cfg: PipelineConfig, algorithm: str, steps: int) -> float:
             load_benchmark(Path(cfg.paths.benchmarks_dir), cfg.train.validation_questions), 4, 0
         )
         with open_search_engine(run_cfg.search, Path(cfg.paths.index_dir)) as engine:
-            if algorithm == "grpo":
-                from zerosearch_core.grpo import run_grpo
-
-                last[0] = time.perf_counter()
-                run_grpo(run_cfg, questions, validation, engine, engine, on_step)
-            else:
-                from zerosearch_core.training import run_training
-
-                last[0] = time.perf_counter()
-                run_training(run_cfg, questions, validation, engine, engine, on_step)
+            last[0] = time.perf_counter()
+            get_trainer(algorithm)(rl_setup(run_cfg), questions, validation, engine, engine, on_step)
     return statistics.fmean(times[1:-1]) if len(times) > 2 else statistics.fmean(times)
 
 

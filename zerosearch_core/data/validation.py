@@ -20,7 +20,7 @@ import pandas as pd
 
 from zerosearch_core.artifacts import write_dir_atomically
 from zerosearch_core.config import BenchmarkFileConfig, DataConfig
-from zerosearch_core.data import REQUIRED_RAW_COLUMNS, collapse_exact_duplicates, normalize, source_label
+from zerosearch_core.data.benchmarks import REQUIRED_RAW_COLUMNS, collapse_exact_duplicates, normalize, source_label
 
 logger = logging.getLogger(__name__)
 

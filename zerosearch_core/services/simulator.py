@@ -14,8 +14,8 @@ import uvicorn
 
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.models import load_causal_lm, load_tokenizer
-from zerosearch_core.search.simulated import LocalLLM
-from zerosearch_core.search.simulator_server import create_simulator_app
+from zerosearch_core.simulator.llm import LocalLLM
+from zerosearch_core.simulator.server import create_simulator_app
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,59 @@
+"""The simulator's LLM clients: :class:`LLMClient` is what the simulated engine and the server generate through;
+:class:`LocalLLM` runs a transformers model in this process (the OpenAI-compatible client is
+:class:`zerosearch_core.simulator.server.OpenAICompatibleLLM`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class LLMClient(Protocol):
+    """Generates completions for chat prompts (a local model, or an OpenAI-compatible server)."""
+
+    def complete(self, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
+        """One completion per user message, in order."""
+        ...
+
+
+class LocalLLM:
+    """:class:`LLMClient` on a transformers model in this process (chat template applied when there is one)."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+
+    def complete(self, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
+        """Batched generation for user messages, seeded by ``seed``."""
+        return self.complete_rendered([self.render(p) for p in prompts], max_new_tokens, temperature, seed)
+
+    @torch.no_grad()
+    def complete_rendered(self, texts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
+        """Batched, left-padded generation of already rendered texts."""
+        self.tokenizer.padding_side = "left"
+        batch = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+        sampling = temperature > 0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed % 2**31)
+            output = self.model.generate(  # type: ignore[operator]
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=sampling,
+                temperature=temperature if sampling else None,
+                top_k=None,
+                top_p=None,
+                pad_token_id=int(self.tokenizer.pad_token_id),
+            )
+        new_tokens = output[:, batch["input_ids"].shape[1] :]  # (B, <= max_new_tokens)
+        return [str(t) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def render(self, prompt: str) -> str:
+        """A user message through the chat template (unchanged when the tokenizer has none)."""
+        if self.tokenizer.chat_template is None:
+            return prompt
+        messages = [{"role": "user", "content": prompt}]
+        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
