@@ -1,0 +1,1 @@
+"""Tests of parameter profiles: overlays, their resolution and the resolved files."""
