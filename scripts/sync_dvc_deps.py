@@ -8,8 +8,8 @@
    repository root (``wdir: ..``) with ``--params toy/params.yaml``, plus the ``generate_world`` stage that writes the
    world the toy profile reads instead of the real benchmarks.
 
-Run after changing imports or ``dvc.yaml``: ``.venv/bin/python scripts/sync_dvc_deps.py``. tests/test_dvc_pipeline.py
-fails when either file and the code disagree; this script is the fix it points to.
+Run after changing imports, a stage's ``PARAMS`` or ``dvc.yaml``: ``.venv/bin/python scripts/sync_dvc_deps.py``.
+tests/stages/test_dvc_pipeline.py fails when either file and the code disagree; this script is the fix it names.
 """
 
 from __future__ import annotations

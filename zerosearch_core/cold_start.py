@@ -3,24 +3,18 @@
 A tiny model built by :func:`~zerosearch_core.models.build_tiny_policy` knows neither language nor the search
 protocol, so RL would never see a reward. ``init_policy`` can therefore warm it up (``cold_start`` in the params):
 
-1. **Pre-training**: next-token prediction on the corpus passages, packed into fixed-length blocks, optionally
-   mixed with extra texts (``cold_start.pretrain_texts``). A model this small does not learn to read an answer out of
-   a passage from a few hundred passages; the toy world's reading drills (passages about *other* fictional people,
-   each with a question and its answer) give it that skill, which a pretrained LLM brings with it. On the toy
-   profile the skill appears abruptly, after about 2,500-3,000 steps at a constant rate of 1e-3
-   (``perf/reading_curve.py``); in one run, a cosine decay over 5,000 steps left it half-formed (54% of
-   held-out drills, measured after SFT), hence ``pretrain_schedule``. Repeating the corpus in the mix
-   (``pretrain_corpus_repeat``) works against reading: a model that has memorised the world answers from memory.
-   After 250 all-search SFT steps, single-hop test EM was 38% with the corpus repeated 20 times and 95% with it
-   seen once (the latter from a 3,200-step pre-training run of an earlier harness).
+1. **Pre-training**: next-token prediction on the corpus passages, packed into fixed-length blocks
+   (``pretrain_corpus_repeat`` times), optionally mixed with extra texts (``cold_start.pretrain_texts``, e.g. the
+   toy world's reading drills, which teach a model trained from scratch to read an answer out of a passage), at a
+   cosine or constant rate (``pretrain_schedule``).
 2. **SFT**: one trajectory per training question, built with the *real* retriever, in exactly the token layout the
    rollout engine produces: the prompt, ``<search> question </search>`` (sampled), the ``<information>`` block
    (inserted, loss mask 0), then ``<answer> golden answer </answer>`` (sampled). Loss falls on sampled tokens only.
    With ``cold_start.sft_search_share`` below 1, a seeded share of the trajectories gives up at once instead
    (``<answer> unknown </answer>``, no search), so the start searches only sometimes and RL has to learn that
-   searching pays. They do not answer with the golden answer: on the toy profile, closed-book answers in the SFT mix
-   taught the model to answer from memory, and it stopped reading the documents it did retrieve (single-hop reading
-   of test questions, measured with the documents given: 10%, against 70% when the others answered "unknown").
+   searching pays.
+
+Why each choice, with what was measured, is in the README ("The toy world": what it does not show).
 
 The point is a *weak* start that can emit the tags; its real-search score is the baseline that RL must beat.
 """

@@ -56,7 +56,9 @@ class BenchmarkFileConfig:
         }
     )
     split: str = field(metadata={"help": "Split label written into every row (train, dev, test)."})
-    format: SourceFormat = field(metadata={"help": "How to read the source; see zerosearch_core.data.READERS."})
+    format: SourceFormat = field(
+        metadata={"help": "How to read the source; see zerosearch_core.data.benchmarks.read_raw."}
+    )
     path: str | None = field(metadata={"help": "File path relative to data.source_dir (local formats)."})
     expected_rows: int | None = field(
         metadata={"help": "Exact number of rows the source file must have (checked by GE); null skips it."}
@@ -654,6 +656,21 @@ def tracked_keys(entry: str) -> list[str]:
     if cls is None:
         return [entry]
     return [f"{entry}.{f.name}" for f in dataclasses.fields(cls) if not f.metadata.get("service", False)]
+
+
+def config_values(cfg: PipelineConfig, keys: list[str]) -> dict[str, Any]:
+    """The values of dotted keys (as ``params.yaml`` spells them), e.g. for a run fingerprint.
+
+    >>> config_values(load_config("params.yaml"), ["seed", "search.top_k"])
+    {'seed': 20250507, 'search.top_k': 3}
+    """
+    values: dict[str, Any] = {}
+    for key in keys:
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        values[key] = config_to_dict(value)
+    return values
 
 
 def _section_class(section: str) -> type | None:

@@ -1,1 +1,1 @@
-"""Tests of parameter profiles: overlays, their resolution and the resolved files."""
+"""Tests of zerosearch_core/config.py and zerosearch_core/profiles.py: the typed config and the profile overlays."""

@@ -1,7 +1,7 @@
 """The stages, in DAG order, with the one-line help the CLI shows; each is ``zerosearch_core.stages.<name>``.
 
-``dvc.yaml`` is the DAG; ``tests/test_dvc_pipeline.py`` checks that this list and its stages agree. No stage imports
-this module, so editing a help text here re-runs nothing.
+``dvc.yaml`` is the DAG; ``tests/stages/test_dvc_pipeline.py`` checks that this list and its stages agree. No stage
+imports this module, so editing a help text here re-runs nothing.
 """
 
 from __future__ import annotations

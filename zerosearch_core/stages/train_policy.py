@@ -20,7 +20,7 @@ from zerosearch_core.artifacts import (
     write_dir_atomically,
     write_text_atomically,
 )
-from zerosearch_core.config import PipelineConfig, config_to_dict, is_service_key
+from zerosearch_core.config import PipelineConfig, config_values, tracked_keys
 from zerosearch_core.data import benchmarks as benchmark_data
 from zerosearch_core.models import save_policy
 from zerosearch_core.rl.registry import get_trainer
@@ -40,7 +40,11 @@ PARAMS = (
     "search",
     "model",
     "rollout",
-    "simulator",
+    "simulator.mode",
+    "simulator.doc_words",
+    "simulator.max_new_tokens",
+    "simulator.temperature",
+    "simulator.url",
     "curriculum",
     "reward",
     "train",
@@ -55,13 +59,11 @@ PARAMS = (
 
 
 def run_fingerprint(cfg: PipelineConfig) -> str:
-    """A hash of everything a checkpoint's validity depends on: every section training reads (service knobs aside),
-    the weights it starts from and searches with, and the data it trains and validates on. A rerun whose
+    """A hash of everything a checkpoint's validity depends on: every config key the stage reads (the ones DVC
+    tracks: service knobs aside), the weights it starts from and searches with, and the data it trains and
+    validates on. A rerun whose
     fingerprint differs starts afresh instead of resuming (or republishing) another run's checkpoints."""
-    relevant: dict[str, object] = {
-        key: _results_part(key, getattr(cfg, key))
-        for key in ("seed", "model", "rollout", "curriculum", "reward", "train", "search", "simulator")
-    }
+    relevant: dict[str, object] = config_values(cfg, [key for entry in PARAMS for key in tracked_keys(entry)])
     relevant["policy_weights"] = checkpoint_identity(cfg.paths.policy_dir)
     if cfg.train.search_engine == "simulated" and cfg.simulator.url is None:
         relevant["simulator_weights"] = checkpoint_identity(cfg.paths.simulator_dir)
@@ -72,13 +74,6 @@ def run_fingerprint(cfg: PipelineConfig) -> str:
     manifest = Path(cfg.paths.index_dir) / "manifest.json"
     relevant["index"] = file_sha256(manifest) if manifest.is_file() else cfg.paths.index_dir
     return fingerprint(relevant)
-
-
-def _results_part(section: str, value: object) -> object:
-    as_dict = config_to_dict(value)
-    if not isinstance(as_dict, dict):
-        return as_dict
-    return {k: v for k, v in as_dict.items() if not is_service_key(f"{section}.{k}")}
 
 
 def prepare_checkpoints_dir(cfg: PipelineConfig) -> Path:

@@ -11,7 +11,7 @@ import yaml
 
 from zerosearch_core.config import ConfigError, PipelineConfig, config_to_dict, flatten_config, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROFILES = [ROOT / "params.yaml", *sorted((ROOT / "profiles").glob("*.yaml")), ROOT / "toy/params.yaml"]
 OPTIONAL_SECTIONS = {"world"}  # null outside the toy profile
 

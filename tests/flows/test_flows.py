@@ -15,9 +15,9 @@ from prefect.testing.utilities import prefect_test_harness
 from flows.pipeline import zerosearch_pipeline
 from tasks import dvc_stages
 from tests.conftest import copy_project, dvc
-from tests.test_dvc_pipeline import STAGES
+from tests.stages.test_dvc_pipeline import STAGES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_full_queue_answers_503_and_a_late_answer_504(llm: LocalLLM) -> None:
 
 
 def test_simulated_engine_over_http_and_a_server_killed_mid_run(cfg: PipelineConfig, llm: LocalLLM) -> None:
-    from tests.test_rollout import ScriptedPolicy
+    from tests.fakes import ScriptedPolicy
 
     sim_cfg = dataclasses.replace(cfg.simulator, max_new_tokens=24)
     server = _serve(llm)

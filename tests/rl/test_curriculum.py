@@ -9,7 +9,7 @@ import pytest
 
 from zerosearch_core.rl.curriculum import noise_probability
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "curriculum.json").read_text())["rows"]
+GOLDEN = json.loads((Path(__file__).parents[1] / "golden" / "curriculum.json").read_text())["rows"]
 
 
 @pytest.mark.parametrize("row", GOLDEN, ids=[f"{r['step']}/{r['total_steps']}-b{r['base']}" for r in GOLDEN])

@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.test_rollout import ScriptedPolicy
+from tests.fakes import ScriptedPolicy
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.data.validation import validate_simulator_sft
 from zerosearch_core.models import load_causal_lm, load_tokenizer
@@ -42,7 +42,7 @@ from zerosearch_core.simulator.prompts import (
 )
 from zerosearch_core.stages import StageHooks
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "simulator_prompts.json").read_text())
+GOLDEN = json.loads((Path(__file__).parents[1] / "golden" / "simulator_prompts.json").read_text())
 DOCS = [
     Document("1", "Eiffel Tower", "The Eiffel Tower is a wrought-iron lattice tower in Paris, completed in 1889.", 2.0),
     Document("2", "Paris", "Paris is the capital of France.", 1.0),
@@ -191,7 +191,7 @@ def test_unusable_output_is_a_backend_error_that_fails_a_strict_run(cfg: Pipelin
         session.search("q", 2)
     assert engine.stats.empty == 1
 
-    from tests.test_rollout import ScriptedPolicy
+    from tests.fakes import ScriptedPolicy
 
     policy = ScriptedPolicy(load_tokenizer(tiny_policy_dir), ["<search> q </search>"])
     with pytest.raises(SearchBackendError, match="max_error_rate"):

@@ -16,7 +16,7 @@ from tests.conftest import dvc
 from zerosearch_core.config import is_service_key, load_config
 from zerosearch_core.stages.registry import STAGES as REGISTERED_STAGES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STAGES = tuple(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
 
 
@@ -185,3 +185,23 @@ def test_toy_stage_params_exist_in_the_toy_params() -> None:
             for part in key.split("."):
                 assert isinstance(node, dict) and part in node, f"{name} lists param {key}, which toy lacks"
                 node = node[part]
+
+
+def test_service_knobs_and_the_tracking_experiment_re_run_nothing(reproduced: tuple[Path, float]) -> None:
+    project, _ = reproduced
+    params_path = project / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    params["simulator"].update(serve_port=18123, request_timeout_s=7.5, max_queue=3)
+    params["search"].update(port=18124, timeout_s=4.0)
+    params["tracking"]["experiment"] = "renamed-by-a-teammate"
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        unchanged = dvc(project, "status").stdout
+        params["simulator"]["temperature"] = 0.123  # a value the simulated engine reads: training must re-run
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        changed = dvc(project, "status").stdout
+    finally:
+        params_path.write_text(original)
+    assert "Data and pipelines are up to date." in unchanged
+    assert "train_policy" in changed and "finetune_simulator" in changed and "prepare_data" not in changed

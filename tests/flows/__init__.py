@@ -1,0 +1,1 @@
+"""Tests of flows/ and tasks/: the Prefect orchestration of the DVC stages."""

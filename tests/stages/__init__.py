@@ -1,0 +1,1 @@
+"""Tests of zerosearch_core/stages/."""
