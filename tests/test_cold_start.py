@@ -197,6 +197,7 @@ def test_training_lowers_the_loss_and_ignores_masked_tokens(toy_cfg: PipelineCon
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cfg: PipelineConfig) -> None:
     prepare_data.run(toy_cfg, StageHooks())
     build_index.run(toy_cfg, StageHooks())

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from zerosearch_core.config import PipelineConfig
+from zerosearch_core import cli
+from zerosearch_core.config import PipelineConfig, config_to_dict
 from zerosearch_core.data.benchmarks import normalize, read_raw, sample_questions
 from zerosearch_core.evaluation import (
     evaluate_benchmark,
@@ -115,15 +117,18 @@ def test_metrics_document_names_missing_benchmarks() -> None:
     from zerosearch_core.evaluation import BenchmarkRun
 
     runs = [
-        BenchmarkRun("nq_dev", "search", pd.DataFrame(), {"em": 0.5, "f1": 0.6, "n": 2.0}),
-        BenchmarkRun("popqa_test", "search", pd.DataFrame(), {"em": 0.0, "f1": 0.2, "n": 2.0}),
+        BenchmarkRun("nq_dev", "search", pd.DataFrame(), {"em": 0.5, "cover_em": 1.0, "f1": 0.6, "n": 2.0}),
+        BenchmarkRun("popqa_test", "search", pd.DataFrame(), {"em": 0.0, "cover_em": 0.0, "f1": 0.2, "n": 2.0}),
     ]
     document = metrics_document(runs, {"nq_dev": "nq", "popqa_test": "popqa"})
-    assert document["search"]["average"] == {"em": 0.25, "f1": 0.4}
+    assert document["search"]["average"] == {"em": 0.25, "cover_em": 0.5, "f1": 0.4}
     assert document["not_evaluated"] == ["triviaqa", "hotpotqa", "2wikimultihopqa", "musique", "bamboogle"]
 
 
-def test_evaluate_stage_end_to_end_on_real_search(cfg: PipelineConfig) -> None:
+@pytest.mark.slow
+def test_evaluate_stage_end_to_end_on_real_search(
+    cfg: PipelineConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     files = tuple(
         f for f in cfg.data.files if f.name in ("bamboogle_test", "popqa_test", "multihop_train", "multihop_val")
     )
@@ -157,13 +162,27 @@ def test_evaluate_stage_end_to_end_on_real_search(cfg: PipelineConfig) -> None:
     assert corpus_hash in card and "top-k 3" in card and "bm25 via http" in card
     assert (eval_dir / "em_f1_by_benchmark.png").read_bytes()[:4] == b"\x89PNG"
     assert result.metrics["search.bamboogle_test.em"] == document["search"]["bamboogle_test"]["em"]
+    assert {"em", "cover_em", "f1"} <= set(document["search"]["average"]) and "cover-EM" in card
+    assert "ZeroSearch's tables report cover-EM" in card and {"em", "cover_em", "f1"} <= set(predictions.columns)
+
+    # Any checkpoint, scored by the standalone command, gets the numbers the stage wrote for it.
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(config_to_dict(small), sort_keys=False))
+    out = tmp_path / "checkpoint_eval"
+    monkeypatch.chdir(tmp_path)  # MLflow puts a new experiment's artifacts under the working folder
+    arguments = ["--params", str(params), "--model", small.paths.policy_dir, "--out", str(out)]
+    assert cli.main(["evaluate_checkpoint", *arguments, "--benchmarks", "bamboogle_test,popqa_test"]) == 0
+    standalone = json.loads((out / "eval.json").read_text())
+    assert standalone["search"] == document["initial.search"] and standalone["direct"] == document["initial.direct"]
+    assert (out / "eval_card.md").is_file() and (out / "predictions.jsonl").is_file()
+    assert cli.main(["evaluate_checkpoint", *arguments, "--benchmarks", "nope_test"]) == 2  # a clear config error
 
 
 def test_card_lists_protocol_and_results(cfg: PipelineConfig) -> None:
     document = {
         "search": {
-            "nq_dev": {"em": 0.5, "f1": 0.5, "n": 2.0, "answer_rate": 1.0, "mean_searches": 1.0},
-            "average": {"em": 0.5, "f1": 0.5},
+            "nq_dev": {"em": 0.5, "cover_em": 1.0, "f1": 0.5, "n": 2.0, "answer_rate": 1.0, "mean_searches": 1.0},
+            "average": {"em": 0.5, "cover_em": 1.0, "f1": 0.5},
         },
         "not_evaluated": ["triviaqa"],
     }
@@ -175,5 +194,5 @@ def test_card_lists_protocol_and_results(cfg: PipelineConfig) -> None:
         {"retriever": "bm25", "backend": "http", "corpus_sha256": "f00"},
         {"nq_dev": "x.parquet"},
     )
-    assert "| search | nq_dev | 0.500 | 0.500 | 2 | 1.00 | 1.00 |" in card
+    assert "| search | nq_dev | 0.500 | 1.000 | 0.500 | 2 | 1.00 | 1.00 |" in card
     assert "sha256 `f00`" in card and "Not evaluated (no data in data.files): triviaqa." in card

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch_core.rewards import answer_reward, count_answer_spans, exact_match, extract_answer, f1_score
+from zerosearch_core.rewards import (
+    answer_metrics,
+    answer_reward,
+    count_answer_spans,
+    cover_exact_match,
+    exact_match,
+    extract_answer,
+    f1_score,
+)
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "rewards.json").read_text())["cases"]
 
@@ -38,14 +46,113 @@ def test_extract_answer(response: str, expected: str | None) -> None:
     assert extract_answer(response) == expected
 
 
-def test_reward_is_zero_for_malformed_and_f1_otherwise() -> None:
+def test_reward_scores_the_last_answer_span_and_zero_without_one() -> None:
     assert answer_reward("<answer>Barack Obama</answer>", ["Obama"]) == pytest.approx(2 / 3)
     assert answer_reward("<answer>Barack Obama</answer>", ["Obama"], metric="em") == 0.0
+    assert answer_reward("<answer>Barack Obama</answer>", ["Obama"], metric="cover_em") == 1.0
+    assert answer_reward("<answer>b</answer><answer>a</answer>", ["a"]) == 1.0  # the last span, as evaluation
     assert answer_reward("<answer>a</answer><answer>b</answer>", ["a"]) == 0.0
     assert answer_reward("Paris", ["Paris"]) == 0.0
     assert count_answer_spans("<answer>a</answer><answer>b</answer>") == 2
 
 
 def test_unknown_reward_metric_is_refused() -> None:
-    with pytest.raises(ValueError, match="use 'f1' or 'em'"):
+    with pytest.raises(ValueError, match="use one of"):
         answer_reward("<answer>a</answer>", ["a"], metric="bleu")
+
+
+@pytest.mark.parametrize(
+    ("prediction", "answers", "cover"),
+    [
+        ("David Seville", ["David Seville"], 1.0),
+        ("It was Ross Bagdasarian, known as David Seville.", ["David Seville"], 1.0),  # a sentence that holds it
+        ("The Beatles!", ["beatles"], 1.0),  # normalised on both sides: case, punctuation, articles
+        ("Seville", ["David Seville"], 0.0),  # the prediction inside the gold is not enough
+        ("nine", ["9"], 0.0),
+        ("1930s", ["1930"], 1.0),  # containment is on characters, not tokens (as ZeroSearch's em_check)
+        ("anything at all", ["the"], 0.0),  # a gold that normalises to nothing matches nothing
+        ("", ["x"], 0.0),
+        (None, ["x"], 0.0),
+        ("Paris", [], 0.0),
+    ],
+)
+def test_cover_em_is_normalised_containment(prediction: str | None, answers: list[str], cover: float) -> None:
+    assert cover_exact_match(prediction, answers) == cover
+    if cover == 1.0 and prediction is not None:
+        assert answer_metrics(prediction, answers)["cover_em"] >= answer_metrics(prediction, answers)["em"]
+
+
+def test_yes_no_rule_is_an_option_on_by_default() -> None:
+    assert f1_score("yes he did", ["yes"]) == 0.0
+    assert f1_score("yes he did", ["yes"], yes_no_exact=False) == pytest.approx(0.5)
+    assert answer_reward("<answer>yes he did</answer>", ["yes"], yes_no_exact=False) == pytest.approx(0.5)
+
+
+class PerPromptPolicy:
+    """Answers each prompt with its own scripted response (one turn), on real token ids."""
+
+    def __init__(self, tokenizer, responses: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+        self.tokenizer = tokenizer
+        self.responses = responses
+        self.stop_ids = {tokenizer.eos_token_id}
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids):  # type: ignore[no-untyped-def]
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def generate(self, sequences, max_new_tokens):  # type: ignore[no-untyped-def]
+        out = []
+        for sequence in sequences:
+            prompt = self.decode(sequence)
+            response = next(text for question, text in self.responses.items() if question in prompt)
+            ids = self.encode(response)
+            out.append((ids, [0.0] * len(ids)))
+        return out
+
+
+def test_the_reward_of_every_trajectory_is_the_metric_evaluation_reports(cfg, tiny_policy_dir) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    import pandas as pd
+
+    from zerosearch_core.evaluation import evaluate_benchmark
+    from zerosearch_core.models import load_tokenizer
+    from zerosearch_core.rollout import SearchProtocol
+    from zerosearch_core.search.base import SearchErrorBudget
+
+    tokenizer = load_tokenizer(tiny_policy_dir)
+    cases = {
+        "Capital of France?": "<answer> Paris </answer>",
+        "Capital of Italy?": "<think>hm</think><answer> Paris </answer><answer> Rome </answer>",  # several spans
+        "Capital of Spain?": "I do not know.",  # no span
+        "Capital of Peru?": "<answer></answer>",
+        "Is the sky blue?": "<answer> yes it is </answer>",
+        "Who wrote Hamlet?": "<answer> it was William Shakespeare </answer>",
+    }
+    golds = [["Paris"], ["Rome"], ["Madrid"], ["Lima"], ["yes"], ["Shakespeare", "William Shakespeare"]]
+    questions = pd.DataFrame({"id": [f"q{i}" for i in range(6)], "question": list(cases), "golden_answers": golds})
+    policy = PerPromptPolicy(tokenizer, cases)
+    protocol = SearchProtocol(dataclasses.replace(cfg.rollout, max_new_tokens_per_turn=64), 1, 0.0)
+    for yes_no_exact in (True, False):
+        run = evaluate_benchmark(
+            "scripted",
+            questions,
+            "direct",
+            policy,
+            tokenizer,
+            None,
+            protocol,
+            0,
+            SearchErrorBudget(0.0),
+            yes_no_exact=yes_no_exact,
+        )
+        for (_, row), gold in zip(run.predictions.iterrows(), golds, strict=True):
+            sampled = cases[row["question"]]
+            for metric in ("em", "cover_em", "f1"):
+                reward = answer_reward(sampled, gold, metric, yes_no_exact)
+                assert reward == pytest.approx(row[metric]), (row["question"], metric)
+    scores = run.predictions.set_index("question")
+    assert scores.loc["Capital of Italy?", "em"] == 1.0  # the last span, Rome
+    assert scores.loc["Who wrote Hamlet?", "cover_em"] == 1.0 and scores.loc["Who wrote Hamlet?", "em"] == 0.0

@@ -189,6 +189,44 @@ def experiment_tool(tool: str, args: argparse.Namespace) -> int:
     return 0
 
 
+EVALUATE_CHECKPOINT = "evaluate_checkpoint"
+EVALUATE_CHECKPOINT_HELP = (
+    "Score any model folder (e.g. a released ZeroSearch or Search-R1 policy) against a retriever URL or the local "
+    "index, on chosen benchmarks, with the evaluate stage's protocol; writes the same card and metrics."
+)
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> int:
+    """Run ``zerosearch evaluate_checkpoint``: the evaluate stage's scoring of one model, without training."""
+    from zerosearch_core.search.http import HttpSearchEngine
+    from zerosearch_core.search.registry import open_search_engine
+    from zerosearch_core.stages.evaluate import evaluate_models
+
+    cfg = load_config(args.params)
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"--model {model_dir} is no model folder (no config.json); pass a save_pretrained folder.")
+    known = [spec.name for spec in cfg.data.files]
+    benchmarks = args.benchmarks.split(",") if args.benchmarks else list(cfg.eval.benchmarks)
+    unknown = [name for name in benchmarks if name not in known]
+    if unknown:
+        raise ConfigError(f"--benchmarks names {unknown}, which data.files of {args.params} lacks; use {known}.")
+    out = Path(args.out) if args.out else Path("data/eval_checkpoints") / model_dir.name
+    hooks = StageHooks(progress=tqdm_progress)
+    with stage_run(cfg, EVALUATE_CHECKPOINT, Path(args.params)):
+        mlflow.set_tags({"model_dir": str(model_dir.resolve()), "retriever": args.retriever_url or "local index"})
+        if args.retriever_url:
+            engine = HttpSearchEngine(args.retriever_url, cfg.search.timeout_s, cfg.search.max_retries)
+            result = evaluate_models(cfg, {"": model_dir}, engine, benchmarks, out, out / "eval.json", hooks)
+        else:
+            with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as local:
+                result = evaluate_models(cfg, {"": model_dir}, local, benchmarks, out, out / "eval.json", hooks)
+        log_result(result)
+        mlflow.set_tag("status", "ok")
+    logger.info("Wrote %s and %s", out / "eval_card.md", out / "eval.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: one subcommand per stage, each taking ``--params`` only."""
     parser = argparse.ArgumentParser(
@@ -208,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
             tool.add_argument("--exp-show", type=Path, required=True, help="`dvc exp show --json` output")
             tool.add_argument("--out", type=Path, required=True, help="folder for results.md/.json/.png")
             tool.add_argument("--title", default="Results", help="title of the table")
+    checkpoint = commands.add_parser(
+        EVALUATE_CHECKPOINT, help=EVALUATE_CHECKPOINT_HELP, description=EVALUATE_CHECKPOINT_HELP
+    )
+    checkpoint.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
+    checkpoint.add_argument("--model", required=True, help="model folder (save_pretrained: config.json, weights)")
+    checkpoint.add_argument("--retriever-url", help="a Search-R1-compatible /retrieve server; default: the local index")
+    checkpoint.add_argument("--benchmarks", help="comma-separated names from data.files; default: eval.benchmarks")
+    checkpoint.add_argument("--out", help="output folder; default: data/eval_checkpoints/<model folder name>")
     for name, help_text in SERVICES.items():
         service = commands.add_parser(name, help=help_text, description=f"{help_text} Runs until interrupted.")
         service.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
@@ -225,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             return serve(args.stage, args.params)
         if args.stage in TOOLS:
             return experiment_tool(args.stage, args)
+        if args.stage == EVALUATE_CHECKPOINT:
+            return evaluate_checkpoint(args)
         return run_stage(args.stage, args.params)
     except ConfigError as err:
         logger.error("Configuration error: %s", err)

@@ -31,7 +31,7 @@ DATASETS: tuple[str, ...] = (
 )
 """The seven benchmarks of the paper, by their canonical names."""
 
-SourceFormat = Literal["nq_open_jsonl", "searchagentreview_jsonl", "bamboogle_csv", "flashrag_hub"]
+SourceFormat = Literal["nq_open_jsonl", "searchagentreview_jsonl", "bamboogle_csv", "flashrag_hub", "evouna_json"]
 
 
 def service_knob(help_text: str) -> dict[str, Any]:
@@ -409,7 +409,18 @@ class CurriculumConfig:
 class RewardConfig:
     """The outcome reward of an episode."""
 
-    metric: Literal["f1", "em"] = field(metadata={"help": "Score of the extracted answer against the golden ones."})
+    metric: Literal["f1", "em", "cover_em"] = field(
+        metadata={
+            "help": "Score of the extracted (last) answer against the golden ones: 'f1', 'em' (strict exact match) "
+            "or 'cover_em' (a golden answer contained in the answer, ZeroSearch's em_check)."
+        }
+    )
+    yes_no_exact: bool = field(
+        metadata={
+            "help": "HotpotQA's F1 rule: yes/no/noanswer only match themselves (true, the default, also in "
+            "evaluation's F1); false gives partial credit ('yes, he did' vs 'yes'), as ZeroSearch's F1 reward does."
+        }
+    )
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,18 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from zerosearch_core.config import DATASETS, EvalConfig
 from zerosearch_core.prompts import build_prompt_ids
-from zerosearch_core.rewards import exact_match, f1_score
+from zerosearch_core.rewards import METRICS, answer_metrics
 from zerosearch_core.rollout import HFPolicyGenerator, PolicyGenerator, SearchProtocol, Trajectory, run_episodes
 from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget, SearchSession
 from zerosearch_core.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
+
+METRIC_NAMES: dict[str, str] = {"em": "EM", "cover_em": "cover-EM", "f1": "F1"}
+PAPER_METRICS = (
+    "which to compare: ZeroSearch's tables report cover-EM (its `em_check` tests containment); Search-R1's report "
+    "strict EM; FlashRAG reports EM and `acc` (= cover-EM)"
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ def evaluate_benchmark(
     seed: int,
     error_budget: SearchErrorBudget,
     on_batch_done: Callable[[int], None] | None = None,
+    yes_no_exact: bool = True,
 ) -> BenchmarkRun:
     """Run the policy on ``questions`` in ``mode`` and score every answer.
 
@@ -65,6 +72,7 @@ def evaluate_benchmark(
         seed: Root seed of the episodes' search sessions (``seed``).
         error_budget: Shared search-failure budget.
         on_batch_done: Progress callback, called with the number of episodes finished.
+        yes_no_exact: HotpotQA's yes/no rule for F1 (``reward.yes_no_exact``).
 
     Returns:
         Per-question predictions and aggregate metrics.
@@ -89,7 +97,7 @@ def evaluate_benchmark(
         max_turns=protocol.rollout.max_turns if mode == "search" else 1,
         on_batch_done=on_batch_done,
     )
-    predictions = _predictions_frame(name, mode, questions, trajectories)
+    predictions = _predictions_frame(name, mode, questions, trajectories, yes_no_exact)
     return BenchmarkRun(benchmark=name, mode=mode, predictions=predictions, metrics=summarize(predictions))
 
 
@@ -100,8 +108,10 @@ def validate_policy(
     engine: SearchEngine,
     protocol: SearchProtocol,
     seed: int,
+    yes_no_exact: bool = True,
 ) -> dict[str, float]:
-    """EM and F1 of ``model`` on ``questions`` with real search and greedy decoding (the training validation slice)."""
+    """EM, cover-EM and F1 of ``model`` on ``questions`` with real search and greedy decoding (the training
+    validation slice)."""
     was_training = model.training
     model.eval()
     generator = HFPolicyGenerator(model, tokenizer, temperature=0.0, seed=derive_seed(seed, "validation"))
@@ -115,13 +125,17 @@ def validate_policy(
         protocol,
         seed,
         SearchErrorBudget(protocol.max_error_rate),
+        yes_no_exact=yes_no_exact,
     )
     model.train(was_training)
-    return {"val_em": run.metrics["em"], "val_f1": run.metrics["f1"], "val_searches_mean": run.metrics["mean_searches"]}
+    return {
+        **{f"val_{metric}": run.metrics[metric] for metric in METRICS},
+        "val_searches_mean": run.metrics["mean_searches"],
+    }
 
 
 def _predictions_frame(
-    name: str, mode: str, questions: pd.DataFrame, trajectories: Sequence[Trajectory]
+    name: str, mode: str, questions: pd.DataFrame, trajectories: Sequence[Trajectory], yes_no_exact: bool
 ) -> pd.DataFrame:
     rows = []
     for row, traj in zip(questions.itertuples(index=False), trajectories, strict=True):
@@ -134,8 +148,7 @@ def _predictions_frame(
                 "question": row.question,
                 "golden_answers": golden,
                 "prediction": traj.answer,
-                "em": exact_match(traj.answer, golden),
-                "f1": f1_score(traj.answer, golden),
+                **answer_metrics(traj.answer, golden, yes_no_exact),
                 "finish_reason": traj.finish_reason,
                 "turns": traj.turns,
                 "searches": traj.searches,
@@ -152,14 +165,14 @@ def _predictions_frame(
 def summarize(predictions: pd.DataFrame) -> dict[str, float]:
     """Aggregate metrics of one predictions frame.
 
-    >>> summarize(pd.DataFrame({"em": [1.0, 0.0], "f1": [1.0, 0.5], "prediction": ["a", None], "turns": [1, 2],
-    ...     "searches": [0, 1], "invalid_actions": [0, 1], "search_failures": [0, 0], "response_tokens": [3, 5]}))["f1"]
+    >>> summarize(pd.DataFrame({"em": [1.0, 0.0], "cover_em": [1.0, 1.0], "f1": [1.0, 0.5], "prediction": ["a", None],
+    ...     "turns": [1, 2], "searches": [0, 1], "invalid_actions": [0, 1], "search_failures": [0, 0],
+    ...     "response_tokens": [3, 5]}))["f1"]
     0.75
     """
     count = len(predictions)
     return {
-        "em": float(predictions["em"].mean()) if count else 0.0,
-        "f1": float(predictions["f1"].mean()) if count else 0.0,
+        **{metric: float(predictions[metric].mean()) if count else 0.0 for metric in METRICS},
         "n": float(count),
         "answer_rate": float(predictions["prediction"].notna().mean()) if count else 0.0,
         "mean_turns": float(predictions["turns"].mean()) if count else 0.0,
@@ -171,14 +184,15 @@ def summarize(predictions: pd.DataFrame) -> dict[str, float]:
 
 
 def metrics_document(runs: Sequence[BenchmarkRun], benchmark_datasets: dict[str, str]) -> dict[str, Any]:
-    """The DVC metrics document: ``{mode: {benchmark: {em, f1, n, ...}, "average": {em, f1}}}``, plus which of the
+    """The DVC metrics document: ``{mode: {benchmark: {em, cover_em, f1, n, ...}, "average": {em, cover_em, f1}}}``,
+    plus which of the
     paper's seven benchmarks (by dataset) were not evaluated because the data is not there."""
     document: dict[str, Any] = {}
     for run in runs:
         document.setdefault(run.mode, {})[run.benchmark] = {k: round(v, 6) for k, v in run.metrics.items()}
     for _mode, per_dataset in document.items():
         per_dataset["average"] = {
-            metric: round(statistics.fmean(v[metric] for v in per_dataset.values()), 6) for metric in ("em", "f1")
+            metric: round(statistics.fmean(v[metric] for v in per_dataset.values()), 6) for metric in METRICS
         }
     evaluated = set(benchmark_datasets.values())
     document["not_evaluated"] = [d for d in DATASETS if d not in evaluated]
@@ -186,7 +200,7 @@ def metrics_document(runs: Sequence[BenchmarkRun], benchmark_datasets: dict[str,
 
 
 def plot_metrics(document: dict[str, Any], path: Path) -> None:
-    """A grouped bar chart of EM and F1 per benchmark and mode."""
+    """A grouped bar chart of EM, cover-EM and F1 per benchmark and mode."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -194,9 +208,9 @@ def plot_metrics(document: dict[str, Any], path: Path) -> None:
 
     modes = [m for m in document if m != "not_evaluated"]
     datasets = [d for d in document[modes[0]] if d != "average"] + ["average"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(18, 4), sharey=True)
     width = 0.8 / max(len(modes), 1)
-    for ax, metric in zip(axes, ("em", "f1"), strict=True):
+    for ax, metric in zip(axes, METRICS, strict=True):
         for i, mode in enumerate(modes):
             values = [document[mode].get(d, {}).get(metric, 0.0) for d in datasets]
             positions = [x + i * width for x in range(len(datasets))]
@@ -208,11 +222,11 @@ def plot_metrics(document: dict[str, Any], path: Path) -> None:
             rotation=30,
             ha="right",
         )
-        ax.set_title(metric.upper())
+        ax.set_title(METRIC_NAMES[metric])
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("score")
-    axes[1].legend(title="mode")
+    axes[-1].legend(title="mode")
     missing = document.get("not_evaluated", [])
     fig.suptitle("Real-search evaluation" + (f" (no data: {', '.join(missing)})" if missing else ""))
     fig.tight_layout()
@@ -231,6 +245,7 @@ def render_eval_card(
     provenance: dict[str, str],
     engine_facts: dict[str, str],
     benchmark_files: dict[str, str],
+    yes_no_exact: bool = True,
 ) -> str:
     """A Markdown card that states the evaluation protocol and the results.
 
@@ -241,6 +256,7 @@ def render_eval_card(
         provenance: ``policies`` (which models), ``model_source`` and ``seed``.
         engine_facts: The retriever's own description.
         benchmark_files: Benchmark name to the file it was read from.
+        yes_no_exact: Whether F1 used HotpotQA's yes/no rule.
     """
     rollout = protocol.rollout
     lines = [
@@ -254,7 +270,10 @@ def render_eval_card(
         f", top-k {protocol.top_k}, documents cut to {rollout.max_doc_chars} characters",
         f"- corpus: {engine_facts.get('corpus_source', 'n/a')}, {engine_facts.get('passages', '?')} passages, "
         f"sha256 `{engine_facts.get('corpus_sha256', 'n/a')}`",
-        "- metric: exact match (SQuAD normalisation, any golden answer) and token F1; answer = last <answer> span",
+        "- metrics (SQuAD normalisation, best over the golden answers; answer = the last <answer> span): EM (strict "
+        "exact match), cover-EM (a golden answer contained in the answer), F1 (token F1"
+        + (", yes/no only match themselves)" if yes_no_exact else ", yes/no with partial credit)"),
+        f"- {PAPER_METRICS}",
         f"- questions: {_sample_size(evaluation.max_questions_per_benchmark)} per benchmark, seeded sample "
         f"(seed {provenance['seed']})",
         "",
@@ -263,16 +282,17 @@ def render_eval_card(
         "",
         "## Results",
         "",
-        "| mode | benchmark | EM | F1 | n | answer rate | mean searches |",
-        "|---|---|---|---|---|---|---|",
+        "| mode | benchmark | EM | cover-EM | F1 | n | answer rate | mean searches |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for mode in (m for m in document if m != "not_evaluated"):
         for dataset, values in document[mode].items():
+            scores = " | ".join(f"{values[metric]:.3f}" for metric in METRICS)
             if dataset == "average":
-                lines.append(f"| {mode} | **average** | {values['em']:.3f} | {values['f1']:.3f} | | | |")
+                lines.append(f"| {mode} | **average** | {scores} | | | |")
                 continue
             lines.append(
-                f"| {mode} | {dataset} | {values['em']:.3f} | {values['f1']:.3f} | {int(values['n'])} | "
+                f"| {mode} | {dataset} | {scores} | {int(values['n'])} | "
                 f"{values['answer_rate']:.2f} | {values['mean_searches']:.2f} |"
             )
     missing = document.get("not_evaluated", [])

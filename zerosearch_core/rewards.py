@@ -1,9 +1,17 @@
 """QA metrics and rewards, exactly as the field scores open-domain QA.
 
 SQuAD-style answer normalisation (lower-case, drop ASCII punctuation, drop the articles a/an/the, fold white space),
-exact match against any golden answer, token F1 (max over golden answers, with HotpotQA's rule that yes/no/noanswer
-only match themselves), and answer extraction from ``<answer>…</answer>``. Evaluation and RL rewards both call these
-functions, so a reported EM is the same number a reward would give. Pure functions only: no printing, no RNG.
+then three metrics against the golden answers (the best over them):
+
+- ``em``: strict exact match (SQuAD, the NQ-open official scorer, Search-R1's tables);
+- ``cover_em``: a normalised golden answer contained in the normalised prediction (ZeroSearch's ``em_check``, which
+  its tables report as "EM"; FlashRAG's ``acc``; Search-R1's ``subem``);
+- ``f1``: token F1, with HotpotQA's rule that yes/no/noanswer only match themselves unless ``yes_no_exact`` is off
+  (ZeroSearch's F1 reward gives partial credit there).
+
+The answer of a response is its **last** ``<answer>…</answer>`` span, for the RL reward and for evaluation alike (as
+ZeroSearch and Search-R1 do), so a reward is the same number evaluation reports for that response. Pure functions
+only: no printing, no RNG.
 """
 
 from __future__ import annotations
@@ -60,29 +68,46 @@ def exact_match(prediction: str | None, golden_answers: Sequence[str]) -> float:
     return float(any(normalized == normalize_answer(gold) for gold in golden_answers))
 
 
-def f1_score(prediction: str | None, golden_answers: Sequence[str]) -> float:
+def cover_exact_match(prediction: str | None, golden_answers: Sequence[str]) -> float:
+    """1.0 when a normalised golden answer occurs in the normalised prediction, else 0.0 (a golden answer that
+    normalises to nothing matches nothing).
+
+    >>> cover_exact_match("It was Ross Bagdasarian, known as David Seville.", ["David Seville"])
+    1.0
+    >>> cover_exact_match("Seville", ["David Seville"]), cover_exact_match(None, ["x"])
+    (0.0, 0.0)
+    """
+    if prediction is None:
+        return 0.0
+    normalized = normalize_answer(prediction)
+    return float(any(gold and gold in normalized for gold in (normalize_answer(g) for g in golden_answers)))
+
+
+def f1_score(prediction: str | None, golden_answers: Sequence[str], yes_no_exact: bool = True) -> float:
     """Token-level F1 of the prediction against the best-matching golden answer.
 
     Args:
         prediction: The extracted answer; None scores 0.
         golden_answers: Every acceptable answer.
+        yes_no_exact: HotpotQA's rule: a yes/no/noanswer prediction or golden answer scores 1 on an exact match and
+            0 otherwise (no partial credit for "yes, he did").
 
     Returns:
         The highest F1 over the golden answers, in [0, 1].
 
     >>> round(f1_score("Barack Obama", ["Obama"]), 3)
     0.667
-    >>> f1_score("yes", ["no"])
-    0.0
+    >>> f1_score("yes", ["no"]), f1_score("yes he did", ["yes"]), round(f1_score("yes he did", ["yes"], False), 3)
+    (0.0, 0.0, 0.5)
     """
     if prediction is None or not golden_answers:
         return 0.0
-    return max(_f1_single(prediction, gold) for gold in golden_answers)
+    return max(_f1_single(prediction, gold, yes_no_exact) for gold in golden_answers)
 
 
-def _f1_single(prediction: str, gold: str) -> float:
+def _f1_single(prediction: str, gold: str, yes_no_exact: bool) -> float:
     pred_norm, gold_norm = normalize_answer(prediction), normalize_answer(gold)
-    if pred_norm in _SPECIAL_F1_ANSWERS or gold_norm in _SPECIAL_F1_ANSWERS:
+    if yes_no_exact and (pred_norm in _SPECIAL_F1_ANSWERS or gold_norm in _SPECIAL_F1_ANSWERS):
         return float(pred_norm == gold_norm)
     pred_tokens, gold_tokens = pred_norm.split(), gold_norm.split()
     if not pred_tokens or not gold_tokens:
@@ -125,31 +150,46 @@ def count_answer_spans(response: str) -> int:
     return len(_ANSWER_SPAN.findall(response))
 
 
-def answer_reward(response: str, golden_answers: Sequence[str], metric: str = "f1") -> float:
-    """The RL reward of one response: F1 (or EM) of its extracted answer; 0 when malformed.
+METRICS: tuple[str, ...] = ("em", "cover_em", "f1")
+"""Every metric evaluation reports, and the choices of ``reward.metric``."""
 
-    A response with no answer span or with several is malformed and earns 0, as ZeroSearch does.
+
+def answer_metrics(
+    prediction: str | None, golden_answers: Sequence[str], yes_no_exact: bool = True
+) -> dict[str, float]:
+    """Every metric of :data:`METRICS` for one extracted answer.
+
+    >>> answer_metrics("the Fab Four (the Beatles)", ["Beatles"])
+    {'em': 0.0, 'cover_em': 1.0, 'f1': 0.5}
+    """
+    return {
+        "em": exact_match(prediction, golden_answers),
+        "cover_em": cover_exact_match(prediction, golden_answers),
+        "f1": f1_score(prediction, golden_answers, yes_no_exact),
+    }
+
+
+def answer_reward(response: str, golden_answers: Sequence[str], metric: str = "f1", yes_no_exact: bool = True) -> float:
+    """The RL reward of one response: ``metric`` of its extracted (last) answer, the very number evaluation reports
+    for it; 0 without an answer span. A response with several spans is scored on its last one (and counted as
+    malformed in the rollout metrics).
 
     Args:
         response: The policy's generated text.
         golden_answers: Every acceptable answer.
-        metric: ``"f1"`` or ``"em"``.
+        metric: One of :data:`METRICS`.
+        yes_no_exact: HotpotQA's yes/no rule for F1 (see :func:`f1_score`).
 
     Returns:
         The reward in [0, 1].
 
     >>> answer_reward("<answer>Paris</answer>", ["Paris"], metric="em")
     1.0
-    >>> answer_reward("<answer>Paris</answer><answer>Rome</answer>", ["Paris"])
+    >>> answer_reward("<answer>Rome</answer><answer>Paris</answer>", ["Paris"])
+    1.0
+    >>> answer_reward("no answer tag", ["Paris"])
     0.0
     """
-    if count_answer_spans(response) != 1:
-        return 0.0
-    prediction = extract_answer(response)
-    match metric:
-        case "f1":
-            return f1_score(prediction, golden_answers)
-        case "em":
-            return exact_match(prediction, golden_answers)
-        case _:
-            raise ValueError(f"Unknown reward metric {metric!r}; use 'f1' or 'em'.")
+    if metric not in METRICS:
+        raise ValueError(f"Unknown reward metric {metric!r}; use one of {METRICS}.")
+    return answer_metrics(extract_answer(response), golden_answers, yes_no_exact)[metric]

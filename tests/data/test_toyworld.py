@@ -149,6 +149,7 @@ def test_reading_drills_are_about_people_outside_the_world_and_state_their_answe
         toyworld.reading_drills(115_200, world.entities, seed=0)  # 240 x 480 names, 40 of them the world's
 
 
+@pytest.mark.slow
 def test_validate_world_names_a_reading_drill_about_a_world_person(world: World, tmp_path: Path) -> None:
     leaked = dataclasses.replace(world.reading[3], person=world.entities[0].name)
     broken = dataclasses.replace(world, reading=(*world.reading[:3], leaked, *world.reading[4:]))
@@ -249,6 +250,7 @@ def _stage_config(tmp_path: Path, world_cfg: WorldConfig | None) -> SimpleNamesp
     return SimpleNamespace(world=world_cfg, paths=SimpleNamespace(reports_dir=str(tmp_path / "reports")))
 
 
+@pytest.mark.slow
 def test_stage_writes_the_world_and_a_failed_rerun_leaves_it_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

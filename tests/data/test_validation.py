@@ -41,6 +41,7 @@ def _corrupt_copy(benchmarks_dir: Path, target: Path) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_real_files_pass_and_land_with_a_report(cfg: PipelineConfig, benchmarks_dir: Path) -> None:
     small = _small(cfg, benchmarks_dir)
     result = prepare_data.run(small, StageHooks())
@@ -59,6 +60,7 @@ def test_real_files_pass_and_land_with_a_report(cfg: PipelineConfig, benchmarks_
     assert (report / "data_docs" / "index.html").is_file()
 
 
+@pytest.mark.slow
 def test_corruption_fails_naming_rows_and_leaves_artifacts_untouched(
     cfg: PipelineConfig, benchmarks_dir: Path, tmp_path: Path
 ) -> None:
@@ -87,6 +89,7 @@ def test_corruption_fails_naming_rows_and_leaves_artifacts_untouched(
     assert any("bamboogle_test" in str(p) for p in docs)
 
 
+@pytest.mark.slow
 def test_wrong_row_count_and_foreign_dataset_fail(cfg: PipelineConfig, benchmarks_dir: Path, tmp_path: Path) -> None:
     small = _small(cfg, benchmarks_dir)
     files = tuple(

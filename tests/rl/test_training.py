@@ -166,7 +166,7 @@ def test_grpo_rollout_func_returns_ids_and_env_mask_at_the_curriculum_noise(
         assert len(completion) == len(mask) and set(mask) <= {0, 1}
     assert seen == [pytest.approx(noise_probability(3, 4, 0.0, 0.5, 4.0))] * 4
     assert rollout.last_stats["noise_prob"] == seen[0]
-    reward = make_reward_func("f1")
+    reward = make_reward_func("f1", True)
     assert reward([], [], sampled_text=["<answer> a </answer>", "none"], golden_answers=[["a"], ["b"]]) == [1.0, 0.0]
 
 
@@ -203,6 +203,7 @@ def _run_cli(params: Path, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_kill_9_during_training_then_rerun_resumes_from_the_last_checkpoint(
     cfg: PipelineConfig, tmp_path: Path
 ) -> None:

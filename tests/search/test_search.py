@@ -128,6 +128,7 @@ def test_build_index_stage_and_registry_backends(cfg: PipelineConfig) -> None:
             assert len(engine.open_session(CTX).search("history of music", top_k=2).documents) == 2
 
 
+@pytest.mark.slow
 def test_serve_retriever_command_runs_as_a_real_process(
     cfg: PipelineConfig, tmp_path: Path, project_root: Path
 ) -> None:
@@ -166,6 +167,7 @@ def test_serve_retriever_command_runs_as_a_real_process(
         process.wait(timeout=20)
 
 
+@pytest.mark.slow
 def test_dense_retriever_with_the_offline_minilm_model(corpus: pd.DataFrame, tmp_path: Path) -> None:
     passages = corpus.head(60).reset_index(drop=True)
     dense = DenseRetriever.build(passages, model_path=None)

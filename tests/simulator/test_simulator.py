@@ -244,6 +244,7 @@ def _simulator_cfg(cfg: PipelineConfig, tiny_policy_dir: Path) -> PipelineConfig
     )
 
 
+@pytest.mark.slow
 def test_collect_label_finetune_stages_on_real_search(cfg: PipelineConfig, tiny_policy_dir: Path) -> None:
     from zerosearch_core.stages import (
         build_index,
@@ -304,6 +305,7 @@ def test_collect_label_finetune_stages_on_real_search(cfg: PipelineConfig, tiny_
     assert len({r["id"] for r in over_rows}) == len(over_rows)
 
 
+@pytest.mark.slow
 def test_policy_query_source_with_a_policy_that_never_searches_fails_clearly(
     cfg: PipelineConfig, tiny_policy_dir: Path
 ) -> None:
@@ -350,6 +352,7 @@ def _write_sft(folder: Path, rows: int) -> None:
     (folder / "heldout.jsonl").write_text(json.dumps(heldout) + "\n")
 
 
+@pytest.mark.slow
 def test_lora_finetuning_merges_adapters_into_a_plain_checkpoint(cfg: PipelineConfig, tiny_policy_dir: Path) -> None:
     from zerosearch_core.stages import finetune_simulator
 
@@ -407,6 +410,7 @@ def test_llm_judge_labels_and_counts_undecided_replies(cfg: PipelineConfig, tiny
         assert labels == ["useful", "noisy"]
 
 
+@pytest.mark.slow
 def test_simulator_finetuning_resumes_its_own_run_only(
     cfg: PipelineConfig, tiny_policy_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

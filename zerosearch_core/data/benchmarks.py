@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ REQUIRED_RAW_COLUMNS: dict[str, tuple[str, ...]] = {
     "searchagentreview_jsonl": ("id", "question", "answer", "dataset"),
     "bamboogle_csv": ("question", "answer"),
     "flashrag_hub": ("id", "question", "golden_answers"),
+    "evouna_json": ("question", "answer"),
 }
 """Columns each source format must have; the raw GE suite checks them before normalising."""
 
@@ -105,6 +107,76 @@ def read_bamboogle_csv(path: Path) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows)
 
 
+ALIAS_SPLIT = re.compile(r"(?<![\s/])/(?![\s/])")
+"""Where a "/"-joined alias list is split: at a "/" with no white space and no other "/" beside it."""
+ALIAS_KEPT_SLASHES = re.compile(r"UN/LOCODE|\b9/11\b")
+"""Slashes inside a single alias that the split rule would otherwise break: the Wikipedia redirect prefix
+``UN/LOCODE:`` and the date ``9/11`` (as in "Chain of Command: The Road from 9/11 to Abu Ghraib")."""
+_KEPT = "\u0000"
+
+
+def split_aliases(joined: str) -> tuple[list[str], list[str]]:
+    """The aliases of an EVOUNA ``golden_answer`` (TriviaQA aliases joined with "/"), and the rules that kept a "/"
+    inside an alias.
+
+    The rule: split at every "/" except (1) one with white space beside it ("Bruce Wayne / Batman"), (2) the first of
+    two ("+-*//Arithmetic" keeps "+-*/"), (3) ``UN/LOCODE`` and ``9/11``. Without them a naive split invents short
+    aliases ("UN", "9", "11 to Abu Ghraib") that strict and cover-EM would credit wrongly.
+
+    >>> split_aliases("Seymour Hersh/Chain of Command: The Road from 9/11 to Abu Ghraib/Sy Hersh")
+    (['Seymour Hersh', 'Chain of Command: The Road from 9/11 to Abu Ghraib', 'Sy Hersh'], ['9/11'])
+    >>> split_aliases("Bruce Wayne / Batman/UN/LOCODE:GBMNC/+-*//Arithmetic")
+    (['Bruce Wayne / Batman', 'UN/LOCODE:GBMNC', '+-*/', 'Arithmetic'], ['space', 'UN/LOCODE', 'double'])
+    """
+    rules = []
+    if re.search(r"\s/|/\s", joined):
+        rules.append("space")
+    protected = ALIAS_KEPT_SLASHES.sub(lambda m: m.group(0).replace("/", _KEPT), joined)
+    rules += [m.group(0) for m in ALIAS_KEPT_SLASHES.finditer(joined)]
+    if "//" in joined:
+        rules.append("double")
+        protected = protected.replace("//", _KEPT + "/")
+    aliases = [part.replace(_KEPT, "/").strip() for part in ALIAS_SPLIT.split(protected)]
+    return [a for a in aliases if a], rules
+
+
+def read_evouna_json(path: Path) -> pd.DataFrame:
+    """Read the EVOUNA TriviaQA file (one JSON list; ``golden_answer`` holds the aliases joined with "/").
+
+    The aliases go to ``answer`` as a list (:func:`split_aliases`); ``frame.attrs["notes"]`` counts the rows whose
+    split kept a "/" inside an alias, by rule, for the data report. The five QA systems' answers and their human
+    labels are left out here (``perf/answer_agreement.py`` reads them).
+
+    Raises:
+        SourceFileError: The file is missing, not UTF-8 JSON, or not a list of objects with a string golden_answer.
+    """
+    if not path.is_file():
+        raise SourceFileError(f"Benchmark file {path} does not exist; check data.source_dir and the file's path.")
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SourceFileError(f"{path} is not UTF-8 JSON ({err}); it should be the EVOUNA TQ.json list.") from err
+    if not isinstance(records, list):
+        raise SourceFileError(f"{path} holds a JSON {type(records).__name__}, not the list of questions expected.")
+    rows: list[dict[str, Any]] = []
+    kept: dict[str, int] = {}
+    for index, record in enumerate(records, start=1):
+        if not isinstance(record, dict) or not isinstance(record.get("golden_answer"), str):
+            raise SourceFileError(f"{path}: item {index} is not an object with a string golden_answer.")
+        aliases, rules = split_aliases(record["golden_answer"])
+        for rule in set(rules):
+            kept[rule] = kept.get(rule, 0) + 1
+        rows.append({"question": record.get("question"), "answer": aliases, "source_row": index})
+    frame = pd.DataFrame.from_records(rows)
+    frame.attrs["notes"] = [
+        'Aliases are the "/"-joined golden_answer split at every "/" except one with white space beside it, the '
+        'first of two, and those of UN/LOCODE and 9/11. Rows where that kept a "/" inside an alias: '
+        + (", ".join(f"{rule}: {count}" for rule, count in sorted(kept.items())) or "none")
+        + f" (of {len(rows)}).",
+    ]
+    return frame
+
+
 def read_hub_split(spec: BenchmarkFileConfig) -> pd.DataFrame:
     """Load a FlashRAG-format split from the Hugging Face hub (needs the internet; never used in tests here).
 
@@ -130,6 +202,7 @@ def read_raw(spec: BenchmarkFileConfig, source_dir: Path) -> pd.DataFrame:
         "searchagentreview_jsonl": lambda: read_jsonl(source_dir / str(spec.path)),
         "bamboogle_csv": lambda: read_bamboogle_csv(source_dir / str(spec.path)),
         "flashrag_hub": lambda: read_hub_split(spec),
+        "evouna_json": lambda: read_evouna_json(source_dir / str(spec.path)),
     }
     return readers[spec.format]()
 

@@ -228,6 +228,7 @@ def validate_benchmarks(
             "evaluated": outcome.evaluated,
             "failures": [f.__dict__ for f in outcome.failures],
             "collapsed_exact_duplicates": outcome.collapsed,
+            "notes": {name: raw.attrs.get("notes", []) for name, (_, raw) in frames.items()},
         }
         (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=list) + "\n")
 
@@ -250,6 +251,11 @@ def _summary_markdown(outcome: ValidationOutcome, frames: dict[str, tuple[Benchm
     if outcome.failures:
         lines += ["", "## Failures", ""]
         lines += [f"- {failure.describe()}" for failure in outcome.failures]
+    for name, (_, raw) in frames.items():
+        notes = raw.attrs.get("notes", [])
+        if notes:
+            lines += ["", f"## {name}: how it was read", ""]
+            lines += [f"- {note}" for note in notes]
     for name, dropped in outcome.collapsed.items():
         if dropped:
             lines += ["", f"## {name}: exact duplicate rows kept once ({len(dropped)})", ""]

@@ -114,14 +114,14 @@ class SearchRollout:
         }
 
 
-def make_reward_func(metric: str) -> Callable[..., list[float | None]]:
+def make_reward_func(metric: str, yes_no_exact: bool) -> Callable[..., list[float | None]]:
     """A TRL reward function: the answer reward of the text each episode sampled."""
 
     def answer_f1(
         prompts: list[Any], completions: list[Any], sampled_text: list[str], golden_answers: list[Any], **_: Any
     ) -> list[float | None]:
         return [
-            answer_reward(text, [str(a) for a in gold], metric)
+            answer_reward(text, [str(a) for a in gold], metric, yes_no_exact)
             for text, gold in zip(sampled_text, golden_answers, strict=True)
         ]
 
@@ -188,7 +188,7 @@ def run_grpo(
     rollout = SearchRollout(setup, engine, golden)
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=make_reward_func(setup.reward.metric),
+        reward_funcs=make_reward_func(setup.reward.metric, setup.reward.yes_no_exact),
         args=make_grpo_config(setup, output_dir),
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -197,7 +197,13 @@ def run_grpo(
             MetricsRelay(
                 rollout,
                 lambda m: validate_policy(
-                    m, tokenizer, validation, validation_engine, setup.protocol, setup.validation_seed
+                    m,
+                    tokenizer,
+                    validation,
+                    validation_engine,
+                    setup.protocol,
+                    setup.validation_seed,
+                    setup.reward.yes_no_exact,
                 ),
                 on_step,
             )

@@ -205,7 +205,9 @@ class PolicyTrainer:
             self.generator, self.tokenizer, self.engine, requests, self.state.step, self.setup, self.error_budget
         )
         scores = [
-            answer_reward(self.generator.decode(sampled_ids(t)), gold, self.setup.reward.metric)
+            answer_reward(
+                self.generator.decode(sampled_ids(t)), gold, self.setup.reward.metric, self.setup.reward.yes_no_exact
+            )
             for t, gold in zip(episodes.trajectories, golds, strict=True)
         ]
         return episodes, scores
@@ -354,6 +356,7 @@ def run_training(
                     validation_engine,
                     setup.protocol,
                     setup.validation_seed,
+                    setup.reward.yes_no_exact,
                 )
             )
         logger.info(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +26,7 @@ from zerosearch_core.evaluation import (
 )
 from zerosearch_core.models import load_causal_lm, load_tokenizer
 from zerosearch_core.rollout import HFPolicyGenerator, SearchProtocol
-from zerosearch_core.search.base import SearchErrorBudget
+from zerosearch_core.search.base import SearchEngine, SearchErrorBudget
 from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.seeding import derive_seed
 from zerosearch_core.stages import StageHooks, StageResult
@@ -49,6 +50,7 @@ PARAMS = (
     "model.dtype",
     "rollout",
     "eval",
+    "reward.yes_no_exact",
     "paths.benchmarks_dir",
     "paths.index_dir",
     "paths.policy_dir",
@@ -63,37 +65,78 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     """Evaluate every policy in ``eval.policies`` on every configured benchmark and mode; write predictions,
     metrics, chart and card. The trained policy's modes are keyed ``search``/``direct``, the initial policy's
     ``initial.search``/``initial.direct``."""
+    models = {
+        ("" if policy == "trained" else f"{policy}."): Path(POLICY_DIRS[policy](cfg)) for policy in cfg.eval.policies
+    }
+    with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as engine:
+        return evaluate_models(
+            cfg, models, engine, cfg.eval.benchmarks, Path(cfg.paths.eval_dir), Path(cfg.paths.eval_metrics), hooks
+        )
+
+
+def evaluate_models(
+    cfg: PipelineConfig,
+    models: dict[str, Path],
+    engine: SearchEngine,
+    benchmarks: Sequence[str],
+    eval_dir: Path,
+    metrics_path: Path,
+    hooks: StageHooks,
+) -> StageResult:
+    """Score each model folder on ``benchmarks`` in every mode of ``eval.modes`` with ``engine``, and write the
+    predictions, metrics, chart and card (the ``evaluate`` stage, and ``zerosearch evaluate_checkpoint``).
+
+    Args:
+        cfg: The config (rollout, eval, search, reward and seed sections are read).
+        models: Mode-key prefix (``""`` or ``"initial."``) to the model folder scored under it.
+        engine: The real search engine.
+        benchmarks: Artifact names of ``data.files`` to score on.
+        eval_dir: Receives predictions, chart and card (replaced as a whole).
+        metrics_path: Receives the metrics document.
+        hooks: Progress bars.
+    """
     benchmarks_dir = Path(cfg.paths.benchmarks_dir)
     specs = {spec.name: spec for spec in cfg.data.files}
     budget = SearchErrorBudget(cfg.search.max_error_rate)
     protocol = SearchProtocol.from_sections(cfg.rollout, cfg.search)
     runs: list[BenchmarkRun] = []
-    with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as engine:
-        engine_facts = engine.describe()
-        for policy in cfg.eval.policies:
-            policy_dir = Path(POLICY_DIRS[policy](cfg))
-            tokenizer = load_tokenizer(policy_dir)
-            model = load_causal_lm(policy_dir, cfg.model.dtype)
-            generator = HFPolicyGenerator(model, tokenizer, cfg.rollout.temperature, derive_seed(cfg.seed, "evaluate"))
-            prefix = "" if policy == "trained" else f"{policy}."
-            for name in cfg.eval.benchmarks:
-                frame = benchmark_data.load_benchmark(benchmarks_dir, name)
-                questions = benchmark_data.sample_questions(
-                    frame, cfg.eval.max_questions_per_benchmark, derive_seed(cfg.seed, name)
+    engine_facts = engine.describe()
+    for prefix, policy_dir in models.items():
+        tokenizer = load_tokenizer(policy_dir)
+        model = load_causal_lm(policy_dir, cfg.model.dtype)
+        generator = HFPolicyGenerator(model, tokenizer, cfg.rollout.temperature, derive_seed(cfg.seed, "evaluate"))
+        for name in benchmarks:
+            frame = benchmark_data.load_benchmark(benchmarks_dir, name)
+            questions = benchmark_data.sample_questions(
+                frame, cfg.eval.max_questions_per_benchmark, derive_seed(cfg.seed, name)
+            )
+            for mode in cfg.eval.modes:
+                label = f"{prefix}{name}/{mode}"
+                callback = hooks.progress(len(questions), label) if hooks.progress is not None else None
+                run = evaluate_benchmark(
+                    name,
+                    questions,
+                    mode,
+                    generator,
+                    tokenizer,
+                    engine,
+                    protocol,
+                    cfg.seed,
+                    budget,
+                    callback,
+                    yes_no_exact=cfg.reward.yes_no_exact,
                 )
-                for mode in cfg.eval.modes:
-                    callback = (
-                        hooks.progress(len(questions), f"{prefix}{name}/{mode}") if hooks.progress is not None else None
-                    )
-                    run = evaluate_benchmark(
-                        name, questions, mode, generator, tokenizer, engine, protocol, cfg.seed, budget, callback
-                    )
-                    run = dataclasses.replace(run, mode=f"{prefix}{mode}")
-                    run.predictions["policy"] = policy
-                    logger.info("%s%s/%s: EM %.3f F1 %.3f", prefix, name, mode, run.metrics["em"], run.metrics["f1"])
-                    runs.append(run)
-    datasets = {name: str(specs[name].dataset) for name in cfg.eval.benchmarks}
-    return _write_eval_outputs(cfg, runs, datasets, engine_facts)
+                run = dataclasses.replace(run, mode=f"{prefix}{mode}")
+                run.predictions["policy"] = prefix.rstrip(".") or "trained"
+                run.predictions["model"] = str(policy_dir)
+                scores = run.metrics
+                logger.info("%s: EM %.3f cover-EM %.3f F1 %.3f", label, scores["em"], scores["cover_em"], scores["f1"])
+                runs.append(run)
+    datasets = {name: str(specs[name].dataset) for name in benchmarks}
+    policies = ", ".join(
+        f"`{path}`" + (f" ({prefix.rstrip('.')})" if prefix else "") for prefix, path in models.items()
+    )
+    return _write_eval_outputs(cfg, runs, datasets, engine_facts, policies, eval_dir, metrics_path)
 
 
 POLICY_DIRS = {
@@ -104,19 +147,25 @@ POLICY_DIRS = {
 
 
 def _write_eval_outputs(
-    cfg: PipelineConfig, runs: list[BenchmarkRun], datasets: dict[str, str], engine_facts: dict[str, str]
+    cfg: PipelineConfig,
+    runs: list[BenchmarkRun],
+    datasets: dict[str, str],
+    engine_facts: dict[str, str],
+    policies: str,
+    eval_dir: Path,
+    metrics_path: Path,
 ) -> StageResult:
-    eval_dir = Path(cfg.paths.eval_dir)
     document = metrics_document(runs, datasets)
     benchmarks_dir = Path(cfg.paths.benchmarks_dir)
     benchmark_files = {
         name: f"{benchmarks_dir / f'{name}.parquet'} (sha256 {file_sha256(benchmarks_dir / f'{name}.parquet')})"
-        for name in cfg.eval.benchmarks
+        for name in datasets
     }
-    policies = ", ".join(f"{policy} `{POLICY_DIRS[policy](cfg)}`" for policy in cfg.eval.policies)
     provenance = {"policies": policies, "model_source": cfg.model.source, "seed": str(cfg.seed)}
     protocol = SearchProtocol.from_sections(cfg.rollout, cfg.search)
-    card = render_eval_card(document, protocol, cfg.eval, provenance, engine_facts, benchmark_files)
+    card = render_eval_card(
+        document, protocol, cfg.eval, provenance, engine_facts, benchmark_files, cfg.reward.yes_no_exact
+    )
 
     def write(folder: Path) -> None:
         predictions = pd.concat([r.predictions for r in runs], ignore_index=True)
@@ -125,7 +174,7 @@ def _write_eval_outputs(
         (folder / CARD_FILE).write_text(card)
 
     write_dir_atomically(eval_dir, write)
-    write_text_atomically(Path(cfg.paths.eval_metrics), json.dumps(document, indent=2) + "\n")
+    write_text_atomically(metrics_path, json.dumps(document, indent=2) + "\n")
     flat = {
         f"{mode}.{bench}.{metric}": value
         for mode, per_bench in document.items()
@@ -137,6 +186,6 @@ def _write_eval_outputs(
         eval_dir / CARD_FILE,
         eval_dir / CHART_FILE,
         eval_dir / PREDICTIONS_FILE,
-        Path(cfg.paths.eval_metrics),
+        metrics_path,
     )
     return StageResult(metrics=flat, artifacts=artifacts)
