@@ -41,3 +41,26 @@ def test_unknown_stage_is_refused() -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["train_everything"])
     assert exit_info.value.code == 2
+
+
+def test_known_failures_end_in_one_line_that_names_the_problem(
+    tmp_path: Path, tiny_policy_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from zerosearch_core.search.http import free_port
+
+    monkeypatch.chdir(tmp_path)  # MLflow writes its store and artifacts under the working folder
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text()
+    params.write_text(text.replace("source_dir: ../shared/data/benchmarks", f"source_dir: {tmp_path / 'empty'}"))
+    assert main(["prepare_data", "--params", str(params)]) == 1
+    assert "Input data error: Benchmark file" in caplog.text and "check data.source_dir" in caplog.text
+    assert "Traceback" not in caplog.text
+    caplog.clear()
+    dead = f"http://127.0.0.1:{free_port('127.0.0.1')}"
+    arguments = ["--params", str(params), "--model", str(tiny_policy_dir), "--retriever-url", dead]
+    assert main(["evaluate_checkpoint", *arguments]) == 1
+    assert f"Search backend failed: the retriever at {dead} is not answering /health" in caplog.text
+    caplog.clear()
+    assert main(["evaluate_checkpoint", "--params", str(params), "--model", str(tmp_path)]) == 2
+    assert "is no model folder (no config.json)" in caplog.text

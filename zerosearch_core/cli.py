@@ -18,6 +18,7 @@ commit and the ``dvc.lock`` hash as tags, its metrics, and its artifacts, in the
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import logging
@@ -34,7 +35,10 @@ from tqdm import tqdm
 import mlflow
 from zerosearch_core.artifacts import file_sha256
 from zerosearch_core.config import ConfigError, PipelineConfig, config_to_dict, flatten_config, load_config
+from zerosearch_core.data.benchmarks import SourceFileError
+from zerosearch_core.data.corpus import CorpusError
 from zerosearch_core.errors import DataValidationError
+from zerosearch_core.search.base import SearchBackendError
 from zerosearch_core.stages import StageHooks, StageResult
 from zerosearch_core.stages.registry import SERVICES, STAGES
 
@@ -279,6 +283,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DataValidationError as err:
         logger.error("%s", err)
+        return 1
+    except (SourceFileError, CorpusError) as err:
+        logger.error("Input data error: %s", err)
+        return 1
+    except SearchBackendError as err:
+        logger.error(
+            "Search backend failed: %s. Check that the retriever or simulator server answers (search.url, "
+            "simulator.url), or raise search.max_error_rate to tolerate some failures.",
+            err,
+        )
+        return 1
+    except PermissionError as err:
+        logger.error("Permission denied on %s: make it writable or point the paths section elsewhere.", err.filename)
+        return 1
+    except FileNotFoundError as err:
+        logger.error("%s", err)  # the library's messages name the stage or setting that makes the file
+        return 1
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        logger.error("No space left on the device while writing %s: free space or point paths elsewhere.", err.filename)
         return 1
 
 

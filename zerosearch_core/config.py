@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import sys
 import types
 import typing
@@ -38,6 +40,17 @@ def service_knob(help_text: str) -> dict[str, Any]:
     """Field metadata of a service knob (where and how a process is reached, never what a stage computes): DVC does
     not track it and run fingerprints leave it out, so changing it re-runs nothing (:func:`is_service_key`)."""
     return {"help": help_text, "service": True}
+
+
+def bounded(help_text: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> dict:
+    """Field metadata of a number with bounds, which :func:`build_dataclass` checks at load time (NaN and infinity
+    are refused for every float)."""
+    return {"help": help_text, "ge": ge, "gt": gt, "le": le}
+
+
+def bounded_knob(help_text: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> dict:
+    """:func:`bounded` for a service knob (see :func:`service_knob`)."""
+    return {**bounded(help_text, ge=ge, gt=gt, le=le), "service": True}
 
 
 class ConfigError(ValueError):
@@ -193,11 +206,15 @@ class SearchConfig:
     )
     host: str = field(metadata=service_knob("Interface the retriever server binds to (127.0.0.1 keeps it local)."))
     port: int = field(
-        metadata=service_knob("Port of `zerosearch serve_retriever`; a stage-started server picks a free one.")
+        metadata=bounded_knob(
+            "Port of `zerosearch serve_retriever`; a stage-started server picks a free one.", ge=1, le=65535
+        )
     )
-    top_k: int = field(metadata={"help": "Documents returned per query."})
-    timeout_s: float = field(metadata=service_knob("HTTP timeout per request."))
-    max_retries: int = field(metadata=service_knob("Retries with exponential backoff before SearchBackendError."))
+    top_k: int = field(metadata=bounded("Documents returned per query.", ge=1))
+    timeout_s: float = field(metadata=bounded_knob("HTTP timeout per request.", gt=0))
+    max_retries: int = field(
+        metadata=bounded_knob("Retries with exponential backoff before SearchBackendError.", ge=0, le=10)
+    )
     max_error_rate: float = field(
         metadata={"help": "Fraction of failed searches above which the stage fails instead of going on."}
     )
@@ -205,6 +222,12 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ConfigError(f"search.top_k={self.top_k} must be >= 1.")
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,63}", self.web_api_key_env):
+            # never echo the value: it may be the key itself, pasted into the wrong field
+            raise ConfigError(
+                "search.web_api_key_env must name an environment variable (upper case, digits, _), such as "
+                "SERPER_API_KEY, not hold the key; put the key in that variable."
+            )
         if not 0.0 <= self.max_error_rate <= 1.0:
             raise ConfigError(f"search.max_error_rate={self.max_error_rate} must be within [0, 1].")
         if self.max_retries < 0:
@@ -226,13 +249,13 @@ class ModelConfig:
     )
     name_or_path: str | None = field(metadata={"help": "Checkpoint to load when source is 'pretrained'."})
     architecture: Literal["qwen2", "llama"] = field(metadata={"help": "Tiny model architecture."})
-    hidden_size: int = field(metadata={"help": "Tiny model width."})
-    num_layers: int = field(metadata={"help": "Tiny model depth."})
-    num_heads: int = field(metadata={"help": "Attention heads."})
-    num_kv_heads: int = field(metadata={"help": "Key/value heads (grouped-query attention)."})
-    intermediate_size: int = field(metadata={"help": "MLP width."})
-    vocab_size: int = field(metadata={"help": "Target vocabulary of the BPE tokenizer trained on the corpus."})
-    max_position_embeddings: int = field(metadata={"help": "Context length of the tiny model."})
+    hidden_size: int = field(metadata=bounded("Tiny model width.", ge=1))
+    num_layers: int = field(metadata=bounded("Tiny model depth.", ge=1))
+    num_heads: int = field(metadata=bounded("Attention heads.", ge=1))
+    num_kv_heads: int = field(metadata=bounded("Key/value heads (grouped-query attention).", ge=1))
+    intermediate_size: int = field(metadata=bounded("MLP width.", ge=1))
+    vocab_size: int = field(metadata=bounded("Target vocabulary of the BPE tokenizer trained on the corpus.", ge=1))
+    max_position_embeddings: int = field(metadata=bounded("Context length of the tiny model.", ge=1))
     dtype: Literal["float32", "bfloat16", "float16"] = field(metadata={"help": "Weights dtype when loading."})
 
     def __post_init__(self) -> None:
@@ -258,7 +281,7 @@ class ColdStartConfig:
 
     pretrain_steps: int = field(metadata={"help": "Causal-LM steps on corpus passages; 0 skips pre-training."})
     pretrain_batch_size: int = field(metadata={"help": "Passages per pre-training step."})
-    pretrain_learning_rate: float = field(metadata={"help": "Pre-training learning rate (AdamW)."})
+    pretrain_learning_rate: float = field(metadata=bounded("Pre-training learning rate (AdamW).", gt=0))
     pretrain_schedule: Literal["cosine", "constant"] = field(
         metadata={
             "help": "Pre-training learning-rate schedule: cosine decay to 0, or constant. Reading emerges "
@@ -290,7 +313,7 @@ class ColdStartConfig:
     )
     sft_steps: int = field(metadata={"help": "SFT steps (loss on the policy's own tokens only)."})
     sft_batch_size: int = field(metadata={"help": "Trajectories per SFT step."})
-    sft_learning_rate: float = field(metadata={"help": "SFT learning rate (AdamW, cosine decay)."})
+    sft_learning_rate: float = field(metadata=bounded("SFT learning rate (AdamW, cosine decay).", gt=0))
 
     def __post_init__(self) -> None:
         if min(self.pretrain_steps, self.sft_steps) < 0:
@@ -311,8 +334,8 @@ class RolloutConfig:
 
     max_turns: int = field(metadata={"help": "Generation turns per episode (each may end in one search)."})
     max_new_tokens_per_turn: int = field(metadata={"help": "Sampled tokens per turn."})
-    max_total_tokens: int = field(metadata={"help": "Prompt + response budget; an episode past it ends."})
-    max_doc_chars: int = field(metadata={"help": "Each retrieved document is cut to this many characters."})
+    max_total_tokens: int = field(metadata=bounded("Prompt + response budget; an episode past it ends.", ge=2))
+    max_doc_chars: int = field(metadata=bounded("Each retrieved document is cut to this many characters.", ge=1))
     temperature: float = field(metadata={"help": "Sampling temperature; 0 means greedy."})
     batch_size: int = field(metadata={"help": "Episodes generated together."})
     use_chat_template: bool = field(metadata={"help": "Wrap the prompt with the tokenizer's chat template."})
@@ -354,30 +377,34 @@ class SimulatorConfig:
         metadata={"help": "Simulator base checkpoint; null uses the initial policy (paths.policy_dir)."}
     )
     finetune: Literal["full", "lora"] = field(metadata={"help": "Full fine-tuning or LoRA adapters (peft)."})
-    lora_rank: int = field(metadata={"help": "LoRA rank (finetune: lora)."})
-    learning_rate: float = field(metadata={"help": "SFT learning rate."})
-    epochs: float = field(metadata={"help": "SFT epochs."})
+    lora_rank: int = field(metadata=bounded("LoRA rank (finetune: lora).", ge=1))
+    learning_rate: float = field(metadata=bounded("SFT learning rate.", gt=0))
+    epochs: float = field(metadata=bounded("SFT epochs.", gt=0))
     batch_size: int = field(metadata={"help": "SFT batch size per device."})
     max_length: int = field(metadata={"help": "SFT sequence length (prompt + documents)."})
-    save_every_steps: int = field(metadata={"help": "SFT checkpoint interval; a rerun resumes."})
+    save_every_steps: int = field(metadata=bounded("SFT checkpoint interval; a rerun resumes.", ge=1))
     mode: Literal["finetuned", "prompted"] = field(
         metadata={"help": "'finetuned' serves paths.simulator_dir; 'prompted' a base instruct model, few-shot."}
     )
     max_new_tokens: int = field(metadata={"help": "Generation budget of one simulated search."})
-    temperature: float = field(metadata={"help": "Sampling temperature of the simulator."})
-    eval_questions: int = field(metadata={"help": "Held-out questions on which useful vs noisy rates are measured."})
+    temperature: float = field(metadata=bounded("Sampling temperature of the simulator.", ge=0))
+    eval_questions: int = field(
+        metadata=bounded("Held-out questions on which useful vs noisy rates are measured.", ge=1)
+    )
     url: str | None = field(
         metadata={"help": "OpenAI-compatible simulator server (ours or `vllm serve`); null runs the model in process."}
     )
     serve_host: str = field(metadata=service_knob("Interface `zerosearch serve_simulator` binds to."))
-    serve_port: int = field(metadata=service_knob("Port of `zerosearch serve_simulator`."))
-    max_batch_size: int = field(metadata=service_knob("Server: requests generated together in one batch."))
-    batch_wait_ms: float = field(metadata=service_knob("Server: how long a batch waits to fill up."))
-    max_queue: int = field(metadata=service_knob("Server: queued requests beyond which it answers 503."))
+    serve_port: int = field(metadata=bounded_knob("Port of `zerosearch serve_simulator`.", ge=1, le=65535))
+    max_batch_size: int = field(metadata=bounded_knob("Server: requests generated together in one batch.", ge=1))
+    batch_wait_ms: float = field(metadata=bounded_knob("Server: how long a batch waits to fill up.", ge=0))
+    max_queue: int = field(metadata=bounded_knob("Server: queued requests beyond which it answers 503.", ge=1))
     request_timeout_s: float = field(
-        metadata=service_knob("Server deadline per request (504 after it); also the client's.")
+        metadata=bounded_knob("Server deadline per request (504 after it); also the client's.", gt=0)
     )
-    max_retries: int = field(metadata=service_knob("Client retries with backoff before SearchBackendError."))
+    max_retries: int = field(
+        metadata=bounded_knob("Client retries with backoff before SearchBackendError.", ge=0, le=10)
+    )
 
     def __post_init__(self) -> None:
         if self.labeller == "llm_judge" and self.judge_model is None:
@@ -439,15 +466,15 @@ class TrainConfig:
     total_steps: int = field(metadata={"help": "Optimizer steps; also m of the curriculum."})
     prompts_per_step: int = field(metadata={"help": "Distinct questions per step."})
     group_size: int = field(metadata={"help": "Rollouts per question (the GRPO group; 1 is usual for PPO)."})
-    learning_rate: float = field(metadata={"help": "Policy learning rate (AdamW, linear warm-up then constant)."})
-    critic_learning_rate: float = field(metadata={"help": "Value model learning rate (PPO only)."})
-    warmup_steps: int = field(metadata={"help": "Linear warm-up steps of the learning rate."})
+    learning_rate: float = field(metadata=bounded("Policy learning rate (AdamW, linear warm-up then constant).", gt=0))
+    critic_learning_rate: float = field(metadata=bounded("Value model learning rate (PPO only).", gt=0))
+    warmup_steps: int = field(metadata=bounded("Linear warm-up steps of the learning rate.", ge=0))
     kl_coef: float = field(metadata={"help": "Weight of the KL to the reference (initial) policy; 0 disables it."})
     clip_eps: float = field(metadata={"help": "PPO clip range for the ratio (and the value, for PPO)."})
     epochs_per_step: int = field(metadata={"help": "Optimisation passes over each step's rollouts."})
-    gamma: float = field(metadata={"help": "Discount (PPO/REINFORCE)."})
-    lam: float = field(metadata={"help": "GAE lambda (PPO)."})
-    max_grad_norm: float = field(metadata={"help": "Gradient clipping norm."})
+    gamma: float = field(metadata=bounded("Discount (PPO/REINFORCE).", ge=0, le=1))
+    lam: float = field(metadata=bounded("GAE lambda (PPO).", ge=0, le=1))
+    max_grad_norm: float = field(metadata=bounded("Gradient clipping norm.", gt=0))
     temperature: float = field(metadata={"help": "Sampling temperature of training rollouts."})
     mask_retrieved_tokens: bool = field(
         metadata={
@@ -496,8 +523,16 @@ class EvalConfig:
     )
 
     def __post_init__(self) -> None:
+        if not self.benchmarks or not self.modes:
+            raise ConfigError("eval.benchmarks and eval.modes must each list at least one entry.")
+        if self.max_questions_per_benchmark is not None and self.max_questions_per_benchmark < 1:
+            raise ConfigError("eval.max_questions_per_benchmark must be >= 1, or null to score every question.")
         if not self.policies or len(set(self.policies)) != len(self.policies):
             raise ConfigError("eval.policies must list 'trained' and/or 'initial', each at most once.")
+
+
+TRACKING_SCHEMES: tuple[str, ...] = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "file")
+"""URI schemes of MLflow tracking stores (``file`` is MLflow's legacy file store)."""
 
 
 @dataclass(frozen=True)
@@ -506,6 +541,14 @@ class TrackingConfig:
 
     uri: str = field(metadata=service_knob("Tracking URI; sqlite keeps it offline."))
     experiment: str = field(metadata=service_knob("Shared experiment name."))
+
+    def __post_init__(self) -> None:
+        scheme = self.uri.partition(":")[0]
+        if ":" not in self.uri or scheme not in TRACKING_SCHEMES:
+            raise ConfigError(
+                f"tracking.uri={self.uri!r} has no scheme MLflow stores runs in; use one of {TRACKING_SCHEMES}, "
+                "e.g. sqlite:///mlflow/mlflow.db or http://127.0.0.1:5000."
+            )
 
 
 @dataclass(frozen=True)
@@ -602,10 +645,42 @@ def load_config(path: str | Path) -> PipelineConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Parameter file {path} does not exist; pass --params with a file such as params.yaml.")
-    raw = yaml.safe_load(path.read_text())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8.") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path} is not valid YAML{at}: {problem}. Fix the file there.") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of sections at the top level.")
     return build_dataclass(PipelineConfig, raw, where=str(path))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe YAML loader, refusing a key repeated in one mapping (YAML would keep the last one silently)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise ConfigError(
+                f"key {key!r} appears twice in one mapping (lines {seen[key]} and {key_node.start_mark.line + 1}); "
+                "YAML would silently keep the last one. Keep one."
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
 def config_to_dict(cfg: Any) -> Any:
@@ -716,6 +791,8 @@ def build_dataclass(cls: type, raw: Any, where: str) -> Any:
     if missing:
         raise ConfigError(f"{where}: missing key(s) {missing}. Add them (null where a value is optional).")
     values = {n: _coerce(hints[n], raw[n], f"{where}.{n}") for n in names}
+    for spec in dataclasses.fields(cls):
+        _check_bounds(spec, values[spec.name], f"{where}.{spec.name}")
     try:
         return cls(**values)
     except ConfigError as err:
@@ -748,6 +825,18 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint in (int, float, str, bool) and not (isinstance(value, hint) and not _is_bool_for_number(hint, value)):
         raise ConfigError(f"{where}={value!r} must be {_describe(hint)}.")
     return value
+
+
+def _check_bounds(spec: dataclasses.Field, value: Any, where: str) -> None:
+    """Refuse NaN/infinity in any float and values outside a field's ``ge``/``gt``/``le`` bounds."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}={value} is not a finite number; set a real value.")
+    ge, gt, le = (spec.metadata.get(k) for k in ("ge", "gt", "le"))
+    if ge is not None and value < ge or gt is not None and value <= gt or le is not None and value > le:
+        bounds = ", ".join(f"{op} {b}" for op, b in ((">=", ge), (">", gt), ("<=", le)) if b is not None)
+        raise ConfigError(f"{where}={value} is out of range; it must be {bounds} ({spec.metadata.get('help', '')}).")
 
 
 def _is_bool_for_number(hint: Any, value: Any) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 
@@ -105,9 +106,7 @@ def test_booleans_are_not_numbers(tmp_path: Path) -> None:
 def test_cross_field_rules(tmp_path: Path) -> None:
     raw = _raw()
     raw["eval"]["benchmarks"] = ["nq_dev", "squad_test"]
-    with pytest.raises(
-        ConfigError, match=r"eval.benchmarks names \[.squad_test.\], which data.files does not define"
-    ):
+    with pytest.raises(ConfigError, match=r"eval.benchmarks names \[.squad_test.\], which data.files does not define"):
         load_config(_write(tmp_path, raw))
     raw = _raw()
     raw["model"]["source"] = "pretrained"
@@ -143,3 +142,57 @@ def test_test_fixture_redirects_every_path(tmp_path: Path) -> None:
     shrunk = shrink_config(load_config(ROOT / "params.yaml"), tmp_path)
     for field in dataclasses.fields(shrunk.paths):
         assert getattr(shrunk.paths, field.name).startswith(str(tmp_path)), field.name
+
+
+NONSENSE = [
+    ("simulator", "max_queue", 0, "simulator.max_queue=0 is out of range; it must be >= 1"),
+    ("simulator", "max_queue", -3, ">= 1"),
+    ("simulator", "request_timeout_s", 0, "must be > 0"),
+    ("simulator", "max_batch_size", 0, ">= 1"),
+    ("search", "timeout_s", -5, "search.timeout_s=-5.0 is out of range"),
+    ("search", "port", 99999, "<= 65535"),
+    ("simulator", "serve_port", 0, ">= 1"),
+    ("train", "learning_rate", -0.1, "must be > 0"),
+    ("train", "learning_rate", float("nan"), "is not a finite number"),
+    ("train", "learning_rate", float("inf"), "is not a finite number"),
+    ("train", "warmup_steps", -4, ">= 0"),
+    ("simulator", "epochs", -1, "must be > 0"),
+    ("simulator", "save_every_steps", 0, ">= 1"),
+    ("eval", "benchmarks", [], "must each list at least one entry"),
+    ("model", "num_heads", 0, "model.num_heads=0 is out of range"),
+    ("train", "gamma", 1.5, "<= 1"),
+    ("tracking", "uri", "mlflow.db", "has no scheme MLflow stores runs in"),
+]
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"), NONSENSE, ids=[f"{s}.{k}={v}" for s, k, v, _ in NONSENSE]
+)
+def test_nonsense_values_fail_at_load_time_naming_the_key_and_the_bound(
+    tmp_path: Path, section: str, key: str, value: object, message: str
+) -> None:
+    raw = _raw()
+    raw[section][key] = value
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(_write(tmp_path, raw))
+
+
+def test_a_pasted_api_key_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    raw = _raw()
+    raw["search"]["web_api_key_env"] = "sk-live-4f9a2c"
+    with pytest.raises(ConfigError, match="must name an environment variable") as caught:
+        load_config(_write(tmp_path, raw))
+    assert "4f9a2c" not in str(caught.value)
+
+
+def test_a_repeated_key_yaml_syntax_and_encoding_errors_name_the_file_and_place(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text() + "\nseed: 3\n")
+    with pytest.raises(ConfigError, match=r"key 'seed' appears twice in one mapping \(lines 3 and \d+\)"):
+        load_config(path)
+    path.write_text("seed: [1\n")
+    with pytest.raises(ConfigError, match=r"params.yaml is not valid YAML at line 2, column 1"):
+        load_config(path)
+    path.write_bytes(b"seed: \xff\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(path)

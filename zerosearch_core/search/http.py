@@ -107,10 +107,18 @@ class HttpSearchEngine:
         return HttpSearchSession(self)
 
     def describe(self) -> dict[str, str]:
-        """The server's own health report, for the evaluation card."""
-        response = requests.get(f"{self.base_url}/health", timeout=self.timeout_s)
-        response.raise_for_status()
-        return {"backend": "http", "url": self.base_url, **{k: str(v) for k, v in response.json().items()}}
+        """The server's own health report, for the evaluation card.
+
+        Raises:
+            SearchBackendError: The server does not answer ``/health`` with JSON.
+        """
+        try:
+            response = requests.get(f"{self.base_url}/health", timeout=self.timeout_s)
+            response.raise_for_status()
+            report = response.json()
+        except (requests.RequestException, ValueError) as err:
+            raise SearchBackendError(f"the retriever at {self.base_url} is not answering /health ({err})") from err
+        return {"backend": "http", "url": self.base_url, **{k: str(v) for k, v in report.items()}}
 
     def retrieve(self, queries: list[str], top_k: int) -> list[list[Document]]:
         """Batch retrieval through ``/retrieve``."""
