@@ -20,7 +20,7 @@ from zerosearch_core.search.base import EpisodeContext, SearchBackendError, Sear
 from zerosearch_core.search.http import free_port, running_server
 from zerosearch_core.simulator.engine import SimulatedSearchEngine
 from zerosearch_core.simulator.llm import LocalLLM
-from zerosearch_core.simulator.server import OpenAICompatibleLLM, create_simulator_app
+from zerosearch_core.simulator.server import OpenAICompatibleLLM, ServerLimits, create_simulator_app
 
 
 @pytest.fixture(scope="module")
@@ -61,21 +61,117 @@ def test_official_openai_client_gets_documents_back(llm: LocalLLM) -> None:
         assert [m.id for m in client.models.list().data] == ["simulator"]
 
 
-def test_concurrent_requests_are_batched_and_identical_ones_cached(llm: LocalLLM) -> None:
+def _ask_many(url: str, bodies: list[dict]) -> list[requests.Response]:
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        return list(pool.map(lambda b: requests.post(f"{url}/v1/chat/completions", json=b, timeout=60), bodies))
+
+
+def _chat(content: str, **fields: object) -> dict:
+    return {"messages": [{"role": "user", "content": content}], "max_tokens": 8, **fields}
+
+
+def test_compatible_requests_are_batched_and_identical_ones_cached(llm: LocalLLM) -> None:
     with _serve(llm) as url:
-
-        def ask(seed: int) -> str:
-            body = {"messages": [{"role": "user", "content": f"query {seed}"}], "max_tokens": 8, "seed": seed}
-            reply = requests.post(f"{url}/v1/chat/completions", json=body, timeout=30)
-            reply.raise_for_status()
-            return reply.json()["choices"][0]["message"]["content"]
-
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(ask, range(16)))
+        greedy = _ask_many(url, [_chat(f"query {i}", temperature=0, seed=i) for i in range(16)])
+        assert all(r.status_code == 200 for r in greedy)
         health = requests.get(f"{url}/health", timeout=5).json()
         assert health["requests"] == 16 and health["batches"] < 16 and health["max_batch_seen"] > 1
-        assert ask(3) == ask(3)
-        assert requests.get(f"{url}/health", timeout=5).json()["cache_hits"] >= 2
+        same_seed = _ask_many(url, [_chat(f"sampled {i}", temperature=1.0, seed=7) for i in range(8)])
+        assert all(r.status_code == 200 for r in same_seed)
+        assert requests.get(f"{url}/health", timeout=5).json()["batches"] < health["batches"] + 8
+        first = requests.post(f"{url}/v1/chat/completions", json=_chat("query 3", temperature=0, seed=3), timeout=30)
+        assert first.json()["choices"][0]["message"] == greedy[3].json()["choices"][0]["message"]
+        assert requests.get(f"{url}/health", timeout=5).json()["cache_hits"] >= 1
+
+
+def test_a_result_never_depends_on_its_batch_mates(llm: LocalLLM) -> None:
+    """Temperature, seed and length come from each request, not from the first of its batch: a greedy request
+    batched with sampled ones is still greedy (it used to be sampled, then cached under the greedy key)."""
+    with _serve(llm) as alone_url:
+        alone = requests.post(f"{alone_url}/v1/chat/completions", json=_chat("Paris", temperature=0), timeout=30)
+    with _serve(llm) as url:
+        mixed = [_chat(f"noise {i}", temperature=1.0, seed=i, max_tokens=16) for i in range(6)]
+        replies = _ask_many(url, [*mixed, _chat("Paris", temperature=0)])
+    assert replies[-1].json()["choices"][0]["message"] == alone.json()["choices"][0]["message"]
+
+
+def test_one_bad_request_fails_alone(llm: LocalLLM) -> None:
+    class PickyLLM(LocalLLM):
+        """Fails any batch holding a prompt with the word 'poison' (as a broken input would)."""
+
+        def complete_rendered(self, texts, max_new_tokens, temperature, seed):  # type: ignore[no-untyped-def]
+            if any("poison" in t for t in texts):
+                raise RuntimeError("cannot generate this")
+            return super().complete_rendered(texts, max_new_tokens, temperature, seed)
+
+    with _serve(PickyLLM(llm.model, llm.tokenizer)) as url:
+        replies = _ask_many(
+            url, [_chat(f"fine {i}", temperature=0) for i in range(3)] + [_chat("poison", temperature=0)]
+        )
+        assert [r.status_code for r in replies] == [200, 200, 200, 500]
+        assert replies[-1].json()["error"]["type"] == "server_error"
+        surrogate = requests.post(
+            f"{url}/v1/completions",
+            data='{"prompt": "bad \\ud800 text", "max_tokens": 4}',
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert surrogate.status_code == 400 and "unicode" in surrogate.json()["error"]["message"].lower()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"max_tokens": 4096}, "exceeds this server's limit of 32"),
+        ({"n": 2}, "n=2 is not supported"),
+        ({"stream": True}, "stream=true is not supported"),
+        ({"messages": [{"role": "system", "content": "be terse"}, {"role": "user", "content": "q"}]}, "['system']"),
+        ({"content": "word " * 400}, "this server takes at most 64"),
+    ],
+)
+def test_what_the_server_cannot_do_or_afford_is_refused_with_an_openai_error(
+    llm: LocalLLM, body: dict, message: str
+) -> None:
+    limits = ServerLimits(max_tokens=32, max_prompt_tokens=64, request_timeout_s=30)
+    app = create_simulator_app(llm, "simulator", 4, 10, 8, 30, limits)
+    content = body.pop("content", "a short prompt")
+    with running_server(app, "127.0.0.1", free_port("127.0.0.1")) as url:
+        reply = requests.post(f"{url}/v1/chat/completions", json={**_chat(content), **body}, timeout=30)
+    assert reply.status_code == 400
+    assert reply.json()["error"]["type"] == "invalid_request_error" and message in reply.json()["error"]["message"]
+
+
+def test_bad_numbers_and_empty_prompts_are_400_and_usage_is_counted(llm: LocalLLM) -> None:
+    with _serve(llm) as url:
+        for raw in (
+            '{"prompt": "x", "temperature": NaN}',
+            '{"prompt": "x", "temperature": Infinity}',
+            '{"prompt": ""}',
+        ):
+            reply = requests.post(
+                f"{url}/v1/completions", data=raw, headers={"Content-Type": "application/json"}, timeout=30
+            )
+            assert reply.status_code == 400 and "error" in reply.json(), raw
+        ok = requests.post(f"{url}/v1/completions", json={"prompt": "Doc 1:", "max_tokens": 4}, timeout=30).json()
+    usage = ok["usage"]
+    assert usage["prompt_tokens"] > 0 and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert ok["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_abandoned_requests_are_not_generated_and_a_stuck_worker_shows_in_health(llm: LocalLLM) -> None:
+    with _serve(SlowLLM(llm, 1.5), max_batch_size=1, max_queue=8, request_timeout_s=0.3) as url:
+        bodies = [{"prompt": f"p{i}", "max_tokens": 4, "seed": i, "temperature": 1.0} for i in range(4)]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            codes = list(
+                pool.map(lambda b: requests.post(f"{url}/v1/completions", json=b, timeout=30).status_code, bodies)
+            )
+        assert codes == [504] * 4
+        time.sleep(0.5)
+        stuck = requests.get(f"{url}/health", timeout=5)  # one batch has now run for longer than 2 x 0.3 s
+        assert stuck.status_code == 503 and stuck.json()["status"] == "stalled"
+        time.sleep(2.0)
+        health = requests.get(f"{url}/health", timeout=5).json()
+    assert health["batches"] == 1 and health["abandoned"] == 3  # the three that waited were dropped, not generated
 
 
 def test_full_queue_answers_503_and_a_late_answer_504(llm: LocalLLM) -> None:

@@ -15,7 +15,7 @@ import uvicorn
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.models import load_causal_lm, load_tokenizer
 from zerosearch_core.simulator.llm import LocalLLM
-from zerosearch_core.simulator.server import create_simulator_app
+from zerosearch_core.simulator.server import ServerLimits, create_simulator_app
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +24,12 @@ def run(cfg: PipelineConfig) -> None:
     """Load the simulator and serve it until interrupted."""
     sim, simulator_dir = cfg.simulator, Path(cfg.paths.simulator_dir)
     llm = LocalLLM(load_causal_lm(simulator_dir, cfg.model.dtype), load_tokenizer(simulator_dir))
+    # A request may ask for 4x the simulator's own budget and send a prompt as long as what it was fine-tuned on.
+    limits = ServerLimits(
+        max_tokens=4 * sim.max_new_tokens, max_prompt_tokens=sim.max_length, request_timeout_s=sim.request_timeout_s
+    )
     app = create_simulator_app(
-        llm, "simulator", sim.max_batch_size, sim.batch_wait_ms, sim.max_queue, sim.request_timeout_s
+        llm, "simulator", sim.max_batch_size, sim.batch_wait_ms, sim.max_queue, sim.request_timeout_s, limits
     )
     logger.info("Serving %s at http://%s:%d/v1", simulator_dir, sim.serve_host, sim.serve_port)
     uvicorn.run(app, host=sim.serve_host, port=sim.serve_port, log_level="info")
