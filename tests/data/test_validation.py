@@ -26,7 +26,8 @@ def _small(cfg: PipelineConfig, source_dir: Path) -> PipelineConfig:
 
 
 def _corrupt_copy(benchmarks_dir: Path, target: Path) -> Path:
-    """A copy of the data with one empty answer, one duplicated id and one file missing its answer column."""
+    """A copy of the data with one empty answer, one duplicated id, one overlong question and one file missing its
+    answer column."""
     shutil.copytree(benchmarks_dir, target)
     for path in target.rglob("*"):
         path.chmod(0o644 if path.is_file() else 0o755)
@@ -34,6 +35,7 @@ def _corrupt_copy(benchmarks_dir: Path, target: Path) -> Path:
     rows = [json.loads(line) for line in bamboogle.read_text().splitlines()]
     rows[3]["answer"] = ""
     rows[10]["id"] = rows[9]["id"]
+    rows[20]["question"] = "why? " * 2000  # 10,000 characters: no question a policy prompt can hold
     bamboogle.write_text("".join(json.dumps(r) + "\n" for r in rows))
     popqa = target / "searchagentreview" / "popqa_test_1000.jsonl"
     rows = [json.loads(line) for line in popqa.read_text().splitlines()]
@@ -79,12 +81,13 @@ def test_corruption_fails_naming_rows_and_leaves_artifacts_untouched(
         "line 10 id='bamboogle-test-9', line 11 id='bamboogle-test-9'" in message
     )
     assert "popqa_test" in message and "expect_column_to_exist(answer) failed [column is missing]" in message
+    assert "expect_column_value_lengths_to_be_between(question) failed on 1 row(s): line 21" in message
 
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not list(out.parent.glob("*.staging"))
     report = Path(cfg.paths.reports_dir) / "prepare_data"
     summary = json.loads((report / "summary.json").read_text())
-    assert summary["success"] is False and len(summary["failures"]) == 3
+    assert summary["success"] is False and len(summary["failures"]) == 4
     docs = list((report / "data_docs" / "validations").rglob("*.html"))
     assert any("bamboogle_test" in str(p) for p in docs)
 

@@ -83,6 +83,11 @@ def test_http_server_answers_a_plain_http_client_in_search_r1_shape(bm25: BM25Re
         )
         assert set(bare.json()["result"][0][0]) == {"id", "contents", "title", "text"}
         assert requests.post(f"{url}/retrieve", json={"queries": [], "topk": 3}, timeout=10).status_code == 422
+        long_query = {"queries": ["ballet " * 400], "topk": 1}
+        assert requests.post(f"{url}/retrieve", json=long_query, timeout=10).status_code == 422
+        huge = requests.post(f"{url}/retrieve", data=b"x" * (2 << 20), timeout=30)  # 2 MiB, never parsed
+        assert huge.status_code == 413
+        assert requests.get(f"{url}/health", timeout=10).status_code == 200  # still serving
         assert requests.get(f"{url}/health", timeout=10).json()["corpus_sha256"] == "abc"
 
         engine = HttpSearchEngine(url, timeout_s=10, max_retries=0)

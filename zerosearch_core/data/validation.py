@@ -25,6 +25,9 @@ from zerosearch_core.data.benchmarks import REQUIRED_RAW_COLUMNS, collapse_exact
 logger = logging.getLogger(__name__)
 
 MAX_ROWS_LISTED = 20
+MAX_QUESTION_CHARS = 4096
+"""Longest question accepted; the longest in the shared benchmarks has a few hundred characters, and a policy
+prompt must leave room for turns and documents."""
 _ROW_NAMES = ["source_row", "id"]
 
 
@@ -92,7 +95,9 @@ def _normalized_suite(gx: Any, name: str, spec: BenchmarkFileConfig, data_cfg: D
         gxe.ExpectColumnValuesToNotBeNull(column="id"),
         gxe.ExpectColumnValuesToBeUnique(column="id"),
         gxe.ExpectColumnValuesToNotBeNull(column="question"),
-        gxe.ExpectColumnValueLengthsToBeBetween(column="question", min_value=data_cfg.min_question_chars),
+        gxe.ExpectColumnValueLengthsToBeBetween(
+            column="question", min_value=data_cfg.min_question_chars, max_value=MAX_QUESTION_CHARS
+        ),
         gxe.ExpectColumnValuesToBeBetween(column="n_answers", min_value=1),
         gxe.ExpectColumnValuesToBeInSet(column="dataset", value_set=allowed),
     ]

@@ -25,7 +25,8 @@ from typing import Any
 
 import requests
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from zerosearch_core.search.base import Document, EpisodeContext, SearchBackendError, SearchResult
@@ -37,14 +38,26 @@ logger = logging.getLogger(__name__)
 class RetrieveRequest(BaseModel):
     """Body of ``POST /retrieve``."""
 
-    queries: list[str] = Field(min_length=1, max_length=512)
+    queries: list[str] = Field(min_length=1, max_length=512)  # each query at most MAX_QUERY_CHARS (checked below)
     topk: int = Field(default=3, ge=1, le=100)
     return_scores: bool = True
+
+
+MAX_BODY_BYTES = 1 << 20
+"""Largest request body the retriever reads (1 MiB: 512 queries of 2,000 characters); larger ones get 413."""
+MAX_QUERY_CHARS = 2000
 
 
 def create_retriever_app(retriever: Retriever, manifest: dict[str, object]) -> FastAPI:
     """A FastAPI app that serves ``retriever`` at ``/retrieve`` and reports ``manifest`` at ``/health``."""
     app = FastAPI(title="ZeroSearch retriever", version="1")
+
+    @app.middleware("http")
+    async def bounded_body(request: Request, call_next: Any) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return JSONResponse({"detail": f"Body over {MAX_BODY_BYTES} bytes; send fewer or shorter queries."}, 413)
+        return await call_next(request)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -52,6 +65,8 @@ def create_retriever_app(retriever: Retriever, manifest: dict[str, object]) -> F
 
     @app.post("/retrieve")
     def retrieve(request: RetrieveRequest) -> dict[str, Any]:
+        if any(len(q) > MAX_QUERY_CHARS for q in request.queries):
+            raise HTTPException(status_code=422, detail=f"A query is longer than {MAX_QUERY_CHARS} characters.")
         ranked = retriever.retrieve(request.queries, request.topk)
         result = [[_document_payload(doc, request.return_scores) for doc in docs] for docs in ranked]
         return {"result": result}
