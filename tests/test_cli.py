@@ -64,3 +64,56 @@ def test_known_failures_end_in_one_line_that_names_the_problem(
     caplog.clear()
     assert main(["evaluate_checkpoint", "--params", str(params), "--model", str(tmp_path)]) == 2
     assert "is no model folder (no config.json)" in caplog.text
+
+
+def test_stage_runs_of_one_dvc_experiment_are_named_and_nested_under_one_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from zerosearch_core.cli import stage_run
+    from zerosearch_core.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DVC_EXP_NAME", "ppo-seed2")
+    cfg = load_config(ROOT / "params.yaml")
+    params = tmp_path / "toy" / "params.yaml"
+    params.parent.mkdir()
+    params.write_text((ROOT / "params.yaml").read_text())
+    for stage in ("train_policy", "evaluate"):
+        with stage_run(cfg, stage, Path("toy/params.yaml")):
+            pass
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id])
+    parents = [r for r in runs if r.data.tags["stage"] == "pipeline"]
+    children = [r for r in runs if r.data.tags["stage"] != "pipeline"]
+    assert len(parents) == 1 and parents[0].info.run_name == "pipeline · ppo-seed2"
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert sorted(r.info.run_name.rsplit(" · ", 1)[0] for r in children) == [
+        "evaluate · ppo-seed2",
+        "train_policy · ppo-seed2",
+    ]
+    assert {r.data.tags["profile"] for r in children} == {"toy"}
+
+
+def test_the_commit_tag_ignores_what_the_pipeline_rewrites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from zerosearch_core.cli import git_commit
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "metrics").mkdir()
+    for name in ("dvc.lock", "code.py", "metrics/eval.json"):
+        (tmp_path / name).write_text("v1\n")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
+        subprocess.run([*git, *command], check=True, capture_output=True)
+    (tmp_path / "dvc.lock").write_text("v2\n")
+    (tmp_path / "metrics/eval.json").write_text("v2\n")
+    commit, changed = git_commit()
+    assert not commit.endswith("-dirty") and changed == []  # DVC's own rewrites
+    (tmp_path / "code.py").write_text("v2\n")
+    commit, changed = git_commit()
+    assert commit.endswith("-dirty") and changed == ["code.py"]

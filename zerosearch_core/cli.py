@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,14 +46,45 @@ from zerosearch_core.stages.registry import SERVICES, STAGES
 logger = logging.getLogger("zerosearch_core.cli")
 
 
-def git_commit() -> str:
-    """The checked-out commit, with ``-dirty`` when the work tree has changes; ``unknown`` outside git."""
+PIPELINE_WRITTEN = ("dvc.lock", "*/dvc.lock", "metrics", "*/metrics", "toy/results")
+"""Tracked files that DVC and the pipeline themselves rewrite during a run; they do not make the code dirty."""
+
+
+def git_commit() -> tuple[str, list[str]]:
+    """The checked-out commit, with ``-dirty`` when tracked files other than the pipeline's own outputs
+    (:data:`PIPELINE_WRITTEN`) have changes, and those files; ``unknown`` outside git."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-        return sha + ("-dirty" if dirty.stdout.strip() else "")
+        excluded = [f":(exclude,glob){pattern}" for pattern in PIPELINE_WRITTEN]
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+            capture_output=True,
+            text=True,
+        )
+        changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
+        return sha + ("-dirty" if changed else ""), changed
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return "unknown", []
+
+
+def profile_name(params_path: Path) -> str:
+    """The profile a parameter file is: its stem, or its folder for ``<folder>/params.yaml`` (``toy``).
+
+    >>> profile_name(Path("toy/params.yaml")), profile_name(Path("params.yaml")), profile_name(Path("p/gpu.yaml"))
+    ('toy', 'params', 'gpu')
+    """
+    return params_path.parent.name if params_path.stem == "params" and params_path.parent.name else params_path.stem
+
+
+def parent_run_id(group: str, tags: dict[str, str]) -> str:
+    """The id of the MLflow run that groups one pipeline run or ``dvc exp`` (created on first use)."""
+    found = mlflow.search_runs(filter_string=f"tags.run_group = '{group}' and tags.stage = 'pipeline'", max_results=1)
+    if len(found):
+        return str(found.iloc[0]["run_id"])
+    with mlflow.start_run(
+        run_name=f"pipeline · {group}", tags={**tags, "stage": "pipeline", "run_group": group}
+    ) as run:
+        return str(run.info.run_id)
 
 
 def tracking_uri(cfg: PipelineConfig) -> str:
@@ -84,18 +116,30 @@ def stage_run(cfg: PipelineConfig, stage: str, params_path: Path) -> Iterator[No
         mlflow.create_experiment(cfg.tracking.experiment, artifact_location=artifact_root.as_uri())
     mlflow.set_experiment(cfg.tracking.experiment)
     lock = params_path.parent / "dvc.lock"  # the lock file beside the parameter file (toy/dvc.lock for toy/)
+    commit, changed = git_commit()
+    profile = profile_name(params_path)
+    label = os.environ.get("DVC_EXP_NAME") or profile  # what the run belongs to: the dvc exp, else the profile
     tags = {
         "stage": stage,
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "dvc_lock_sha256": file_sha256(lock) if lock.is_file() else "none",
         "params_file": str(params_path),
+        "profile": profile,
     }
+    if changed:
+        tags["git_changed_files"] = ", ".join(changed)[:4000]
     if os.environ.get("ZEROSEARCH_PIPELINE_RUN"):
         tags["pipeline_run"] = os.environ["ZEROSEARCH_PIPELINE_RUN"]
     for variable, tag in (("DVC_EXP_NAME", "dvc_experiment"), ("DVC_EXP_BASELINE_REV", "dvc_baseline_rev")):
         if os.environ.get(variable):  # set by DVC for the stages of a `dvc exp run`
             tags[tag] = os.environ[variable]
-    with mlflow.start_run(run_name=stage, tags=tags):
+    # One parent per dvc exp or Prefect flow run, its stage runs nested under it; a lone stage stands alone.
+    group = os.environ.get("DVC_EXP_NAME") or os.environ.get("ZEROSEARCH_PIPELINE_RUN")
+    parent = parent_run_id(group, {k: v for k, v in tags.items() if k != "stage"}) if group else None
+    if group is not None:
+        tags["run_group"] = group
+    run_name = f"{stage} · {label} · {uuid.uuid4().hex[:6]}"
+    with mlflow.start_run(run_name=run_name, tags=tags, parent_run_id=parent):
         mlflow.log_params(flatten_config(cfg))
         mlflow.log_artifact(str(params_path), artifact_path="config")
         mlflow.log_dict(config_to_dict(cfg), "config/resolved_config.yaml")
@@ -185,7 +229,7 @@ def experiment_tool(tool: str, args: argparse.Namespace) -> int:
     table = experiments.write_results(plan, rows, Path(args.out), args.title)
     mlflow.set_tracking_uri(tracking_uri(cfg))
     mlflow.set_experiment(cfg.tracking.experiment)
-    with mlflow.start_run(run_name="results", tags={"stage": "results", "git_commit": git_commit()}):
+    with mlflow.start_run(run_name="results", tags={"stage": "results", "git_commit": git_commit()[0]}):
         mlflow.log_metrics({f"em.{_metric_key(row['name'])}": row["em_mean"] for row in table})
         mlflow.log_artifacts(str(args.out), artifact_path="results")
     for row in table:
