@@ -176,6 +176,10 @@ class WorldConfig:
             raise ConfigError("world.reading_drills must be >= 0 (0 writes no reading drills).")
 
 
+MAX_TOP_K = 20
+"""Most documents per query the protocol supports (ZeroSearch's simulator writes up to 20 per query)."""
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """The real search engine: corpus, index, retriever server and its client."""
@@ -210,7 +214,9 @@ class SearchConfig:
             "Port of `zerosearch serve_retriever`; a stage-started server picks a free one.", ge=1, le=65535
         )
     )
-    top_k: int = field(metadata=bounded("Documents returned per query.", ge=1))
+    top_k: int = field(
+        metadata=bounded("Documents per query (the paper's simulator writes up to 20).", ge=1, le=MAX_TOP_K)
+    )
     timeout_s: float = field(metadata=bounded_knob("HTTP timeout per request.", gt=0))
     max_retries: int = field(
         metadata=bounded_knob("Retries with exponential backoff before SearchBackendError.", ge=0, le=10)
