@@ -327,14 +327,14 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
     return folder if (folder / STATE_FILE).is_file() else None
 
 
-def run_training(
+def train_policy(
     setup: RLSetup,
     questions: pd.DataFrame,
     validation: pd.DataFrame,
     engine: SearchEngine,
     validation_engine: SearchEngine,
     on_step: Callable[[dict[str, float]], None] | None = None,
-) -> PolicyTrainer:
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Train from ``setup.policy_dir`` (or resume from the last checkpoint) until ``train.total_steps`` against
     ``engine``; score the validation questions with ``validation_engine`` (real search) at every checkpoint."""
     checkpoints_dir = setup.checkpoints_dir
@@ -366,7 +366,7 @@ def run_training(
             on_step(metrics)
         if checkpoint_due:
             trainer.save_checkpoint(checkpoints_dir)
-    return trainer
+    return trainer.policy, trainer.tokenizer
 
 
 def _warmup_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -389,16 +389,3 @@ def _encode_random(generator: random.Random) -> Any:
 def _decode_random(saved: Any) -> tuple[Any, ...]:
     version, internal, gauss = saved
     return (version, tuple(internal), gauss)
-
-
-def train_policy(
-    setup: RLSetup,
-    questions: pd.DataFrame,
-    validation: pd.DataFrame,
-    engine: SearchEngine,
-    validation_engine: SearchEngine,
-    on_step: Callable[[dict[str, float]], None] | None = None,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """:func:`run_training`, returning ``(model, tokenizer)`` as every registered trainer does."""
-    trainer = run_training(setup, questions, validation, engine, validation_engine, on_step)
-    return trainer.policy, trainer.tokenizer

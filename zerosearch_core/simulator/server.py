@@ -44,16 +44,21 @@ MAX_CONCURRENT_REQUESTS = 32
 logger = logging.getLogger(__name__)
 
 
-class CompletionRequest(BaseModel):
-    """Body of ``/v1/completions``; fields the server does not implement are refused with 400, never ignored."""
+class GenerationFields(BaseModel):
+    """What both endpoints take; ``n`` and ``stream`` exist only to be refused with 400 (never ignored)."""
 
     model: str = "simulator"
-    prompt: str = Field(min_length=1)
     max_tokens: int = Field(default=128, ge=1, le=4096)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0, allow_inf_nan=False)
     seed: int = 0
     n: int = 1
     stream: bool = False
+
+
+class CompletionRequest(GenerationFields):
+    """Body of ``/v1/completions``."""
+
+    prompt: str = Field(min_length=1)
 
 
 class ChatMessage(BaseModel):
@@ -63,16 +68,10 @@ class ChatMessage(BaseModel):
     content: str
 
 
-class ChatRequest(BaseModel):
-    """Body of ``/v1/chat/completions``; fields the server does not implement are refused with 400."""
+class ChatRequest(GenerationFields):
+    """Body of ``/v1/chat/completions``."""
 
-    model: str = "simulator"
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int = Field(default=128, ge=1, le=4096)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0, allow_inf_nan=False)
-    seed: int = 0
-    n: int = 1
-    stream: bool = False
 
 
 class OpenAIError(Exception):
