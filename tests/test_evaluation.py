@@ -176,6 +176,13 @@ def test_evaluate_stage_end_to_end_on_real_search(
     assert standalone["search"] == document["initial.search"] and standalone["direct"] == document["initial.direct"]
     assert (out / "eval_card.md").is_file() and (out / "predictions.jsonl").is_file()
     assert cli.main(["evaluate_checkpoint", *arguments, "--benchmarks", "nope_test"]) == 2  # a clear config error
+    template = tmp_path / "prompt.txt"
+    template.write_text("Answer with <search> and <answer> tags. Question: {question}\n")
+    templated = [*arguments, "--benchmarks", "bamboogle_test", "--prompt-file", str(template)]
+    assert cli.main(["evaluate_checkpoint", *templated]) == 0
+    assert "- prompt: a given template" in (out / "eval_card.md").read_text()
+    predictions = pd.read_json(out / "predictions.jsonl", lines=True)
+    assert "Answer with <search> and <answer> tags" not in " ".join(predictions["response"])  # prompt, not response
 
 
 def test_card_lists_protocol_and_results(cfg: PipelineConfig) -> None:
@@ -196,3 +203,14 @@ def test_card_lists_protocol_and_results(cfg: PipelineConfig) -> None:
     )
     assert "| search | nq_dev | 0.500 | 1.000 | 0.500 | 2 | 1.00 | 1.00 |" in card
     assert "sha256 `f00`" in card and "Not evaluated (no data in data.files): triviaqa." in card
+
+
+def test_a_given_prompt_template_replaces_the_search_prompt_only(tiny_policy_dir: Path) -> None:
+    from zerosearch_core.prompts import build_prompt_ids
+
+    tokenizer = load_tokenizer(tiny_policy_dir)
+    template = "Use <search> query </search> as needed. Question: {question}\n"
+    search = tokenizer.decode(build_prompt_ids(tokenizer, "Who wrote Hamlet?", "search", False, template))
+    assert search == template.replace("{question}", "Who wrote Hamlet?")
+    direct = build_prompt_ids(tokenizer, "Who wrote Hamlet?", "direct", False, template)
+    assert direct == build_prompt_ids(tokenizer, "Who wrote Hamlet?", "direct", False)

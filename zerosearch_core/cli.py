@@ -260,15 +260,22 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"--benchmarks names {unknown}, which data.files of {args.params} lacks; use {known}.")
     out = Path(args.out) if args.out else Path("data/eval_checkpoints") / model_dir.name
+    template = None
+    if args.prompt_file:
+        template = Path(args.prompt_file).read_text(encoding="utf-8")
+        if "{question}" not in template:
+            raise ConfigError(f"--prompt-file {args.prompt_file} has no {{question}} placeholder; add one.")
     hooks = StageHooks(progress=tqdm_progress)
     with stage_run(cfg, EVALUATE_CHECKPOINT, Path(args.params)):
         mlflow.set_tags({"model_dir": str(model_dir.resolve()), "retriever": args.retriever_url or "local index"})
         if args.retriever_url:
             engine = HttpSearchEngine(args.retriever_url, cfg.search.timeout_s, cfg.search.max_retries)
-            result = evaluate_models(cfg, {"": model_dir}, engine, benchmarks, out, out / "eval.json", hooks)
+            result = evaluate_models(cfg, {"": model_dir}, engine, benchmarks, out, out / "eval.json", hooks, template)
         else:
             with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as local:
-                result = evaluate_models(cfg, {"": model_dir}, local, benchmarks, out, out / "eval.json", hooks)
+                result = evaluate_models(
+                    cfg, {"": model_dir}, local, benchmarks, out, out / "eval.json", hooks, template
+                )
         log_result(result)
         mlflow.set_tag("status", "ok")
     logger.info("Wrote %s and %s", out / "eval_card.md", out / "eval.json")
@@ -302,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint.add_argument("--retriever-url", help="a Search-R1-compatible /retrieve server; default: the local index")
     checkpoint.add_argument("--benchmarks", help="comma-separated names from data.files; default: eval.benchmarks")
     checkpoint.add_argument("--out", help="output folder; default: data/eval_checkpoints/<model folder name>")
+    checkpoint.add_argument(
+        "--prompt-file",
+        help="a search-mode prompt with {question} (e.g. the one a released checkpoint was trained with); "
+        "default: this project's",
+    )
     for name, help_text in SERVICES.items():
         service = commands.add_parser(name, help=help_text, description=f"{help_text} Runs until interrupted.")
         service.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")

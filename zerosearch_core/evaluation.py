@@ -78,7 +78,8 @@ def evaluate_benchmark(
         Per-question predictions and aggregate metrics.
     """
     prompts = [
-        build_prompt_ids(tokenizer, q, mode, protocol.rollout.use_chat_template) for q in questions["question"].tolist()
+        build_prompt_ids(tokenizer, q, mode, protocol.rollout.use_chat_template, protocol.prompt_template)
+        for q in questions["question"].tolist()
     ]
     sessions: list[SearchSession | None] = []
     for row in questions.itertuples(index=False):
@@ -274,6 +275,9 @@ def render_eval_card(
         "exact match), cover-EM (a golden answer contained in the answer), F1 (token F1"
         + (", yes/no only match themselves)" if yes_no_exact else ", yes/no with partial credit)"),
         f"- {PAPER_METRICS}",
+        "- prompt: "
+        + ("this project's (render_policy_prompt)" if protocol.prompt_template is None else "a given template")
+        + f"; chat template {'on' if rollout.use_chat_template else 'off'}",
         f"- questions: {_sample_size(evaluation.max_questions_per_benchmark)} per benchmark, seeded sample "
         f"(seed {provenance['seed']})",
         "",

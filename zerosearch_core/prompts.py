@@ -95,10 +95,26 @@ PROMPT_TEXTS: tuple[str, ...] = (
 
 
 def build_prompt_ids(
-    tokenizer: PreTrainedTokenizerBase, question: str, mode: str, use_chat_template: bool
+    tokenizer: PreTrainedTokenizerBase,
+    question: str,
+    mode: str,
+    use_chat_template: bool,
+    template: str | None = None,
 ) -> list[int]:
-    """Prompt ids for one question, through the chat template when asked for and available."""
-    user_message = render_policy_prompt(question, mode)
+    """Prompt ids for one question, through the chat template when asked for and available.
+
+    Args:
+        tokenizer: The policy's tokenizer.
+        question: The question.
+        mode: ``"search"`` or ``"direct"``.
+        use_chat_template: Wrap the message in the tokenizer's chat template.
+        template: A search-mode prompt of one's own (e.g. the exact one a released checkpoint was trained with),
+            with ``{question}`` where the question goes; None uses :func:`render_policy_prompt`.
+    """
+    if template is not None and mode == "search":
+        user_message = template.replace("{question}", question)
+    else:
+        user_message = render_policy_prompt(question, mode)
     if use_chat_template and tokenizer.chat_template is not None:
         rendered = tokenizer.apply_chat_template(
             [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True

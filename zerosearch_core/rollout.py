@@ -116,6 +116,9 @@ class SearchProtocol:
     rollout: RolloutConfig
     top_k: int
     max_error_rate: float
+    prompt_template: str | None = None
+    """A search-mode prompt with ``{question}`` (``zerosearch evaluate_checkpoint --prompt-file``); None uses
+    this project's (:func:`zerosearch_core.prompts.render_policy_prompt`)."""
 
     @classmethod
     def from_sections(cls, rollout: RolloutConfig, search: SearchConfig) -> SearchProtocol:

@@ -86,3 +86,14 @@ def test_collapse_leaves_conflicting_duplicates_for_validation(cfg: PipelineConf
     spec = _spec(cfg, "musique_test")
     collapsed, dropped = collapse_exact_duplicates(normalize(read_jsonl(path), spec))
     assert len(collapsed) == 2 and dropped == []
+
+
+def test_a_line_that_is_not_utf8_is_named_with_file_and_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from zerosearch_core.data.benchmarks import SourceFileError, read_jsonl
+
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(b'{"question": "fine?", "answer": ["a"]}\n{"question": "caf\xe9?", "answer": ["b"]}\n')
+    with pytest.raises(SourceFileError, match=r"q.jsonl:2 is not UTF-8 \(byte \d+\)"):
+        read_jsonl(path)

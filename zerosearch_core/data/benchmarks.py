@@ -72,8 +72,14 @@ def read_jsonl(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise SourceFileError(f"Benchmark file {path} does not exist; check data.source_dir and the file's path.")
     records: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_number, raw_line in enumerate(handle, start=1):
+            try:
+                line = raw_line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise SourceFileError(
+                    f"{path}:{line_number} is not UTF-8 (byte {err.start}); re-encode the file as UTF-8."
+                ) from None
             if not line.strip():
                 continue
             try:

@@ -82,6 +82,7 @@ def evaluate_models(
     eval_dir: Path,
     metrics_path: Path,
     hooks: StageHooks,
+    prompt_template: str | None = None,
 ) -> StageResult:
     """Score each model folder on ``benchmarks`` in every mode of ``eval.modes`` with ``engine``, and write the
     predictions, metrics, chart and card (the ``evaluate`` stage, and ``zerosearch evaluate_checkpoint``).
@@ -94,11 +95,14 @@ def evaluate_models(
         eval_dir: Receives predictions, chart and card (replaced as a whole).
         metrics_path: Receives the metrics document.
         hooks: Progress bars.
+        prompt_template: A search-mode prompt with ``{question}``; None uses this project's.
     """
     benchmarks_dir = Path(cfg.paths.benchmarks_dir)
     specs = {spec.name: spec for spec in cfg.data.files}
     budget = SearchErrorBudget(cfg.search.max_error_rate)
-    protocol = SearchProtocol.from_sections(cfg.rollout, cfg.search)
+    protocol = dataclasses.replace(
+        SearchProtocol.from_sections(cfg.rollout, cfg.search), prompt_template=prompt_template
+    )
     runs: list[BenchmarkRun] = []
     engine_facts = engine.describe()
     for prefix, policy_dir in models.items():
@@ -136,7 +140,7 @@ def evaluate_models(
     policies = ", ".join(
         f"`{path}`" + (f" ({prefix.rstrip('.')})" if prefix else "") for prefix, path in models.items()
     )
-    return _write_eval_outputs(cfg, runs, datasets, engine_facts, policies, eval_dir, metrics_path)
+    return _write_eval_outputs(cfg, runs, datasets, engine_facts, policies, eval_dir, metrics_path, protocol)
 
 
 POLICY_DIRS = {
@@ -154,6 +158,7 @@ def _write_eval_outputs(
     policies: str,
     eval_dir: Path,
     metrics_path: Path,
+    protocol: SearchProtocol,
 ) -> StageResult:
     document = metrics_document(runs, datasets)
     benchmarks_dir = Path(cfg.paths.benchmarks_dir)
@@ -162,7 +167,6 @@ def _write_eval_outputs(
         for name in datasets
     }
     provenance = {"policies": policies, "model_source": cfg.model.source, "seed": str(cfg.seed)}
-    protocol = SearchProtocol.from_sections(cfg.rollout, cfg.search)
     card = render_eval_card(
         document, protocol, cfg.eval, provenance, engine_facts, benchmark_files, cfg.reward.yes_no_exact
     )
