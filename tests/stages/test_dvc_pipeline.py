@@ -197,6 +197,7 @@ def test_toy_stage_params_exist_in_the_toy_params() -> None:
 @pytest.mark.slow
 def test_service_knobs_and_the_tracking_experiment_re_run_nothing(reproduced: tuple[Path, float]) -> None:
     project, _ = reproduced
+    dvc(project, "repro", "dvc.yaml")  # other tests may have touched an output; start from an up-to-date project
     params_path = project / "params.yaml"
     original = params_path.read_text()
     params = yaml.safe_load(original)
@@ -205,10 +206,10 @@ def test_service_knobs_and_the_tracking_experiment_re_run_nothing(reproduced: tu
     params["tracking"]["experiment"] = "renamed-by-a-teammate"
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        unchanged = dvc(project, "status").stdout
+        unchanged = dvc(project, "status", "dvc.yaml").stdout
         params["simulator"]["temperature"] = 0.123  # a value the simulated engine reads: training must re-run
         params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-        changed = dvc(project, "status").stdout
+        changed = dvc(project, "status", "dvc.yaml").stdout
     finally:
         params_path.write_text(original)
     assert "Data and pipelines are up to date." in unchanged
