@@ -122,16 +122,27 @@ def run_cli(arguments: list[str]) -> str:
     Raises:
         StageFailed: The command exited non-zero.
     """
-    logger = get_run_logger()
-    command = [sys.executable, "-m", "zerosearch_core.cli", *arguments]
+    return _captured([sys.executable, "-m", "zerosearch_core.cli", *arguments], f"zerosearch {arguments[0]}")
+
+
+def dvc_output(dvc_args: list[str]) -> str:
+    """What ``dvc <dvc_args>`` prints on stdout (its stderr goes to the Prefect log).
+
+    Raises:
+        StageFailed: DVC exited non-zero.
+    """
+    return _captured([sys.executable, "-m", "dvc", *dvc_args], f"dvc {' '.join(dvc_args)}")
+
+
+def _captured(command: list[str], what: str) -> str:
+    """Run ``command`` in the project folder: stdout returned, stderr to the Prefect log, a failure raised."""
     result = subprocess.run(command, cwd=project_dir(), env=stage_environment(), capture_output=True, text=True)
+    logger = get_run_logger()
     for line in result.stderr.splitlines():
         if line.strip():
             logger.info("%s", line)
     if result.returncode != 0:
-        raise StageFailed(
-            f"zerosearch {arguments[0]} failed with exit code {result.returncode}:\n{result.stderr[-3000:]}"
-        )
+        raise StageFailed(f"{what} failed with exit code {result.returncode}:\n{result.stderr[-3000:]}")
     return result.stdout
 
 
@@ -172,19 +183,3 @@ def queue_busy(names: list[str]) -> bool:
     if failed:
         raise StageFailed(f"queued experiments failed: {failed}; `dvc queue logs <name>` shows each one's log.")
     return any(status in ("Queued", "Running") for status in statuses.values())
-
-
-def dvc_output(dvc_args: list[str]) -> str:
-    """What ``dvc <dvc_args>`` prints on stdout (its stderr goes to the Prefect log).
-
-    Raises:
-        StageFailed: DVC exited non-zero.
-    """
-    command = [sys.executable, "-m", "dvc", *dvc_args]
-    result = subprocess.run(command, cwd=project_dir(), env=stage_environment(), capture_output=True, text=True)
-    for line in result.stderr.splitlines():
-        if line.strip():
-            get_run_logger().info("%s", line)
-    if result.returncode != 0:
-        raise StageFailed(f"dvc {' '.join(dvc_args)} failed with exit code {result.returncode}:\n{result.stderr}")
-    return result.stdout

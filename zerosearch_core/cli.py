@@ -28,7 +28,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from tqdm import tqdm
@@ -268,14 +268,13 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     hooks = StageHooks(progress=tqdm_progress)
     with stage_run(cfg, EVALUATE_CHECKPOINT, Path(args.params)):
         mlflow.set_tags({"model_dir": str(model_dir.resolve()), "retriever": args.retriever_url or "local index"})
-        if args.retriever_url:
-            engine = HttpSearchEngine(args.retriever_url, cfg.search.timeout_s, cfg.search.max_retries)
+        engines = (
+            nullcontext(HttpSearchEngine(args.retriever_url, cfg.search.timeout_s, cfg.search.max_retries))
+            if args.retriever_url
+            else open_search_engine(cfg.search, Path(cfg.paths.index_dir))
+        )
+        with engines as engine:
             result = evaluate_models(cfg, {"": model_dir}, engine, benchmarks, out, out / "eval.json", hooks, template)
-        else:
-            with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as local:
-                result = evaluate_models(
-                    cfg, {"": model_dir}, local, benchmarks, out, out / "eval.json", hooks, template
-                )
         log_result(result)
         mlflow.set_tag("status", "ok")
     logger.info("Wrote %s and %s", out / "eval_card.md", out / "eval.json")

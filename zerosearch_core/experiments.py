@@ -217,6 +217,10 @@ def write_results(plan: ExperimentPlan, rows: list[dict[str, Any]], folder: Path
     return table
 
 
+WORKSPACE = "workspace"
+"""The name ``dvc exp show`` gives the workspace, where the pipeline's own run is."""
+
+
 def plan_document(
     plan: ExperimentPlan, params_file: str, train_seed: int, eval_metrics: str, tag: str
 ) -> dict[str, Any]:
@@ -249,10 +253,6 @@ def plan_document(
                 }
             )
     return {"runs": runs, "eval_metrics": eval_metrics}
-
-
-WORKSPACE = "workspace"
-"""The name ``dvc exp show`` gives the workspace, where the pipeline's own run is."""
 
 
 def metrics_by_experiment(exp_show: list[dict[str, Any]], metrics_file: str) -> dict[str, dict[str, Any]]:
