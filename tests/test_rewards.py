@@ -102,7 +102,7 @@ class PerPromptPolicy:
     def decode(self, ids):  # type: ignore[no-untyped-def]
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
-    def generate(self, sequences, max_new_tokens):  # type: ignore[no-untyped-def]
+    def generate(self, sequences, max_new_tokens, seeds=None):  # type: ignore[no-untyped-def]
         out = []
         for sequence in sequences:
             prompt = self.decode(sequence)

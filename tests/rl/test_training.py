@@ -24,7 +24,7 @@ from zerosearch_core.models import load_causal_lm, load_tokenizer
 from zerosearch_core.rl.curriculum import noise_probability
 from zerosearch_core.rl.grpo import SearchRollout, make_reward_func
 from zerosearch_core.rl.ppo import PolicyTrainer, build_token_batch, token_logprobs
-from zerosearch_core.rollout import Trajectory
+from zerosearch_core.rollout import PolicyBackend, Trajectory
 from zerosearch_core.search.local import BM25Retriever, LocalSearchEngine
 from zerosearch_core.stages import StageHooks, build_index, init_policy, prepare_data
 from zerosearch_core.stages.sections import rl_setup
@@ -153,7 +153,8 @@ def test_grpo_rollout_func_returns_ids_and_env_mask_at_the_curriculum_noise(
             seen.append(ctx.noise_prob)
             return small_engine.open_session(ctx)
 
-    rollout = SearchRollout(rl_setup(run_cfg), RecordingEngine(), {"q one?": ("a",), "q two?": ("b",)})
+    golden = {"q one?": ("a",), "q two?": ("b",)}
+    rollout = SearchRollout(rl_setup(run_cfg), RecordingEngine(), golden, PolicyBackend(tokenizer))
     trainer = SimpleNamespace(
         state=SimpleNamespace(global_step=3),
         accelerator=SimpleNamespace(unwrap_model=lambda m: m),

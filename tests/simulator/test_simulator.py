@@ -178,7 +178,9 @@ class TurnScriptedPolicy(ScriptedPolicy):
 
     calls = 0
 
-    def generate(self, sequences: Sequence[Sequence[int]], max_new_tokens: int) -> list[tuple[list[int], list[float]]]:
+    def generate(
+        self, sequences: Sequence[Sequence[int]], max_new_tokens: int, seeds: Sequence[int] | None = None
+    ) -> list[tuple[list[int], list[float]]]:
         turn = self.turns[min(self.calls, len(self.turns) - 1)]
         self.calls += 1
         return [(turn[:max_new_tokens], [0.0] * len(turn[:max_new_tokens])) for _ in sequences]

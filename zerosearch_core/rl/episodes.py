@@ -19,6 +19,7 @@ from zerosearch_core.prompts import build_prompt_ids
 from zerosearch_core.rl.curriculum import noise_probability
 from zerosearch_core.rollout import PolicyGenerator, SearchProtocol, Trajectory, episode_statistics, run_episodes
 from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget, SearchSession
+from zerosearch_core.seeding import derive_seed
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,12 @@ def run_step_episodes(
         ctx = EpisodeContext(request.question, request.golden_answers, noise_prob, request.seed)
         sessions.append(engine.open_session(ctx))
     trajectories = run_episodes(
-        generator, prompt_ids, sessions, setup.protocol.rollout, setup.protocol.top_k, error_budget
+        generator,
+        prompt_ids,
+        sessions,
+        setup.protocol.rollout,
+        setup.protocol.top_k,
+        error_budget,
+        seeds=[derive_seed(request.seed, "policy") for request in requests],
     )
     return StepEpisodes(prompt_ids, trajectories, noise_prob, episode_statistics(trajectories, noise_prob))

@@ -28,7 +28,7 @@ from zerosearch_core.evaluation import validate_policy
 from zerosearch_core.models import load_causal_lm, load_tokenizer
 from zerosearch_core.rewards import answer_reward
 from zerosearch_core.rl.episodes import EpisodeRequest, RLSetup, run_step_episodes
-from zerosearch_core.rollout import HFPolicyGenerator, sampled_ids
+from zerosearch_core.rollout import PolicyBackend, open_policy_backend, sampled_ids
 from zerosearch_core.search.base import SearchEngine, SearchErrorBudget
 from zerosearch_core.seeding import derive_seed
 
@@ -76,9 +76,12 @@ def make_grpo_config(setup: RLSetup, output_dir: Path) -> Any:
 class SearchRollout:
     """The ``rollout_func``: multi-turn search episodes on the trainer's model, with the curriculum's noise."""
 
-    def __init__(self, setup: RLSetup, engine: SearchEngine, golden: dict[str, tuple[str, ...]]) -> None:
+    def __init__(
+        self, setup: RLSetup, engine: SearchEngine, golden: dict[str, tuple[str, ...]], backend: PolicyBackend
+    ) -> None:
         self.setup = setup
         self.engine = engine
+        self.backend = backend
         self.golden = golden
         self.error_budget = SearchErrorBudget(setup.protocol.max_error_rate)
         self.last_stats: dict[str, float] = {}
@@ -88,8 +91,8 @@ class SearchRollout:
         setup = self.setup
         model = trainer.accelerator.unwrap_model(trainer.model)
         tokenizer = trainer.processing_class
-        generator = HFPolicyGenerator(
-            model, tokenizer, setup.train.temperature, derive_seed(setup.rl_seed, "grpo", step)
+        generator = self.backend.generator(
+            model, setup.train.temperature, derive_seed(setup.rl_seed, "grpo", step), weights_version=step
         )
         requests = [
             EpisodeRequest(question, self.golden[question], derive_seed(setup.rl_seed, step, question, index))
@@ -104,7 +107,7 @@ class SearchRollout:
             list(e.loss_mask) if setup.train.mask_retrieved_tokens else [1] * len(e.response_ids) for e in episodes
         ]
         sampled = [generator.decode(sampled_ids(e)) for e in episodes]
-        self.last_stats = step_episodes.statistics
+        self.last_stats = {**step_episodes.statistics, "vllm_sync_gap": self.backend.last_sync_gap}
         return {
             "prompt_ids": step_episodes.prompt_ids,
             "completion_ids": [list(e.response_ids) for e in episodes],
@@ -136,7 +139,7 @@ class MetricsRelay(TrainerCallback):
     def __init__(
         self,
         rollout: SearchRollout,
-        validate: Callable[[Any], dict[str, float]],
+        validate: Callable[[Any, int], dict[str, float]],
         on_step: Callable[[dict[str, float]], None] | None,
     ) -> None:
         self.rollout = rollout
@@ -151,7 +154,7 @@ class MetricsRelay(TrainerCallback):
         metrics["reward_mean"] = metrics.get("reward", 0.0)
         metrics["step"] = float(state.global_step)
         if state.global_step % args.save_steps == 0 or state.global_step == state.max_steps:
-            metrics.update(self.validate(kwargs["model"]))
+            metrics.update(self.validate(kwargs["model"], int(state.global_step)))
         logger.info(
             "step %d: reward %.3f, noise p %.3f", state.global_step, metrics["reward_mean"], metrics["noise_prob"]
         )
@@ -185,37 +188,39 @@ def run_grpo(
             "golden_answers": [list(g) for g in questions["golden_answers"]],
         }
     )
-    rollout = SearchRollout(setup, engine, golden)
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=make_reward_func(setup.reward.metric, setup.reward.yes_no_exact),
-        args=make_grpo_config(setup, output_dir),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        rollout_func=rollout,
-        callbacks=[
-            MetricsRelay(
-                rollout,
-                lambda m: validate_policy(
-                    m,
-                    tokenizer,
-                    validation,
-                    validation_engine,
-                    setup.protocol,
-                    setup.validation_seed,
-                    setup.reward.yes_no_exact,
-                ),
-                on_step,
-            )
-        ],
-    )
-    # TRL's progress callback prints every log dict to stdout; MetricsRelay logs one readable line per step instead.
-    trainer.remove_callback(ProgressCallback)
     resume = last_complete_checkpoint(output_dir)
     if resume is not None and checkpoint_is_final(Path(resume)):
         logger.info("Training already finished at %s; loading it instead of training further", resume)
         return load_causal_lm(resume, setup.dtype), tokenizer
-    if resume is not None:
-        logger.info("Resumed from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
+    rollout_cfg = setup.protocol.rollout
+    with open_policy_backend(rollout_cfg, policy_dir, tokenizer, setup.dtype, setup.rl_seed) as backend:
+        rollout = SearchRollout(setup, engine, golden, backend)
+
+        def validate(model: Any, step: int) -> dict[str, float]:
+            return validate_policy(
+                model,
+                tokenizer,
+                validation,
+                validation_engine,
+                setup.protocol,
+                setup.validation_seed,
+                setup.reward.yes_no_exact,
+                backend=backend,
+                weights_version=step,
+            )
+
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=make_reward_func(setup.reward.metric, setup.reward.yes_no_exact),
+            args=make_grpo_config(setup, output_dir),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            rollout_func=rollout,
+            callbacks=[MetricsRelay(rollout, validate, on_step)],
+        )
+        # TRL's progress callback prints every log dict to stdout; MetricsRelay logs one readable line per step.
+        trainer.remove_callback(ProgressCallback)
+        if resume is not None:
+            logger.info("Resumed from %s", resume)
+        trainer.train(resume_from_checkpoint=resume)
     return trainer.accelerator.unwrap_model(trainer.model), tokenizer

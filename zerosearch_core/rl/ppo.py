@@ -44,7 +44,14 @@ from zerosearch_core.rl.advantages import (
     value_loss,
 )
 from zerosearch_core.rl.episodes import EpisodeRequest, RLSetup, StepEpisodes, run_step_episodes
-from zerosearch_core.rollout import HFPolicyGenerator, Trajectory, sampled_ids
+from zerosearch_core.rollout import (
+    HFPolicyGenerator,
+    PolicyBackend,
+    PolicyGenerator,
+    Trajectory,
+    open_policy_backend,
+    sampled_ids,
+)
 from zerosearch_core.search.base import SearchEngine, SearchErrorBudget
 from zerosearch_core.seeding import derive_seed
 
@@ -87,6 +94,23 @@ def build_token_batch(
         start = len(traj.prompt_ids) - 1  # the prediction of the first response token sits at the last prompt token
         loss_mask[row, start : start + len(response_mask)] = torch.tensor(response_mask, dtype=torch.long)
     return TokenBatch(input_ids, attention_mask, loss_mask, torch.tensor(list(scores), dtype=torch.float32))
+
+
+def sampling_logprob_gap(trajectories: Sequence[Trajectory], trainer_logprobs: torch.Tensor) -> float:
+    """Mean |log-prob the generator reported - the trainer's| over sampled tokens: ~1e-6 when the rollout engine
+    runs the trainer's weights in float32, large when it does not (a stale or failed weight sync).
+
+    Args:
+        trajectories: The batch's episodes, in row order of ``trainer_logprobs``.
+        trainer_logprobs: :func:`token_logprobs` of the batch, (B, L-1).
+    """
+    gaps: list[float] = []
+    for row, traj in enumerate(trajectories):
+        start = len(traj.prompt_ids) - 1
+        for offset, (sampled, logprob) in enumerate(zip(traj.loss_mask, traj.logprobs, strict=True)):
+            if sampled:
+                gaps.append(abs(logprob - float(trainer_logprobs[row, start + offset])))
+    return sum(gaps) / len(gaps) if gaps else 0.0
 
 
 def token_logprobs(model: PreTrainedModel, batch: TokenBatch) -> torch.Tensor:
@@ -167,7 +191,9 @@ def advantages_for(
 class PolicyTrainer:
     """Wires policy, reference, critic, optimizers and the search engine together for :meth:`train_step`."""
 
-    def __init__(self, setup: RLSetup, policy_path: Path, engine: SearchEngine) -> None:
+    def __init__(
+        self, setup: RLSetup, policy_path: Path, engine: SearchEngine, backend: PolicyBackend | None = None
+    ) -> None:
         self.setup = setup
         self.train = setup.train
         self.engine = engine
@@ -180,6 +206,9 @@ class PolicyTrainer:
         self.critic_optimizer = (
             torch.optim.AdamW(self.critic.parameters(), lr=self.train.critic_learning_rate) if self.critic else None
         )
+        self.backend = backend if backend is not None else PolicyBackend(self.tokenizer)
+        # transformers samples from this one seeded stream (checkpointed with the rng state); vLLM seeds every
+        # episode from its request seed instead.
         self.generator = HFPolicyGenerator(
             self.policy, self.tokenizer, self.train.temperature, derive_seed(setup.rl_seed, "train")
         )
@@ -201,8 +230,9 @@ class PolicyTrainer:
                 requests.append(EpisodeRequest(str(row.question), tuple(row.golden_answers), seed))
                 golds.append([str(a) for a in row.golden_answers])
         self.policy.eval()
+        generator = self.rollout_generator()
         episodes = run_step_episodes(
-            self.generator, self.tokenizer, self.engine, requests, self.state.step, self.setup, self.error_budget
+            generator, self.tokenizer, self.engine, requests, self.state.step, self.setup, self.error_budget
         )
         scores = [
             answer_reward(
@@ -211,6 +241,13 @@ class PolicyTrainer:
             for t, gold in zip(episodes.trajectories, golds, strict=True)
         ]
         return episodes, scores
+
+    def rollout_generator(self) -> PolicyGenerator:
+        """This step's generator: the seeded transformers one, or vLLM given the policy's weights of this step."""
+        if self.backend.vllm is None:
+            return self.generator
+        seed = derive_seed(self.setup.rl_seed, "train", self.state.step)
+        return self.backend.generator(self.policy, self.train.temperature, seed, weights_version=self.state.step)
 
     def train_step(self, questions: pd.DataFrame) -> dict[str, float]:
         """One full RL step; returns its metrics."""
@@ -227,6 +264,8 @@ class PolicyTrainer:
         advantages, returns = advantages_for(self.train.algorithm, batch, kl_old, self.train, old_values)
         metrics = self._optimise(batch, old_logprobs, advantages, returns, old_values)
         metrics.update(_rollout_metrics(episodes, scores, batch))
+        if self.train.temperature == 1.0:  # the trainer's log-probs are of the unscaled distribution
+            metrics["sampling_logprob_gap"] = sampling_logprob_gap(trajectories, old_logprobs)
         metrics["kl"] = float(masked_mean(kl_old, batch.loss_mask))
         self.state.step += 1
         metrics["step"] = float(self.state.step)
@@ -337,9 +376,25 @@ def train_policy(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Train from ``setup.policy_dir`` (or resume from the last checkpoint) until ``train.total_steps`` against
     ``engine``; score the validation questions with ``validation_engine`` (real search) at every checkpoint."""
+    tokenizer = load_tokenizer(setup.policy_dir)
+    with open_policy_backend(
+        setup.protocol.rollout, setup.policy_dir, tokenizer, setup.dtype, setup.rl_seed
+    ) as backend:
+        return _train(setup, questions, validation, engine, validation_engine, backend, on_step)
+
+
+def _train(
+    setup: RLSetup,
+    questions: pd.DataFrame,
+    validation: pd.DataFrame,
+    engine: SearchEngine,
+    validation_engine: SearchEngine,
+    backend: PolicyBackend,
+    on_step: Callable[[dict[str, float]], None] | None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     checkpoints_dir = setup.checkpoints_dir
     train = setup.train
-    trainer = PolicyTrainer(setup, setup.policy_dir, engine)
+    trainer = PolicyTrainer(setup, setup.policy_dir, engine, backend)
     resume = latest_checkpoint(checkpoints_dir)
     if resume is not None:
         trainer.load_checkpoint(resume)
@@ -357,6 +412,8 @@ def train_policy(
                     setup.protocol,
                     setup.validation_seed,
                     setup.reward.yes_no_exact,
+                    backend=backend,
+                    weights_version=trainer.state.step,
                 )
             )
         logger.info(

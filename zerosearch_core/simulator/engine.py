@@ -20,11 +20,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zerosearch_core.config import SimulatorConfig
 from zerosearch_core.search.base import EpisodeContext, SearchBackendError, SearchResult, SearchSession
 from zerosearch_core.simulator.llm import LLMClient, LocalLLM
 from zerosearch_core.simulator.prompts import DocType, choose_doc_type, parse_documents, render_simulator_prompt
+
+if TYPE_CHECKING:
+    from zerosearch_core.vllm_engine import VLLMSettings
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +185,29 @@ def open_simulated_engine(
                 f"No simulator at {simulator_dir}; run `dvc repro finetune_simulator` first, point simulator.url at a "
                 "running simulator server, or train against real search with train.search_engine: real."
             )
-        llm = LocalLLM(load_causal_lm(simulator_dir, dtype), load_tokenizer(simulator_dir))
-        where = str(simulator_dir)
+        if cfg.engine != "hf":  # vllm; vllm_server reaches here only outside a stage that starts the server
+            from zerosearch_core.simulator.llm import VLLMChat
+            from zerosearch_core.vllm_engine import VLLMEngine
+
+            settings = simulator_vllm_settings(cfg, dtype)
+            llm = VLLMChat(VLLMEngine(simulator_dir, settings), load_tokenizer(simulator_dir))
+        else:
+            llm = LocalLLM(load_causal_lm(simulator_dir, dtype), load_tokenizer(simulator_dir))
+        where = f"{simulator_dir} ({cfg.engine})"
     return SimulatedSearchEngine(llm, cfg, max_doc_chars, {"model": where})
+
+
+def simulator_vllm_settings(cfg: SimulatorConfig, dtype: str) -> VLLMSettings:
+    """How the simulator's vLLM engine starts: room for a prompt as long as the SFT sequences plus the budget."""
+    import torch
+
+    from zerosearch_core.vllm_engine import VLLMSettings
+
+    return VLLMSettings(
+        dtype=dtype,
+        max_model_len=cfg.max_length + cfg.max_new_tokens,
+        kv_cache_gib=cfg.vllm_kv_cache_gib,
+        gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+        enforce_eager=not torch.cuda.is_available(),  # compilation buys nothing on CPU and costs ~30 s of start-up
+        seed=0,
+    )

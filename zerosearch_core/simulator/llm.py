@@ -1,15 +1,18 @@
 """The simulator's LLM clients: :class:`LLMClient` is what the simulated engine and the server generate through;
-:class:`LocalLLM` runs a transformers model in this process (the OpenAI-compatible client is
-:class:`zerosearch_core.simulator.server.OpenAICompatibleLLM`).
+:class:`LocalLLM` runs a transformers model in this process, :class:`VLLMChat` a vLLM engine in this process (the
+OpenAI-compatible client is :class:`zerosearch_core.simulator.server.OpenAICompatibleLLM`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from zerosearch_core.vllm_engine import VLLMEngine
 
 
 class LLMClient(Protocol):
@@ -53,7 +56,33 @@ class LocalLLM:
 
     def render(self, prompt: str) -> str:
         """A user message through the chat template (unchanged when the tokenizer has none)."""
-        if self.tokenizer.chat_template is None:
-            return prompt
-        messages = [{"role": "user", "content": prompt}]
-        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        return render_user_message(self.tokenizer, prompt)
+
+
+class VLLMChat:
+    """:class:`LLMClient` on a vLLM engine in this process: the same chat rendering as :class:`LocalLLM`, and prompt
+    ``i`` of a call sampled with its own seed ``seed + i``, as the OpenAI client asks a server to, so that in process
+    and behind vLLM's server the same seeds give the same documents."""
+
+    def __init__(self, engine: VLLMEngine, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.engine = engine
+        self.tokenizer = tokenizer
+
+    def complete(self, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
+        """One completion per user message, ending at eos or the budget."""
+        ids = [
+            list(self.tokenizer(render_user_message(self.tokenizer, p), add_special_tokens=False)["input_ids"])
+            for p in prompts
+        ]
+        eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        seeds = [seed + index for index in range(len(prompts))]
+        outputs = self.engine.generate(ids, max_new_tokens, temperature, seeds, stop_token_ids=eos)
+        return [str(self.tokenizer.decode(out, skip_special_tokens=True)) for out, _ in outputs]
+
+
+def render_user_message(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
+    """A user message through the tokenizer's chat template (unchanged when it has none)."""
+    if tokenizer.chat_template is None:
+        return prompt
+    messages = [{"role": "user", "content": prompt}]
+    return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))

@@ -17,7 +17,7 @@ from zerosearch_core.config import PipelineConfig
 from zerosearch_core.data import benchmarks as benchmark_data
 from zerosearch_core.models import load_causal_lm, load_tokenizer
 from zerosearch_core.prompts import build_prompt_ids
-from zerosearch_core.rollout import HFPolicyGenerator, run_episodes
+from zerosearch_core.rollout import open_policy_backend, run_episodes
 from zerosearch_core.search.base import EpisodeContext, SearchErrorBudget, SearchResult, SearchSession
 from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.seeding import derive_seed
@@ -84,15 +84,17 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
         else:
             policy_dir = Path(cfg.paths.policy_dir)
             tokenizer = load_tokenizer(policy_dir)
-            generator = HFPolicyGenerator(load_causal_lm(policy_dir), tokenizer, 1.0, derive_seed(cfg.seed, "collect"))
             prompts = [
                 build_prompt_ids(tokenizer, str(s.record["question"]), "search", cfg.rollout.use_chat_template)
                 for s in sessions
             ]
             budget = SearchErrorBudget(cfg.search.max_error_rate)
-            run_episodes(
-                generator, prompts, list(sessions), cfg.rollout, cfg.search.top_k, budget, on_batch_done=advance
-            )
+            with open_policy_backend(cfg.rollout, policy_dir, tokenizer, cfg.model.dtype, cfg.seed) as backend:
+                model = load_causal_lm(policy_dir) if backend.vllm is None else None
+                generator = backend.generator(model, 1.0, derive_seed(cfg.seed, "collect"))
+                run_episodes(
+                    generator, prompts, list(sessions), cfg.rollout, cfg.search.top_k, budget, on_batch_done=advance
+                )
         for session in sessions:
             interactions.extend(session.interactions)
     if not interactions:

@@ -25,7 +25,7 @@ from zerosearch_core.evaluation import (
     render_eval_card,
 )
 from zerosearch_core.models import load_causal_lm, load_tokenizer
-from zerosearch_core.rollout import HFPolicyGenerator, SearchProtocol
+from zerosearch_core.rollout import SearchProtocol, open_policy_backend
 from zerosearch_core.search.base import SearchEngine, SearchErrorBudget
 from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.seeding import derive_seed
@@ -107,35 +107,39 @@ def evaluate_models(
     engine_facts = engine.describe()
     for prefix, policy_dir in models.items():
         tokenizer = load_tokenizer(policy_dir)
-        model = load_causal_lm(policy_dir, cfg.model.dtype)
-        generator = HFPolicyGenerator(model, tokenizer, cfg.rollout.temperature, derive_seed(cfg.seed, "evaluate"))
-        for name in benchmarks:
-            frame = benchmark_data.load_benchmark(benchmarks_dir, name)
-            questions = benchmark_data.sample_questions(
-                frame, cfg.eval.max_questions_per_benchmark, derive_seed(cfg.seed, name)
-            )
-            for mode in cfg.eval.modes:
-                label = f"{prefix}{name}/{mode}"
-                callback = hooks.progress(len(questions), label) if hooks.progress is not None else None
-                run = evaluate_benchmark(
-                    name,
-                    questions,
-                    mode,
-                    generator,
-                    tokenizer,
-                    engine,
-                    protocol,
-                    cfg.seed,
-                    budget,
-                    callback,
-                    yes_no_exact=cfg.reward.yes_no_exact,
+        with open_policy_backend(cfg.rollout, Path(policy_dir), tokenizer, cfg.model.dtype, cfg.seed) as backend:
+            # vLLM starts from the folder's weights; transformers generates with the model loaded here
+            model = load_causal_lm(policy_dir, cfg.model.dtype) if backend.vllm is None else None
+            generator = backend.generator(model, cfg.rollout.temperature, derive_seed(cfg.seed, "evaluate"))
+            for name in benchmarks:
+                frame = benchmark_data.load_benchmark(benchmarks_dir, name)
+                questions = benchmark_data.sample_questions(
+                    frame, cfg.eval.max_questions_per_benchmark, derive_seed(cfg.seed, name)
                 )
-                run = dataclasses.replace(run, mode=f"{prefix}{mode}")
-                run.predictions["policy"] = prefix.rstrip(".") or "trained"
-                run.predictions["model"] = str(policy_dir)
-                scores = run.metrics
-                logger.info("%s: EM %.3f cover-EM %.3f F1 %.3f", label, scores["em"], scores["cover_em"], scores["f1"])
-                runs.append(run)
+                for mode in cfg.eval.modes:
+                    label = f"{prefix}{name}/{mode}"
+                    callback = hooks.progress(len(questions), label) if hooks.progress is not None else None
+                    run = evaluate_benchmark(
+                        name,
+                        questions,
+                        mode,
+                        generator,
+                        tokenizer,
+                        engine,
+                        protocol,
+                        cfg.seed,
+                        budget,
+                        callback,
+                        yes_no_exact=cfg.reward.yes_no_exact,
+                    )
+                    run = dataclasses.replace(run, mode=f"{prefix}{mode}")
+                    run.predictions["policy"] = prefix.rstrip(".") or "trained"
+                    run.predictions["model"] = str(policy_dir)
+                    scores = run.metrics
+                    logger.info(
+                        "%s: EM %.3f cover-EM %.3f F1 %.3f", label, scores["em"], scores["cover_em"], scores["f1"]
+                    )
+                    runs.append(run)
     datasets = {name: str(specs[name].dataset) for name in benchmarks}
     policies = ", ".join(
         f"`{path}`" + (f" ({prefix.rstrip('.')})" if prefix else "") for prefix, path in models.items()

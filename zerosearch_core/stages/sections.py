@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,8 @@ from zerosearch_core.rl.episodes import RLSetup
 from zerosearch_core.rollout import SearchProtocol
 from zerosearch_core.search.base import SearchEngine
 from zerosearch_core.search.registry import open_search_engine
-from zerosearch_core.simulator.engine import open_simulated_engine
+from zerosearch_core.simulator.engine import open_simulated_engine, simulator_vllm_settings
+from zerosearch_core.vllm_engine import running_vllm_server
 
 
 def rl_setup(cfg: PipelineConfig) -> RLSetup:
@@ -40,6 +42,13 @@ def open_training_engine(cfg: PipelineConfig) -> Iterator[SearchEngine]:
                 yield engine
         case "simulated":
             simulator_dir = Path(cfg.paths.simulator_dir)
-            yield open_simulated_engine(cfg.simulator, simulator_dir, cfg.model.dtype, cfg.rollout.max_doc_chars)
+            sim = cfg.simulator
+            if sim.url is None and sim.engine == "vllm_server":
+                settings = simulator_vllm_settings(sim, cfg.model.dtype)
+                with running_vllm_server(simulator_dir, settings, "simulator") as url:
+                    served = dataclasses.replace(sim, url=url)
+                    yield open_simulated_engine(served, simulator_dir, cfg.model.dtype, cfg.rollout.max_doc_chars)
+            else:
+                yield open_simulated_engine(sim, simulator_dir, cfg.model.dtype, cfg.rollout.max_doc_chars)
         case other:
             raise ValueError(f"Unknown train.search_engine {other!r}; valid kinds are 'simulated' and 'real'.")
