@@ -1,14 +1,17 @@
-"""Benchmark: multi-turn rollout throughput vs plain batched ``generate``, and seconds per training step.
+"""Benchmark, each engine side by side: multi-turn rollout throughput vs plain batched generation, and seconds per
+training step.
 
-Run after ``dvc repro finetune_simulator`` (it uses the initial policy and the simulator of ``params.yaml``)::
+Run after the profile's ``finetune_simulator`` (it uses the initial policy and the simulator of the params file). The
+default is the toy profile, whose cold start really searches (the smoke policy issues no search at all)::
 
-    .venv/bin/python perf/rollout_throughput.py [--params params.yaml] [--episodes 64] [--steps 4]
+    dvc repro toy/dvc.yaml:finetune_simulator
+    .venv/bin/python perf/rollout_throughput.py [--params toy/params.yaml] [--episodes 64] [--steps 4]
 
-Prints:
-* generated (sampled) tokens/s of whole multi-turn episodes through the search protocol against the simulated
-  engine (noise probability 0.25), and of plain batched ``generate`` producing the same number of tokens per
-  sequence on the same model and prompts; their ratio (goal: >= 0.9);
-* mean seconds per training step for GRPO (TRL) and PPO on the CPU profile (first step excluded as warm-up).
+Prints, for ``rollout.engine`` hf and vllm:
+* sampled tokens/s of whole multi-turn episodes through the search protocol against the simulated engine (noise
+  probability 0.25), and of the same engine's plain batched generation of the same number of tokens per sequence on
+  the same prompts (the ceiling); their ratio (goal: >= 0.8);
+* mean seconds per training step for GRPO (TRL) and PPO (first step excluded as warm-up).
 """
 
 from __future__ import annotations
@@ -33,21 +36,29 @@ from zerosearch_core.data.benchmarks import (
 from zerosearch_core.models import load_causal_lm, load_tokenizer  # noqa: E402
 from zerosearch_core.prompts import build_prompt_ids  # noqa: E402
 from zerosearch_core.rl.registry import get_trainer  # noqa: E402
-from zerosearch_core.rollout import HFPolicyGenerator, run_episodes  # noqa: E402
+from zerosearch_core.rollout import open_policy_backend, run_episodes  # noqa: E402
 from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget  # noqa: E402
 from zerosearch_core.stages.sections import open_training_engine, rl_setup  # noqa: E402
 
 
-def rollout_vs_generate(cfg: PipelineConfig, episodes: int) -> None:
-    """Time whole episodes, then plain generate of the same token count per sequence."""
+def rollout_vs_generate(cfg: PipelineConfig, episodes: int) -> dict[str, float]:
+    """Time whole episodes, then plain generation of the same token count per sequence, with ``rollout.engine``."""
     policy_dir = Path(cfg.paths.policy_dir)
-    tokenizer, model = load_tokenizer(policy_dir), load_causal_lm(policy_dir)
+    tokenizer = load_tokenizer(policy_dir)
     simulated = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, search_engine="simulated"))
-    with open_training_engine(simulated) as engine:  # what RL trains against (needs `dvc repro finetune_simulator`)
-        rollout_vs_generate_with(cfg, engine, tokenizer, model, episodes)
+    with open_training_engine(simulated) as engine:  # what RL trains against (needs finetune_simulator)
+        started = time.perf_counter()
+        with open_policy_backend(cfg.rollout, policy_dir, tokenizer, cfg.model.dtype, 0) as backend:
+            startup_s = time.perf_counter() - started
+            model = load_causal_lm(policy_dir) if backend.vllm is None else None
+            generator = backend.generator(model, 1.0, seed=0)
+            figures = rollout_vs_generate_with(cfg, engine, tokenizer, generator, episodes, backend, model)
+    return {**figures, "startup_s": startup_s}
 
 
-def rollout_vs_generate_with(cfg: PipelineConfig, engine: SearchEngine, tokenizer, model, episodes: int) -> None:  # type: ignore[no-untyped-def]
+def rollout_vs_generate_with(  # type: ignore[no-untyped-def]
+    cfg: PipelineConfig, engine: SearchEngine, tokenizer, generator, episodes: int, backend, model
+) -> dict[str, float]:
     """The timings of :func:`rollout_vs_generate` against ``engine``."""
     questions = sample_questions(load_benchmark(Path(cfg.paths.benchmarks_dir), cfg.train.questions), episodes, 0)
     prompts = [build_prompt_ids(tokenizer, q, "search", cfg.rollout.use_chat_template) for q in questions["question"]]
@@ -56,8 +67,6 @@ def rollout_vs_generate_with(cfg: PipelineConfig, engine: SearchEngine, tokenize
         engine.open_session(EpisodeContext(q, g, 0.25, i))
         for i, (q, g) in enumerate(zip(questions["question"], golden, strict=True))
     ]
-    generator = HFPolicyGenerator(model, tokenizer, temperature=1.0, seed=0)
-
     started = time.perf_counter()
     trajectories = run_episodes(
         generator, prompts, list(sessions), cfg.rollout, cfg.search.top_k, SearchErrorBudget(1.0)
@@ -67,36 +76,50 @@ def rollout_vs_generate_with(cfg: PipelineConfig, engine: SearchEngine, tokenize
     per_sequence = max(1, round(sampled / len(trajectories)))
 
     started = time.perf_counter()
-    with torch.no_grad():
-        for start in range(0, len(prompts), cfg.rollout.batch_size):
-            batch = prompts[start : start + cfg.rollout.batch_size]
-            width = max(len(p) for p in batch)
-            ids = torch.full((len(batch), width), int(tokenizer.pad_token_id))
-            mask = torch.zeros_like(ids)
-            for row, prompt in enumerate(batch):
-                ids[row, width - len(prompt) :] = torch.tensor(prompt)
-                mask[row, width - len(prompt) :] = 1
-            model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=per_sequence,
-                min_new_tokens=per_sequence,
-                do_sample=True,
-                temperature=1.0,
-                top_k=None,
-                top_p=None,
-                pad_token_id=int(tokenizer.pad_token_id),
-            )
+    if backend.vllm is not None:
+        from vllm import SamplingParams
+
+        params = [
+            SamplingParams(temperature=1.0, max_tokens=per_sequence, ignore_eos=True, seed=i)
+            for i in range(len(prompts))
+        ]
+        backend.vllm.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    else:
+        _plain_hf_generate(model, tokenizer, prompts, per_sequence, cfg.rollout.batch_size)
     plain_s = time.perf_counter() - started
     plain_tokens = per_sequence * len(prompts)
-    rollout_rate, plain_rate = sampled / rollout_s, plain_tokens / plain_s
-    print(
-        f"episodes: {len(trajectories)}, mean turns {statistics.fmean(t.turns for t in trajectories):.2f}, "
-        f"mean searches {statistics.fmean(t.searches for t in trajectories):.2f}"
-    )
-    print(f"multi-turn rollout : {sampled} sampled tokens in {rollout_s:.2f}s = {rollout_rate:.0f} tokens/s")
-    print(f"plain generate     : {plain_tokens} tokens in {plain_s:.2f}s = {plain_rate:.0f} tokens/s")
-    print(f"ratio rollout/plain: {rollout_rate / plain_rate:.2f} (goal >= 0.9)")
+    return {
+        "episodes": float(len(trajectories)),
+        "mean_searches": statistics.fmean(t.searches for t in trajectories),
+        "mean_turns": statistics.fmean(t.turns for t in trajectories),
+        "rollout_tokens_per_s": sampled / rollout_s,
+        "plain_tokens_per_s": plain_tokens / plain_s,
+        "sampled_tokens": float(sampled),
+        "rollout_s": rollout_s,
+    }
+
+
+@torch.no_grad()
+def _plain_hf_generate(model, tokenizer, prompts, per_sequence: int, batch_size: int) -> None:  # type: ignore[no-untyped-def]
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        width = max(len(p) for p in batch)
+        ids = torch.full((len(batch), width), int(tokenizer.pad_token_id))
+        mask = torch.zeros_like(ids)
+        for row, prompt in enumerate(batch):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+        model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=per_sequence,
+            min_new_tokens=per_sequence,
+            do_sample=True,
+            temperature=1.0,
+            top_k=None,
+            top_p=None,
+            pad_token_id=int(tokenizer.pad_token_id),
+        )
 
 
 def seconds_per_step(cfg: PipelineConfig, algorithm: str, steps: int) -> float:
@@ -129,18 +152,33 @@ def seconds_per_step(cfg: PipelineConfig, algorithm: str, steps: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--params", type=Path, default=Path("toy/params.yaml"))
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--engines", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
     args = parser.parse_args()
-    cfg = load_config(args.params)
-    print(f"# {' '.join(sys.argv)}  (torch threads: {torch.get_num_threads()})")
-    rollout_vs_generate(cfg, args.episodes)
-    for algorithm in ("grpo", "ppo"):
+    base = load_config(args.params)
+    print(f"# {' '.join(sys.argv)}  (torch threads: {torch.get_num_threads()}, {args.episodes} episodes)")
+    rows: dict[str, dict[str, float]] = {}
+    for engine in args.engines:
+        cfg = dataclasses.replace(base, rollout=dataclasses.replace(base.rollout, engine=engine))
+        rows[engine] = rollout_vs_generate(cfg, args.episodes)
+        for algorithm in ("grpo", "ppo"):
+            rows[engine][f"{algorithm}_s_per_step"] = seconds_per_step(cfg, algorithm, args.steps)
+    print(
+        "| engine | start s | searches/episode | rollout tokens/s | plain tokens/s | rollout/plain | "
+        "GRPO s/step | PPO s/step |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for engine, row in rows.items():
         print(
-            f"{algorithm} seconds/step : {seconds_per_step(cfg, algorithm, args.steps):.2f} "
-            f"({cfg.train.prompts_per_step} prompts x {cfg.train.group_size} rollouts)"
+            f"| {engine} | {row['startup_s']:.1f} | {row['mean_searches']:.2f} | {row['rollout_tokens_per_s']:.0f} | "
+            f"{row['plain_tokens_per_s']:.0f} | {row['rollout_tokens_per_s'] / row['plain_tokens_per_s']:.2f} | "
+            f"{row['grpo_s_per_step']:.2f} | {row['ppo_s_per_step']:.2f} |"
         )
+    if "hf" in rows and "vllm" in rows:
+        speedup = rows["vllm"]["rollout_tokens_per_s"] / rows["hf"]["rollout_tokens_per_s"]
+        print(f"vLLM / transformers, multi-turn rollout tokens/s: {speedup:.2f}x")
     return 0
 
 

@@ -1,13 +1,14 @@
-"""Benchmark: simulator server throughput and latency, batched vs one request at a time.
+"""Benchmark: simulator server throughput and latency: vLLM's OpenAI server vs ours batched vs one at a time.
 
 Run after ``dvc repro finetune_simulator`` (it serves ``paths.simulator_dir``; ``--model`` picks another folder)::
 
     .venv/bin/python perf/simulator_server.py [--params params.yaml] [--requests 64] [--max-tokens 48]
 
-For 1, 8 and 32 concurrent clients, against the same model served with batching (``max_batch_size`` 32) and
-without (``max_batch_size`` 1), it prints documents/s (one simulated search = ``search.top_k`` documents) and
-p50/p95 request latency. Goal: batched >= 5x unbatched throughput at 32 clients on CPU. Every request has its own
-seed, so none is answered from the cache.
+For 1, 8 and 32 concurrent clients, against the same model served by vLLM's OpenAI server
+(``vllm.entrypoints.openai.api_server``, as ``simulator.engine: vllm_server`` starts it), by this project's server
+with batching (``max_batch_size`` 32) and without (``max_batch_size`` 1), it prints documents/s (one simulated search
+= ``search.top_k`` documents) and p50/p95 request latency. Goal: batched >= 5x unbatched throughput at 32 clients on
+CPU. Every request has its own seed, so none is answered from the cache. ``--servers`` picks a subset.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import requests
@@ -40,7 +41,12 @@ def measure(url: str, clients: int, requests_total: int, max_tokens: int, seed_b
     prompt = render_simulator_prompt("eiffel tower height", "How tall is the Eiffel Tower?", ["330 m"], "useful", 3, 30)
 
     def one(index: int) -> float:
-        body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "seed": seed_base + index}
+        body = {
+            "model": "simulator",
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "seed": seed_base + index,
+        }
         started = time.perf_counter()
         requests.post(f"{url}/v1/chat/completions", json=body, timeout=600).raise_for_status()
         return time.perf_counter() - started
@@ -82,6 +88,7 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: paths.simulator_dir)")
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=list(SERVERS))
     parser.add_argument("--serve-batch", type=int, default=None, help=argparse.SUPPRESS)  # internal: server process
     parser.add_argument("--serve-port", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,17 +103,33 @@ def main() -> int:
     print("# the server runs in a child process; client threads here")
     print(f"{'server':>10} {'clients':>7} {'docs/s':>8} {'p50 s':>7} {'p95 s':>7}")
     results: dict[tuple[str, int], float] = {}
-    for label, batch in (("batched", 32), ("unbatched", 1)):
-        # the server runs in its own process, so that client threads do not compete with it for the GIL
-        with server_process(args.params, model_dir, batch) as url:
+    for label in args.servers:
+        # each server runs in its own process, so that client threads do not compete with it for the GIL
+        with SERVERS[label](args.params, model_dir, cfg) as url:
             for clients in (1, 8, 32):
                 rate, p50, p95 = measure(url, clients, args.requests, args.max_tokens, seed_base=clients * 100_000)
                 docs_per_s = rate * cfg.search.top_k
                 results[(label, clients)] = docs_per_s
                 print(f"{label:>10} {clients:>7} {docs_per_s:>8.1f} {p50:>7.2f} {p95:>7.2f}")
-    speedup = results[("batched", 32)] / results[("unbatched", 32)]
-    print(f"batched / unbatched throughput at 32 clients: {speedup:.1f}x (goal >= 5x)")
+    for label in ("vllm", "batched"):
+        if (label, 32) in results and ("unbatched", 32) in results:
+            speedup = results[(label, 32)] / results[("unbatched", 32)]
+            print(f"{label} / unbatched throughput at 32 clients: {speedup:.1f}x (goal for batched: >= 5x)")
     return 0
+
+
+def _vllm_server(params: Path, model_dir: Path, cfg) -> AbstractContextManager[str]:  # type: ignore[no-untyped-def]
+    from zerosearch_core.simulator.engine import simulator_vllm_settings
+    from zerosearch_core.vllm_engine import running_vllm_server
+
+    return running_vllm_server(model_dir, simulator_vllm_settings(cfg.simulator, cfg.model.dtype), "simulator")
+
+
+SERVERS = {
+    "vllm": _vllm_server,
+    "batched": lambda params, model_dir, cfg: server_process(params, model_dir, 32),
+    "unbatched": lambda params, model_dir, cfg: server_process(params, model_dir, 1),
+}
 
 
 if __name__ == "__main__":

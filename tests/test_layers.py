@@ -37,6 +37,7 @@ TOP_LEVEL_WINGS: dict[str, str] = {
     "config": "base",
     "profiles": "base",
     "vllm_engine": "engine",
+    "distributed": "base",
     "rewards": "rewards",
     "prompts": "prompts",
     "models": "prompts",

@@ -18,6 +18,7 @@ commit and the ``dvc.lock`` hash as tags, its metrics, and its artifacts, in the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import importlib
 import json
@@ -30,10 +31,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Literal
 
 from tqdm import tqdm
 
 import mlflow
+from zerosearch_core import distributed
 from zerosearch_core.artifacts import file_sha256
 from zerosearch_core.config import ConfigError, PipelineConfig, config_to_dict, flatten_config, load_config
 from zerosearch_core.data.benchmarks import SourceFileError
@@ -187,6 +190,9 @@ def run_stage(stage: str, params_path: Path) -> int:
     """Load the config, run one stage inside its MLflow run, and log what it produced."""
     cfg = load_config(params_path)
     module = importlib.import_module(f"zerosearch_core.stages.{stage}")
+    if not distributed.is_main_process():  # a non-zero rank of `accelerate launch`: rank 0 owns the MLflow run
+        module.run(cfg, StageHooks(progress=None, log_step=None))
+        return 0
     with stage_run(cfg, stage, params_path):
         try:
             result = module.run(cfg, StageHooks(progress=tqdm_progress, log_step=log_training_step))
@@ -200,9 +206,11 @@ def run_stage(stage: str, params_path: Path) -> int:
     return 0
 
 
-def serve(service: str, params_path: Path) -> int:
-    """Run a service until interrupted."""
+def serve(service: str, params_path: Path, engine: Literal["hf", "vllm"] | None = None) -> int:
+    """Run a service until interrupted (``engine`` overrides ``simulator.engine``)."""
     cfg = load_config(params_path)
+    if engine is not None:
+        cfg = dataclasses.replace(cfg, simulator=dataclasses.replace(cfg.simulator, engine=engine))
     importlib.import_module(f"zerosearch_core.services.{service.removeprefix('serve_')}").run(cfg)
     return 0
 
@@ -316,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in SERVICES.items():
         service = commands.add_parser(name, help=help_text, description=f"{help_text} Runs until interrupted.")
         service.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
+        if name == "serve_simulator":
+            service.add_argument(
+                "--engine",
+                choices=["hf", "vllm"],
+                help="override simulator.engine: hf serves with this project's batching server, vllm with vLLM's "
+                "OpenAI server",
+            )
     return parser
 
 
@@ -327,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.stage in SERVICES:
-            return serve(args.stage, args.params)
+            return serve(args.stage, args.params, getattr(args, "engine", None))
         if args.stage in TOOLS:
             return experiment_tool(args.stage, args)
         if args.stage == EVALUATE_CHECKPOINT:

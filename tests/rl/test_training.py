@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -322,3 +323,38 @@ def test_training_against_a_missing_simulator_says_what_to_run(cfg: PipelineConf
     with pytest.raises(FileNotFoundError, match="dvc repro finetune_simulator"):
         with open_training_engine(cfg):
             pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_two_ranks_under_accelerate_launch_train_one_policy(
+    algorithm: str, cfg: PipelineConfig, tmp_path: Path
+) -> None:
+    """`accelerate launch --num_processes 2` on CPU (gloo): both ranks train on their share of each step's questions,
+    gradients are averaged (the ranks end with identical weights although they saw different episodes), and rank 0
+    alone writes the checkpoints, the history and the trained policy."""
+    params = _prepare_project(cfg, tmp_path)
+    run = yaml.safe_load(params.read_text())
+    run["train"].update(algorithm=algorithm, total_steps=4, save_every_steps=2, prompts_per_step=4)
+    params.write_text(yaml.safe_dump(run, sort_keys=False))
+    # --multi_gpu is accelerate's torchrun launcher; without a GPU the ranks join a gloo group on CPU
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    result = subprocess.run(
+        [*launch, "-m", "zerosearch_core.cli", "train_policy", "--params", str(params)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    digests = dict(re.findall(r"rank (\d) of 2 finished training: weights (\w+)", output))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], output[-4000:]
+    history = (Path(cfg.paths.trained_policy_dir) / "training/history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in history] == [1.0, 2.0, 3.0, 4.0]  # one writer, no duplicates
+    checkpoints = Path(cfg.paths.checkpoints_dir)
+    saved = sorted(p.name for p in checkpoints.iterdir() if p.is_dir())
+    assert saved, "no checkpoint"
+    assert load_causal_lm(cfg.paths.trained_policy_dir).config.model_type == "qwen2"

@@ -23,6 +23,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from zerosearch_core import distributed
 from zerosearch_core.artifacts import checkpoint_is_final, last_complete_checkpoint
 from zerosearch_core.evaluation import validate_policy
 from zerosearch_core.models import load_causal_lm, load_tokenizer
@@ -147,8 +148,8 @@ class MetricsRelay(TrainerCallback):
         self.on_step = on_step
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if logs is None or "loss" not in logs:
-            return
+        if logs is None or "loss" not in logs or not distributed.is_main_process():
+            return  # under a launcher, rank 0 validates and reports
         metrics = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
         metrics.update(self.rollout.last_stats)
         metrics["reward_mean"] = metrics.get("reward", 0.0)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 
+from zerosearch_core import distributed
 from zerosearch_core.artifacts import remove_path, write_dir_atomically
 from zerosearch_core.config import TrainConfig
 from zerosearch_core.evaluation import validate_policy
@@ -201,6 +202,7 @@ class PolicyTrainer:
         self.policy = load_causal_lm(policy_path, setup.dtype)
         self.reference = load_causal_lm(policy_path, setup.dtype) if self.train.kl_coef > 0 else None
         self.critic = ValueModel.from_policy(policy_path) if self.train.algorithm == "ppo" else None
+        self._wrap_for_ranks()
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.train.learning_rate)
         self.scheduler = _warmup_scheduler(self.optimizer, self.train.warmup_steps)
         self.critic_optimizer = (
@@ -216,9 +218,22 @@ class PolicyTrainer:
         self.error_budget = SearchErrorBudget(setup.protocol.max_error_rate)
         self.state = TrainerState()
 
+    def _wrap_for_ranks(self) -> None:
+        """Under a launcher, the models the optimizers step go through DistributedDataParallel, so that every
+        backward averages gradients across ranks (and rank 0's weights are broadcast at the start)."""
+        self.policy_step: nn.Module = self.policy
+        self.critic_step: nn.Module | None = self.critic
+        if distributed.world_size() > 1:
+            distributed.init_process_group()
+            self.policy_step = nn.parallel.DistributedDataParallel(self.policy)
+            if self.critic is not None:
+                self.critic_step = nn.parallel.DistributedDataParallel(self.critic)
+
     def sample_questions(self, questions: pd.DataFrame) -> pd.DataFrame:
-        """This step's questions, drawn without replacement from the training set."""
+        """This step's questions, drawn without replacement from the training set; under a launcher every rank
+        draws the same ones and keeps its share (rank r: rows r, r + world, ...)."""
         rows = self.sampler.sample(range(len(questions)), self.train.prompts_per_step)
+        rows = rows[distributed.rank() :: distributed.world_size()]
         return questions.iloc[rows].reset_index(drop=True)
 
     def rollout(self, questions: pd.DataFrame) -> tuple[StepEpisodes, list[float]]:
@@ -283,7 +298,7 @@ class PolicyTrainer:
         self.policy.train()
         totals = {"policy_loss": 0.0, "clip_fraction": 0.0, "value_loss": 0.0, "grad_norm": 0.0}
         for _ in range(self.train.epochs_per_step):
-            logprobs = token_logprobs(self.policy, batch)
+            logprobs = token_logprobs(self.policy_step, batch)  # type: ignore[arg-type]  # DDP forwards the call
             loss, clip_fraction = ppo_policy_loss(
                 logprobs, old_logprobs, advantages, batch.loss_mask, self.train.clip_eps
             )
@@ -297,7 +312,9 @@ class PolicyTrainer:
             totals["grad_norm"] += float(grad_norm) / self.train.epochs_per_step
             if self.critic is not None and self.critic_optimizer is not None:
                 assert returns is not None and old_values is not None
-                critic_loss = value_loss(self.critic(batch), old_values, returns, batch.loss_mask, self.train.clip_eps)
+                assert self.critic_step is not None
+                values = self.critic_step(batch)
+                critic_loss = value_loss(values, old_values, returns, batch.loss_mask, self.train.clip_eps)
                 self.critic_optimizer.zero_grad(set_to_none=True)
                 critic_loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.train.max_grad_norm)
@@ -349,6 +366,7 @@ class PolicyTrainer:
             self.critic = ValueModel.load(folder / "critic")
             self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=self.train.critic_learning_rate)
             self.critic_optimizer.load_state_dict(torch.load(folder / "critic_optimizer.pt", weights_only=True))
+        self._wrap_for_ranks()
         rng = torch.load(folder / "rng.pt", weights_only=True)
         self.generator.generator.set_state(rng["generator"])
         torch.random.set_rng_state(rng["torch"])
@@ -402,7 +420,8 @@ def _train(
     while trainer.state.step < train.total_steps:
         metrics = trainer.train_step(questions)
         checkpoint_due = trainer.state.step % train.save_every_steps == 0 or trainer.state.step == train.total_steps
-        if checkpoint_due:
+        main = distributed.is_main_process()  # under a launcher: rank 0 validates, logs and checkpoints
+        if checkpoint_due and main:
             metrics.update(
                 validate_policy(
                     trainer.policy,
@@ -419,10 +438,12 @@ def _train(
         logger.info(
             "step %d: reward %.3f, noise p %.3f", trainer.state.step, metrics["reward_mean"], metrics["noise_prob"]
         )
-        if on_step is not None:
+        if on_step is not None and main:
             on_step(metrics)
         if checkpoint_due:
-            trainer.save_checkpoint(checkpoints_dir)
+            if main:
+                trainer.save_checkpoint(checkpoints_dir)
+            distributed.barrier()
     return trainer.policy, trainer.tokenizer
 
 

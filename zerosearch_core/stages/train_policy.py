@@ -8,10 +8,14 @@ Run: ``python -m zerosearch_core.cli train_policy --params params.yaml``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
 
+import torch
+
+from zerosearch_core import distributed
 from zerosearch_core.artifacts import (
     checkpoint_identity,
     file_sha256,
@@ -45,6 +49,7 @@ PARAMS = (
     "simulator.max_new_tokens",
     "simulator.temperature",
     "simulator.url",
+    "simulator.engine",
     "curriculum",
     "reward",
     "train",
@@ -91,8 +96,16 @@ def prepare_checkpoints_dir(cfg: PipelineConfig) -> Path:
 
 
 def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
-    """Train (or resume) to ``train.total_steps`` and write the trained policy."""
-    checkpoints_dir = prepare_checkpoints_dir(cfg)
+    """Train (or resume) to ``train.total_steps`` and write the trained policy.
+
+    Under ``accelerate launch`` every rank trains (gradients averaged across ranks, each rank rolling out its share
+    of a step's questions); rank 0 alone prepares the checkpoints folder, keeps the history, checkpoints and writes
+    the trained policy and metrics.
+    """
+    distributed.init_process_group()
+    main = distributed.is_main_process()
+    checkpoints_dir = prepare_checkpoints_dir(cfg) if main else Path(cfg.paths.checkpoints_dir)
+    distributed.barrier()
     history_path = checkpoints_dir / HISTORY_FILE
     benchmarks_dir = Path(cfg.paths.benchmarks_dir)
     questions = benchmark_data.load_benchmark(benchmarks_dir, cfg.train.questions)
@@ -103,6 +116,8 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     )
 
     def on_step(metrics: dict[str, float]) -> None:
+        if not main:
+            return
         with history_path.open("a") as handle:  # survives a kill; a redone step's entry supersedes the old one
             handle.write(json.dumps(metrics) + "\n")
         if hooks.log_step is not None:
@@ -111,6 +126,15 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     trainer = get_trainer(cfg.train.algorithm)
     with open_training_engine(cfg) as engine, open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as real:
         model, tokenizer = trainer(rl_setup(cfg), questions, validation, engine, real, on_step)
+    if distributed.world_size() > 1:
+        logger.info(
+            "rank %d of %d finished training: weights %s",
+            distributed.rank(),
+            distributed.world_size(),
+            weights_digest(model),
+        )
+    if not main:
+        return StageResult(metrics={}, artifacts=())
 
     history = latest_by_step([json.loads(line) for line in history_path.read_text().splitlines() if line.strip()])
     summary = summarize_history(history, cfg.train.algorithm)
@@ -129,3 +153,12 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
         metrics={f"final.{k}": v for k, v in summary.items() if isinstance(v, float)},
         artifacts=(trained_dir / "training", Path(cfg.paths.train_metrics)),
     )
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A short hash of a model's parameters (equal on every rank when gradients were averaged across them)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
