@@ -214,3 +214,29 @@ def test_service_knobs_and_the_tracking_experiment_re_run_nothing(reproduced: tu
         params_path.write_text(original)
     assert "Data and pipelines are up to date." in unchanged
     assert "train_policy" in changed and "finetune_simulator" in changed and "prepare_data" not in changed
+
+
+@pytest.mark.slow
+def test_a_teammates_fresh_clone_pulls_the_outputs_and_repro_is_a_no_op(
+    reproduced: tuple[Path, float], tmp_path: Path
+) -> None:
+    """`dvc push` to a remote (a local folder here; S3/SSH in the README), then a fresh `git clone` with the pushed
+    dvc.lock and `dvc pull`: every output is there and `dvc repro` runs nothing."""
+    project, _ = reproduced
+    dvc(project, "repro", "dvc.yaml")  # other tests may have touched an output; start from an up-to-date project
+    remote = tmp_path / "remote"
+    dvc(project, "remote", "add", "--local", "--force", "team", str(remote))
+    pushed = dvc(project, "push", "-r", "team")
+    assert "pushed" in pushed.stdout
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True, capture_output=True)
+    # the lock and metrics a teammate would have committed along with the push
+    shutil.copy2(project / "dvc.lock", clone / "dvc.lock")
+    shutil.copytree(project / "metrics", clone / "metrics", dirs_exist_ok=True)
+    assert not (clone / "data/models").exists()
+    dvc(clone, "remote", "add", "--local", "team", str(remote))
+    dvc(clone, "pull", "-r", "team")
+    assert (clone / "data/models").is_dir()
+    assert "Data and pipelines are up to date." in dvc(clone, "status").stdout
+    result = dvc(clone, "repro")
+    assert all(f"Stage '{s}' didn't change, skipping" in result.stdout for s in STAGES)

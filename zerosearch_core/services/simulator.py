@@ -53,6 +53,7 @@ def serve_with_vllm(cfg: PipelineConfig) -> None:
     command = server_command(simulator_dir, settings, "simulator", sim.serve_host, sim.serve_port)
     logger.info("Serving %s with vLLM at http://%s:%d/v1: %s", simulator_dir, sim.serve_host, sim.serve_port, command)
     process = subprocess.Popen(command)
+    signal.signal(signal.SIGTERM, lambda *_: process.terminate())  # a stopped service stops vLLM's server with it
     try:
         process.wait()
     except KeyboardInterrupt:

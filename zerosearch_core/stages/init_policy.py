@@ -45,7 +45,8 @@ PARAMS = (
     "seed",
     "model",
     "cold_start",
-    "rollout",
+    "rollout.use_chat_template",  # the SFT trajectories' prompt and documents; not the generation engine
+    "rollout.max_doc_chars",
     "search",
     "paths.benchmarks_dir",
     "paths.index_dir",
