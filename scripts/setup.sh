@@ -9,6 +9,17 @@ if [ ! -x .venv/bin/python ]; then
   "$python_bin" -m venv .venv
 fi
 
+# PostgreSQL's server programs, for the team MLflow server's test (tests/test_team_mlflow.py): Debian's package,
+# installed once when initdb is missing and this script may use apt.
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+  else
+    echo "PostgreSQL's server (initdb) is missing; install it (Debian: apt-get install postgresql) for the team MLflow test" >&2
+  fi
+fi
+
 stamp=.venv/.zerosearch-installed
 wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then

@@ -111,9 +111,12 @@ def absolute_tracking_uri(uri: str) -> str:
 @contextmanager
 def stage_run(cfg: PipelineConfig, stage: str, params_path: Path) -> Iterator[None]:
     """One MLflow run for one stage, with the config, provenance tags and a status tag on failure."""
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
     experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
-    if experiment is None:
+    if experiment is None and uri.startswith(("http://", "https://")):
+        mlflow.create_experiment(cfg.tracking.experiment)  # a tracking server: its own (proxied) artifact store
+    elif experiment is None:
         artifact_root = (Path("mlflow") / "artifacts").resolve()
         artifact_root.mkdir(parents=True, exist_ok=True)
         mlflow.create_experiment(cfg.tracking.experiment, artifact_location=artifact_root.as_uri())
