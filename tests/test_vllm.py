@@ -5,6 +5,7 @@ process and behind vLLM's own OpenAI server."""
 from __future__ import annotations
 
 import dataclasses
+import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,6 +128,16 @@ def test_each_prompt_samples_from_its_own_seed(engine: VLLMEngine, vllm_policy_d
     copies = generator.generate([prompt] * 4, 16, seeds=[1, 2, 3, 4])
     assert len({tuple(ids) for ids, _ in copies}) > 1  # the same prompt with distinct seeds: distinct samples
     assert VLLMPolicyGenerator(engine, tokenizer, 1.0, seed=12).generate([prompt], 16, seeds=[1])[0][0] != alone
+
+
+def test_seeded_prompts_beyond_one_steps_token_budget_generate(engine: VLLMEngine) -> None:
+    """A regression: 20 distinct 300-token prompts (6,000 tokens, past vLLM's default 4,096 a step) with per-prompt
+    seeds. With chunked prefill vLLM rewinds a partly prefilled request's generator, which CPU generators cannot
+    (``CPU Generator does not use offset``); a toy training step died of it."""
+    rng = random.Random(0)
+    prompts = [[rng.randrange(5, 500) for _ in range(300)] for _ in range(20)]
+    outputs = engine.generate(prompts, 4, temperature=1.0, seeds=list(range(20)))
+    assert len(outputs) == 20 and all(1 <= len(ids) <= 4 for ids, _ in outputs)
 
 
 def test_a_stop_token_ends_the_turn_and_is_kept(engine: VLLMEngine, vllm_policy_dir: Path) -> None:

