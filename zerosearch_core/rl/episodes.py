@@ -12,12 +12,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import PreTrainedTokenizerBase
+import pandas as pd
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from zerosearch_core.config import CurriculumConfig, RewardConfig, TrainConfig
+from zerosearch_core.evaluation import validate_policy
 from zerosearch_core.prompts import build_prompt_ids
 from zerosearch_core.rl.curriculum import noise_probability
-from zerosearch_core.rollout import PolicyGenerator, SearchProtocol, Trajectory, episode_statistics, run_episodes
+from zerosearch_core.rollout import (
+    PolicyBackend,
+    PolicyGenerator,
+    SearchProtocol,
+    Trajectory,
+    episode_statistics,
+    run_episodes,
+)
 from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget, SearchSession
 from zerosearch_core.seeding import derive_seed
 
@@ -108,3 +117,26 @@ def run_step_episodes(
         seeds=[derive_seed(request.seed, "policy") for request in requests],
     )
     return StepEpisodes(prompt_ids, trajectories, noise_prob, episode_statistics(trajectories, noise_prob))
+
+
+def validate_step(
+    setup: RLSetup,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    validation: pd.DataFrame,
+    engine: SearchEngine,
+    backend: PolicyBackend,
+    step: int,
+) -> dict[str, float]:
+    """Validation metrics of ``model`` after optimizer step ``step`` (greedy, real search, through ``backend``)."""
+    return validate_policy(
+        model,
+        tokenizer,
+        validation,
+        engine,
+        setup.protocol,
+        setup.validation_seed,
+        setup.reward.yes_no_exact,
+        backend=backend,
+        weights_version=step,
+    )

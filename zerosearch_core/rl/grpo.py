@@ -25,10 +25,9 @@ from transformers.trainer_callback import ProgressCallback
 
 from zerosearch_core import distributed
 from zerosearch_core.artifacts import checkpoint_is_final, last_complete_checkpoint
-from zerosearch_core.evaluation import validate_policy
 from zerosearch_core.models import load_causal_lm, load_tokenizer
 from zerosearch_core.rewards import answer_reward
-from zerosearch_core.rl.episodes import EpisodeRequest, RLSetup, run_step_episodes
+from zerosearch_core.rl.episodes import EpisodeRequest, RLSetup, run_step_episodes, validate_step
 from zerosearch_core.rollout import PolicyBackend, open_policy_backend, sampled_ids
 from zerosearch_core.search.base import SearchEngine, SearchErrorBudget
 from zerosearch_core.seeding import derive_seed
@@ -198,17 +197,7 @@ def run_grpo(
         rollout = SearchRollout(setup, engine, golden, backend)
 
         def validate(model: Any, step: int) -> dict[str, float]:
-            return validate_policy(
-                model,
-                tokenizer,
-                validation,
-                validation_engine,
-                setup.protocol,
-                setup.validation_seed,
-                setup.reward.yes_no_exact,
-                backend=backend,
-                weights_version=step,
-            )
+            return validate_step(setup, model, tokenizer, validation, validation_engine, backend, step)
 
         trainer = GRPOTrainer(
             model=model,

@@ -30,7 +30,6 @@ from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 from zerosearch_core import distributed
 from zerosearch_core.artifacts import remove_path, write_dir_atomically
 from zerosearch_core.config import TrainConfig
-from zerosearch_core.evaluation import validate_policy
 from zerosearch_core.models import load_causal_lm, load_tokenizer, save_policy
 from zerosearch_core.rewards import answer_reward
 from zerosearch_core.rl.advantages import (
@@ -44,7 +43,7 @@ from zerosearch_core.rl.advantages import (
     token_rewards,
     value_loss,
 )
-from zerosearch_core.rl.episodes import EpisodeRequest, RLSetup, StepEpisodes, run_step_episodes
+from zerosearch_core.rl.episodes import EpisodeRequest, RLSetup, StepEpisodes, run_step_episodes, validate_step
 from zerosearch_core.rollout import (
     HFPolicyGenerator,
     PolicyBackend,
@@ -422,18 +421,9 @@ def _train(
         checkpoint_due = trainer.state.step % train.save_every_steps == 0 or trainer.state.step == train.total_steps
         main = distributed.is_main_process()  # under a launcher: rank 0 validates, logs and checkpoints
         if checkpoint_due and main:
+            step = trainer.state.step
             metrics.update(
-                validate_policy(
-                    trainer.policy,
-                    trainer.tokenizer,
-                    validation,
-                    validation_engine,
-                    setup.protocol,
-                    setup.validation_seed,
-                    setup.reward.yes_no_exact,
-                    backend=backend,
-                    weights_version=trainer.state.step,
-                )
+                validate_step(setup, trainer.policy, trainer.tokenizer, validation, validation_engine, backend, step)
             )
         logger.info(
             "step %d: reward %.3f, noise p %.3f", trainer.state.step, metrics["reward_mean"], metrics["noise_prob"]
