@@ -9,8 +9,9 @@ default is the toy profile, whose cold start really searches (the smoke policy i
 
 Prints, for ``rollout.engine`` hf and vllm:
 * sampled tokens/s of whole multi-turn episodes through the search protocol against the simulated engine (noise
-  probability 0.25), and of the same engine's plain batched generation of the same number of tokens per sequence on
-  the same prompts (the ceiling); their ratio (goal: >= 0.8);
+  probability 0.25; the simulator on the same engine), with the share of the time the simulator's searches took;
+* the policy's tokens/s counting generation time only, and the same engine's plain batched generation of the same
+  number of tokens per sequence on the same prompts (the ceiling); their ratio (goal: >= 0.8);
 * mean seconds per training step for GRPO (TRL) and PPO (first step excluded as warm-up).
 """
 
@@ -67,10 +68,9 @@ def rollout_vs_generate_with(  # type: ignore[no-untyped-def]
         engine.open_session(EpisodeContext(q, g, 0.25, i))
         for i, (q, g) in enumerate(zip(questions["question"], golden, strict=True))
     ]
+    timed = TimedGenerator(generator)
     started = time.perf_counter()
-    trajectories = run_episodes(
-        generator, prompts, list(sessions), cfg.rollout, cfg.search.top_k, SearchErrorBudget(1.0)
-    )
+    trajectories = run_episodes(timed, prompts, list(sessions), cfg.rollout, cfg.search.top_k, SearchErrorBudget(1.0))
     rollout_s = time.perf_counter() - started
     sampled = sum(sum(t.loss_mask) for t in trajectories)
     per_sequence = max(1, round(sampled / len(trajectories)))
@@ -93,10 +93,35 @@ def rollout_vs_generate_with(  # type: ignore[no-untyped-def]
         "mean_searches": statistics.fmean(t.searches for t in trajectories),
         "mean_turns": statistics.fmean(t.turns for t in trajectories),
         "rollout_tokens_per_s": sampled / rollout_s,
+        "policy_tokens_per_s": sampled / timed.seconds,
+        "search_share": 1.0 - timed.seconds / rollout_s,
         "plain_tokens_per_s": plain_tokens / plain_s,
         "sampled_tokens": float(sampled),
         "rollout_s": rollout_s,
     }
+
+
+class TimedGenerator:
+    """A :class:`~zerosearch_core.rollout.PolicyGenerator` that adds up the time spent generating, so that the
+    protocol's own overhead (turns, stops, re-reading the prompt) can be told from the searches' time."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.stop_ids = inner.stop_ids
+        self.seconds = 0.0
+
+    def generate(self, sequences, max_new_tokens, seeds=None):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        try:
+            return self.inner.generate(sequences, max_new_tokens, seeds)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def decode(self, ids):  # type: ignore[no-untyped-def]
+        return self.inner.decode(ids)
+
+    def encode(self, text):  # type: ignore[no-untyped-def]
+        return self.inner.encode(text)
 
 
 @torch.no_grad()
@@ -161,19 +186,24 @@ def main() -> int:
     print(f"# {' '.join(sys.argv)}  (torch threads: {torch.get_num_threads()}, {args.episodes} episodes)")
     rows: dict[str, dict[str, float]] = {}
     for engine in args.engines:
-        cfg = dataclasses.replace(base, rollout=dataclasses.replace(base.rollout, engine=engine))
+        cfg = dataclasses.replace(
+            base,
+            rollout=dataclasses.replace(base.rollout, engine=engine),
+            simulator=dataclasses.replace(base.simulator, engine=engine),  # the simulator on the same engine
+        )
         rows[engine] = rollout_vs_generate(cfg, args.episodes)
         for algorithm in ("grpo", "ppo"):
             rows[engine][f"{algorithm}_s_per_step"] = seconds_per_step(cfg, algorithm, args.steps)
     print(
-        "| engine | start s | searches/episode | rollout tokens/s | plain tokens/s | rollout/plain | "
-        "GRPO s/step | PPO s/step |"
+        "| engine | start s | searches/episode | episode tokens/s (with search) | time in search | policy tokens/s "
+        "(generation only) | plain tokens/s | policy/plain | GRPO s/step | PPO s/step |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for engine, row in rows.items():
         print(
             f"| {engine} | {row['startup_s']:.1f} | {row['mean_searches']:.2f} | {row['rollout_tokens_per_s']:.0f} | "
-            f"{row['plain_tokens_per_s']:.0f} | {row['rollout_tokens_per_s'] / row['plain_tokens_per_s']:.2f} | "
+            f"{row['search_share']:.0%} | {row['policy_tokens_per_s']:.0f} | {row['plain_tokens_per_s']:.0f} | "
+            f"{row['policy_tokens_per_s'] / row['plain_tokens_per_s']:.2f} | "
             f"{row['grpo_s_per_step']:.2f} | {row['ppo_s_per_step']:.2f} |"
         )
     if "hf" in rows and "vllm" in rows:

@@ -129,6 +129,9 @@ class VLLMEngine:
                 enforce_eager=settings.enforce_eager,
                 **memory,
             )
+        # The first generation pays a one-off warm-up (~4 s on CPU, whatever its size): pay it here, at start-up,
+        # not inside the first rollout (where it made the first step's generation 10x slower than the next).
+        self.generate([[0, 1, 2, 3]], 2, temperature=1.0, seeds=[0])
         logger.info("vLLM engine started on %s (%s)", model_dir, settings.dtype)
 
     def generate(
