@@ -8,6 +8,11 @@ appended to the sampled ids. Sampled ids are kept exactly as generated (never de
 Malformed output (no tag, an empty query, several answers) is an observation and a counter, never an exception.
 A backend failure after its retries is counted by a :class:`SearchErrorBudget`, which fails the run when the rate is
 over ``search.max_error_rate``.
+
+What generates the turns is a :class:`PolicyGenerator`: :class:`HFPolicyGenerator` (transformers ``generate`` on the
+trainer's model) or :class:`VLLMPolicyGenerator` (a vLLM engine in process). :class:`PolicyBackend`, opened by
+:func:`open_policy_backend` from ``rollout.engine``, hands one to each rollout and keeps vLLM's weights in step with
+the trainer's.
 """
 
 from __future__ import annotations
@@ -162,7 +167,7 @@ def episode_statistics(trajectories: Sequence[Trajectory], noise_prob: float) ->
 
 
 class HFPolicyGenerator:
-    """:class:`PolicyGenerator` on transformers ``generate`` (the CPU backend; vLLM serves the same role on GPU)."""
+    """:class:`PolicyGenerator` on transformers ``generate`` with the model it is given (``rollout.engine: hf``)."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, temperature: float, seed: int):
         self.model = model
