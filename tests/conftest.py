@@ -106,6 +106,26 @@ def tiny_policy_dir(tmp_path_factory: pytest.TempPathFactory, corpus: pd.DataFra
     return target
 
 
+@pytest.fixture(scope="session")
+def vllm_policy_dir(tmp_path_factory: pytest.TempPathFactory, corpus: pd.DataFrame) -> Path:
+    """A tiny Qwen2 with head size 32 (hidden 128 / 4 heads), which vLLM's CPU attention supports."""
+    from zerosearch_core.models import build_tiny_policy, save_policy
+
+    model_cfg = dataclasses.replace(
+        load_config(PROJECT_ROOT / "params.yaml").model,
+        vocab_size=1000,
+        hidden_size=128,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=256,
+    )
+    texts = (corpus["title"] + "\n" + corpus["text"]).head(500).tolist()
+    model, tokenizer = build_tiny_policy(model_cfg, texts, seed=3)
+    target = tmp_path_factory.mktemp("vllm_policy")
+    save_policy(model, tokenizer, target)
+    return target
+
+
 def dvc_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"

@@ -14,9 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import PROJECT_ROOT
-from zerosearch_core.config import ConfigError, PipelineConfig, load_config
-from zerosearch_core.models import build_tiny_policy, load_causal_lm, load_tokenizer, save_policy
+from zerosearch_core.config import ConfigError, PipelineConfig
+from zerosearch_core.models import load_causal_lm, load_tokenizer
 from zerosearch_core.prompts import build_prompt_ids
 from zerosearch_core.rl.ppo import PolicyTrainer
 from zerosearch_core.rollout import (
@@ -42,24 +41,6 @@ SETTINGS = VLLMSettings(
 )
 TOLERANCE = 1e-4
 """float32 on both sides: vLLM's CPU kernels and transformers agree to ~1e-6 in log-prob; 1e-4 leaves room."""
-
-
-@pytest.fixture(scope="module")
-def vllm_policy_dir(tmp_path_factory: pytest.TempPathFactory, corpus: pd.DataFrame) -> Path:
-    """A tiny Qwen2 with head size 32 (hidden 128 / 4 heads), which vLLM's CPU attention supports."""
-    model_cfg = dataclasses.replace(
-        load_config(PROJECT_ROOT / "params.yaml").model,
-        vocab_size=1000,
-        hidden_size=128,
-        num_heads=4,
-        num_kv_heads=2,
-        intermediate_size=256,
-    )
-    texts = (corpus["title"] + "\n" + corpus["text"]).head(500).tolist()
-    model, tokenizer = build_tiny_policy(model_cfg, texts, seed=3)
-    target = tmp_path_factory.mktemp("vllm_policy")
-    save_policy(model, tokenizer, target)
-    return target
 
 
 @pytest.fixture(scope="module")
@@ -190,31 +171,6 @@ def test_after_every_optimizer_step_vllm_runs_the_trainers_weights(
         assert backend.sync(trainer.policy) < TOLERANCE
     moved = model_sequence_logprobs(trainer.policy, backend.probe_ids)
     assert (moved - start).abs().max() > 10 * TOLERANCE  # training changed the weights, so the check had teeth
-
-
-@pytest.mark.slow
-def test_grpo_trains_on_vllm_rollouts_synced_at_every_step(
-    vllm_policy_dir: Path, cfg: PipelineConfig, small_engine: LocalSearchEngine, benchmarks_dir: Path, tmp_path: Path
-) -> None:
-    """TRL's GRPOTrainer with our rollout_func on vLLM: every step's rollout ran the trainer's current weights (the
-    sync check passed at the float32 tolerance), and validation at the checkpoint ran through the same engine."""
-    from zerosearch_core.data.benchmarks import normalize, read_raw
-    from zerosearch_core.rl.grpo import run_grpo
-
-    spec = next(f for f in cfg.data.files if f.name == "multihop_train")
-    questions = normalize(read_raw(spec, benchmarks_dir), spec).head(40)
-    rollout = dataclasses.replace(cfg.rollout, max_new_tokens_per_turn=8, max_turns=2, batch_size=8, engine="vllm")
-    rollout = dataclasses.replace(rollout, vllm_sync_tolerance=TOLERANCE, vllm_kv_cache_gib=0.25)
-    train = dataclasses.replace(
-        cfg.train, algorithm="grpo", total_steps=2, save_every_steps=2, prompts_per_step=2, group_size=2
-    )
-    paths = dataclasses.replace(cfg.paths, policy_dir=str(vllm_policy_dir), checkpoints_dir=str(tmp_path / "ckpt"))
-    setup = rl_setup(dataclasses.replace(cfg, rollout=rollout, train=train, paths=paths))
-    steps: list[dict[str, float]] = []
-    run_grpo(setup, questions, questions.head(4), small_engine, small_engine, on_step=steps.append)
-    assert [m["step"] for m in steps] == [1.0, 2.0]
-    assert all(m["vllm_sync_gap"] < TOLERANCE for m in steps)
-    assert "val_em" in steps[-1]
 
 
 def test_a_sync_that_did_not_take_stops_the_run(

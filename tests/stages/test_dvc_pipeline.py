@@ -226,7 +226,7 @@ def test_a_teammates_fresh_clone_pulls_the_outputs_and_repro_is_a_no_op(
     dvc(project, "repro", "dvc.yaml")  # other tests may have touched an output; start from an up-to-date project
     remote = tmp_path / "remote"
     dvc(project, "remote", "add", "--local", "--force", "team", str(remote))
-    pushed = dvc(project, "push", "-r", "team")
+    pushed = dvc(project, "push", "-r", "team", "dvc.yaml")  # the main pipeline (toy/dvc.lock names other outputs)
     assert "pushed" in pushed.stdout
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True, capture_output=True)
@@ -235,8 +235,8 @@ def test_a_teammates_fresh_clone_pulls_the_outputs_and_repro_is_a_no_op(
     shutil.copytree(project / "metrics", clone / "metrics", dirs_exist_ok=True)
     assert not (clone / "data/models").exists()
     dvc(clone, "remote", "add", "--local", "team", str(remote))
-    dvc(clone, "pull", "-r", "team")
+    dvc(clone, "pull", "-r", "team", "dvc.yaml")
     assert (clone / "data/models").is_dir()
-    assert "Data and pipelines are up to date." in dvc(clone, "status").stdout
-    result = dvc(clone, "repro")
+    assert "Data and pipelines are up to date." in dvc(clone, "status", "dvc.yaml").stdout
+    result = dvc(clone, "repro", "dvc.yaml")
     assert all(f"Stage '{s}' didn't change, skipping" in result.stdout for s in STAGES)
