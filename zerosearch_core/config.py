@@ -390,10 +390,44 @@ class SimulatorConfig:
             "'question': search the question text itself (for a policy that cannot search yet, like the CPU model)."
         }
     )
-    labeller: Literal["containment", "llm_judge"] = field(
-        metadata={"help": "'containment': useful if a golden answer occurs in the documents; 'llm_judge': ask a model."}
+    collect_samples: int = field(
+        metadata=bounded(
+            "Episodes per question when the policy searches (query_source policy), sampled at collect_temperature, "
+            "so one question yields several queries and outcomes.",
+            ge=1,
+        )
+    )
+    collect_temperature: float = field(
+        metadata=bounded("Sampling temperature of the policy while collecting (query_source policy).", ge=0)
+    )
+    labeller: Literal["containment", "llm_judge", "outcome"] = field(
+        metadata={
+            "help": "'containment': useful if a golden answer occurs in the documents; 'llm_judge': ask a model; "
+            "'outcome' (the paper's): useful if the episode that searched ends with an answer whose reward "
+            "(reward.metric) reaches simulator.outcome_threshold, noisy otherwise (needs query_source policy)."
+        }
     )
     judge_model: str | None = field(metadata={"help": "Model path of the LLM judge (labeller llm_judge only)."})
+    outcome_threshold: float = field(
+        metadata=bounded(
+            "Reward an episode's answer must reach for its documents to be useful (labeller outcome).", ge=0, le=1
+        )
+    )
+    noisy_source: Literal["labelled", "lower_ranked"] = field(
+        metadata={
+            "help": "Where noisy targets come from: 'labelled' uses only the interactions labelled noisy; "
+            "'lower_ranked' also derives, for each useful-labelled query, a noisy target from the same real search: "
+            "its highest-ranked results within simulator.noisy_pool that contain no golden answer (real documents, "
+            "never written text; queries without search.top_k such results get none)."
+        }
+    )
+    noisy_pool: int = field(
+        metadata=bounded(
+            "Results fetched per query while collecting (>= search.top_k; the policy sees the first top_k), from "
+            "which noisy_source lower_ranked draws.",
+            ge=1,
+        )
+    )
     doc_words: int = field(metadata={"help": "Approximate words per simulated document (target docs are cut to it)."})
     balance_tolerance: float = field(metadata={"help": "Largest allowed |share of useful - 0.5| in the SFT data."})
     balance: Literal["downsample", "oversample"] = field(
@@ -452,6 +486,11 @@ class SimulatorConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.labeller == "outcome" and self.query_source != "policy":
+            raise ConfigError(
+                "simulator.labeller is 'outcome' but simulator.query_source is not 'policy': outcome labels come from "
+                "the answers of episodes the policy ran; set query_source: policy or choose labeller: containment."
+            )
         if self.labeller == "llm_judge" and self.judge_model is None:
             raise ConfigError("simulator.labeller is 'llm_judge' but simulator.judge_model is null; set a model path.")
         if not 0.0 <= self.balance_tolerance <= 0.5:
@@ -671,6 +710,11 @@ class PipelineConfig:
             )
         if self.train.questions in self.eval.benchmarks:
             raise ConfigError(f"train.questions={self.train.questions!r} is also evaluated; train on a training split.")
+        if self.simulator.noisy_pool < self.search.top_k:
+            raise ConfigError(
+                f"simulator.noisy_pool={self.simulator.noisy_pool} is below search.top_k={self.search.top_k}; fetch at "
+                "least top_k results per query (e.g. noisy_pool: 20)."
+            )
         if self.rollout.max_new_tokens_per_turn >= self.rollout.max_total_tokens:
             raise ConfigError("rollout.max_new_tokens_per_turn must be smaller than rollout.max_total_tokens.")
 

@@ -1,6 +1,12 @@
 """Simulator SFT data: real-search interactions labelled useful or noisy, split and balanced.
 
-Each interaction's documents are labelled (``simulator.labeller``: golden-answer containment, or an LLM judge).
+Each interaction's documents are labelled (``simulator.labeller``): golden-answer containment, an LLM judge, or the
+paper's *outcome* rule (useful when the episode that searched ended with an answer whose reward reaches
+``simulator.outcome_threshold``). How often the labeller agrees with containment is reported. A noisy-labelled target
+that contains a golden answer would teach the simulator to leak it, so it is left out of the noisy class and counted.
+With ``simulator.noisy_source: lower_ranked`` each useful-labelled query also yields a noisy target from the same real
+search: its highest-ranked results within ``simulator.noisy_pool`` that contain no golden answer (real documents, in
+rank order; a query with fewer than its document count of such results yields none, counted).
 Questions are split into train and held-out (``simulator.heldout_fraction``, seeded). The train split is balanced
 (``simulator.balance``) by keeping a seeded sample of the larger class the size of the smaller one, or by repeating
 the smaller class up to the larger one's size; the dropped or repeated count is reported, not hidden.
@@ -69,6 +75,8 @@ def label_interactions(
     """A label per interaction, and how many the judge left undecided (labelled by containment instead)."""
     if sim.labeller == "containment":
         return [label_by_containment(documents_of(i), i["golden_answers"]) for i in interactions], 0
+    if sim.labeller == "outcome":
+        return [label_by_outcome(i, sim.outcome_threshold) for i in interactions], 0
     from zerosearch_core.models import load_causal_lm, load_tokenizer
     from zerosearch_core.simulator.llm import LocalLLM
 
@@ -84,6 +92,43 @@ def label_interactions(
             verdict = label_by_containment(documents_of(interaction), interaction["golden_answers"])
         labels.append(verdict)
     return labels, undecided
+
+
+def label_by_outcome(interaction: dict[str, Any], threshold: float) -> DocType:
+    """The paper's labeller: ``useful`` when the interaction's episode ended with a reward of at least ``threshold``.
+
+    >>> label_by_outcome({"id": "q", "reward": 1.0}, 1.0), label_by_outcome({"id": "q", "reward": 0.4}, 1.0)
+    ('useful', 'noisy')
+    """
+    if "reward" not in interaction:
+        raise ValueError(
+            f"Interaction {interaction['id']!r} carries no episode reward, which simulator.labeller: outcome needs; "
+            "collect with simulator.query_source: policy (`dvc repro collect_trajectories`) or use labeller: "
+            "containment."
+        )
+    return "useful" if float(interaction["reward"]) >= threshold else "noisy"
+
+
+def lower_ranked_noisy(interaction: dict[str, Any]) -> dict[str, Any] | None:
+    """A noisy interaction derived from the same real search: its highest-ranked results (shown and lower-ranked)
+    that contain no golden answer, as many as the interaction shows; None when there are fewer such results.
+
+    >>> doc = lambda i, text: {"id": i, "title": "", "text": text, "score": 0.0}
+    >>> item = {"id": "q", "golden_answers": ["Paris"], "documents": [doc("1", "Paris"), doc("2", "Rome")],
+    ...         "lower_ranked": [doc("3", "Paris again"), doc("4", "Oslo")]}
+    >>> [d["id"] for d in lower_ranked_noisy(item)["documents"]]
+    ['2', '4']
+    """
+    shown = interaction["documents"]
+    pool = [*shown, *interaction.get("lower_ranked", [])]
+    clean = [
+        d
+        for d, doc in zip(pool, documents_of({"documents": pool}), strict=True)
+        if not contains_answer([doc], interaction["golden_answers"])
+    ]
+    if len(clean) < len(shown):
+        return None
+    return {**interaction, "documents": clean[: len(shown)], "lower_ranked": [], "derived": "lower_ranked"}
 
 
 def sft_row(interaction: dict[str, Any], doc_type: str, index: int, doc_words: int) -> dict[str, Any]:
@@ -155,10 +200,26 @@ def build_sft_data(interactions: list[dict[str, Any]], sim: SimulatorConfig, dty
         seed: The root seed (the split and the balancing draw derive from it).
     """
     labels, undecided = label_interactions(sim, dtype, interactions)
+    contained = [contains_answer(documents_of(i), i["golden_answers"]) for i in interactions]
     question_ids = sorted({i["id"] for i in interactions})
     rng = random.Random(derive_seed(seed, "simulator_split"))
     heldout_ids = set(rng.sample(question_ids, max(1, round(len(question_ids) * sim.heldout_fraction))))
-    train = [(i, label) for i, label in zip(interactions, labels, strict=True) if i["id"] not in heldout_ids]
+    train: list[tuple[dict[str, Any], DocType]] = []
+    leaking = derived = short = 0
+    for interaction, label, leaks in zip(interactions, labels, contained, strict=True):
+        if interaction["id"] in heldout_ids:
+            continue
+        if label == "noisy" and leaks:
+            leaking += 1  # a noisy target that states the answer would teach the simulator to leak it
+            continue
+        train.append((interaction, label))
+        if label == "useful" and sim.noisy_source == "lower_ranked":
+            noisy = lower_ranked_noisy(interaction)
+            if noisy is None:
+                short += 1
+            else:
+                derived += 1
+                train.append((noisy, "noisy"))
     heldout = [{**i, "label": label} for i, label in zip(interactions, labels, strict=True) if i["id"] in heldout_ids]
     by_label = {kind: [pair for pair in train if pair[1] == kind] for kind in ("useful", "noisy")}
     balanced = balance_classes(by_label, sim.balance, rng)
@@ -166,11 +227,16 @@ def build_sft_data(interactions: list[dict[str, Any]], sim: SimulatorConfig, dty
     rows = [sft_row(interaction, label, n, sim.doc_words) for n, (interaction, label) in enumerate(balanced)]
     frame = pd.DataFrame(rows, columns=list(SFT_COLUMNS))
     counts = Counter(labels)
+    agree = sum((label == "useful") == leaks for label, leaks in zip(labels, contained, strict=True))
     metrics = {
         "interactions": float(len(interactions)),
         "labelled_useful": float(counts["useful"]),
         "labelled_noisy": float(counts["noisy"]),
+        "labeller_containment_agreement": agree / max(len(interactions), 1),
         "judge_undecided": float(undecided),
+        "noisy_leaking_left_out": float(leaking),
+        "derived_noisy": float(derived),
+        "derived_noisy_too_few_results": float(short),
         "train_rows": float(len(frame)),
         "dropped_for_balance": float(len(train) - distinct),
         "repeated_for_balance": float(len(balanced) - distinct),

@@ -23,6 +23,8 @@ PARAMS = (
     "model.dtype",
     "simulator.labeller",
     "simulator.judge_model",
+    "simulator.outcome_threshold",
+    "simulator.noisy_source",
     "simulator.doc_words",
     "simulator.balance_tolerance",
     "simulator.balance",
