@@ -2,47 +2,123 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
+import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: tempfile creates owner-only files and folders, artifacts get the usual modes
+
+
+_SWAP_ATTEMPTS = 20
+
+
+def _sibling(target: Path, role: str) -> Path:
+    """A fresh hidden sibling of ``target`` that names this process (``.<name>.<role>-<pid>-<random>``), so runs that
+    write the same artifact at once never share one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.{role}-{os.getpid()}-", dir=target.parent))
+    folder.chmod(0o777 & ~_UMASK)
+    return folder
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_interrupted_swap(target: Path) -> None:
+    """Undo what a killed writer left beside ``target``: put back the previous version if the kill came between
+    moving it aside and moving the new one in, and remove the killed writer's staging folders.
+
+    Leftovers of a process that still runs are left alone (it may be writing now).
+    """
+    leftovers = []
+    for path in target.parent.glob(f".{target.name}.*-*-*"):
+        role, _, rest = path.name[len(target.name) + 2 :].partition("-")
+        pid = rest.split("-", 1)[0]
+        if role in ("staging", "previous") and pid.isdigit() and not _pid_alive(int(pid)):
+            leftovers.append((role, path))
+    for role, path in leftovers:
+        if role == "previous" and not target.exists():
+            logger.warning("Restoring %s from %s, left by a writer that was killed while swapping it", target, path)
+            path.rename(target)
+        else:
+            remove_path(path)
+
 
 def write_dir_atomically(target_dir: Path, write: Callable[[Path], None]) -> None:
     """Fill a fresh staging folder with ``write(staging)``, then swap it into place of ``target_dir``.
 
-    If ``write`` raises, ``target_dir`` is left exactly as it was and the staging folder is removed.
+    If ``write`` raises, ``target_dir`` is left exactly as it was and the staging folder is removed. If the swap itself
+    fails, the previous version is put back. The staging and backup folders are hidden siblings unique to this
+    process, so concurrent writers of one artifact cannot trip over each other (the last to finish wins, whole), and
+    what a killed writer left is cleaned up by the next one (:func:`recover_interrupted_swap`).
 
     Args:
         target_dir: The folder that will hold exactly what ``write`` wrote.
         write: Writes the artifact files into the folder it is given.
     """
-    staging = target_dir.with_name(target_dir.name + ".staging")
-    remove_path(staging)
-    staging.mkdir(parents=True)
+    recover_interrupted_swap(target_dir)
+    staging = _sibling(target_dir, "staging")
     try:
         write(staging)
     except BaseException:
         remove_path(staging)
         raise
-    backup = target_dir.with_name(target_dir.name + ".previous")
-    remove_path(backup)
-    if target_dir.exists():
-        target_dir.rename(backup)
-    staging.rename(target_dir)
-    remove_path(backup)
+    backups: list[Path] = []
+    try:
+        for attempt in range(_SWAP_ATTEMPTS):
+            if target_dir.exists():
+                backup = _sibling(target_dir, "previous")
+                backup.rmdir()  # only the unique name is wanted: the current version moves there
+                with contextlib.suppress(FileNotFoundError):  # another writer moved it first
+                    target_dir.rename(backup)
+                    backups.append(backup)
+            try:
+                staging.rename(target_dir)
+                break
+            except OSError as err:  # another writer swapped its version in between: move that aside too
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == _SWAP_ATTEMPTS - 1:
+                    raise
+    except BaseException:
+        if backups and not target_dir.exists():
+            backups.pop(0).rename(target_dir)
+        remove_path(staging)
+        raise
+    finally:
+        for backup in backups:
+            remove_path(backup)
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Write a text file through a temporary sibling and a rename."""
+    """Write a text file through a temporary sibling unique to this process and a rename; on failure (a full disk)
+    the old file stays and the temporary one is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
+    temporary = Path(name)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        temporary.chmod(0o666 & ~_UMASK)
+        temporary.replace(path)
+    except BaseException:
+        remove_path(temporary)
+        raise
 
 
 def remove_path(path: Path) -> None:

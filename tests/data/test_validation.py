@@ -84,7 +84,7 @@ def test_corruption_fails_naming_rows_and_leaves_artifacts_untouched(
     assert "expect_column_value_lengths_to_be_between(question) failed on 1 row(s): line 21" in message
 
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert not list(out.parent.glob("*.staging"))
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
     report = Path(cfg.paths.reports_dir) / "prepare_data"
     summary = json.loads((report / "summary.json").read_text())
     assert summary["success"] is False and len(summary["failures"]) == 4
