@@ -159,6 +159,20 @@ def checkpoint_identity(name_or_path: str) -> str:
     return fingerprint({shard.name: file_sha256(shard) for shard in shards})
 
 
+RESUMED = "resumed"
+AFRESH = "afresh"
+AFRESH_CLEARED = "afresh (the checkpoints of another run were cleared)"
+
+
+def run_start(kept: bool, existed: bool) -> str:
+    """How a resumable stage started, for its log and its MLflow tag ``run_start``.
+
+    >>> run_start(True, True), run_start(False, True), run_start(False, False)
+    ('resumed', 'afresh (the checkpoints of another run were cleared)', 'afresh')
+    """
+    return RESUMED if kept else AFRESH_CLEARED if existed else AFRESH
+
+
 def prepare_resumable_dir(folder: Path, fingerprint: str, marker_name: str = "run_fingerprint") -> bool:
     """Keep ``folder`` (checkpoints to resume) when it was made for ``fingerprint``; otherwise empty it.
 

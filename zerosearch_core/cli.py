@@ -157,7 +157,9 @@ def stage_run(cfg: PipelineConfig, stage: str, params_path: Path) -> Iterator[No
 
 
 def log_result(result: StageResult) -> None:
-    """Log a stage's metrics and artifacts (folders go in whole)."""
+    """Log a stage's metrics, tags and artifacts (folders go in whole)."""
+    if result.tags:
+        mlflow.set_tags(result.tags)
     if result.metrics:
         mlflow.log_metrics({_metric_key(k): v for k, v in result.metrics.items()})
     for path in result.artifacts:

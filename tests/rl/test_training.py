@@ -226,6 +226,12 @@ def test_kill_9_during_training_then_rerun_resumes_from_the_last_checkpoint(
     output, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, output
     assert "Resumed from" in output and "checkpoint-" in output
+    import mlflow
+
+    runs = mlflow.search_runs(
+        experiment_names=[cfg.tracking.experiment], tracking_uri=cfg.tracking.uri, order_by=["start_time DESC"]
+    )
+    assert runs.iloc[0]["tags.run_start"] == "resumed"  # the rerun says in MLflow that it resumed
     history = [
         json.loads(line)
         for line in (Path(cfg.paths.trained_policy_dir) / "training/history.jsonl").read_text().splitlines()
@@ -248,15 +254,16 @@ def test_kill_9_during_training_then_rerun_resumes_from_the_last_checkpoint(
 
 
 def test_checkpoints_of_another_configuration_are_not_resumed(cfg: PipelineConfig, tiny_policy_dir: Path) -> None:
-    from zerosearch_core.stages.train_policy import FINGERPRINT_FILE, prepare_checkpoints_dir
+    from zerosearch_core.stages.train_policy import FINGERPRINT_FILE, _prepare_checkpoints
 
     run_cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, policy_dir=str(tiny_policy_dir)))
-    checkpoints = prepare_checkpoints_dir(run_cfg)
+    checkpoints, start = _prepare_checkpoints(run_cfg)
+    assert start == "afresh"
     (checkpoints / "checkpoint-2").mkdir()
-    assert (checkpoints / "checkpoint-2").is_dir() and prepare_checkpoints_dir(run_cfg) == checkpoints
+    assert _prepare_checkpoints(run_cfg) == (checkpoints, "resumed")
     assert (checkpoints / "checkpoint-2").is_dir()  # same run: kept for resuming
     changed = dataclasses.replace(run_cfg, train=dataclasses.replace(run_cfg.train, learning_rate=0.5))
-    prepare_checkpoints_dir(changed)
+    assert _prepare_checkpoints(changed)[1] == "afresh (the checkpoints of another run were cleared)"
     assert not (checkpoints / "checkpoint-2").exists()  # another run: cleared
     assert (checkpoints / FINGERPRINT_FILE).read_text().strip() != ""
 

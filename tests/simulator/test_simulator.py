@@ -435,10 +435,12 @@ def test_simulator_finetuning_resumes_its_own_run_only(
     )
     _write_sft(Path(run_cfg.paths.simulator_sft_dir), rows=8)
     first = finetune_simulator.run(run_cfg, StageHooks())
+    assert first.tags == {"run_start": "afresh"}
     with caplog.at_level(logging.INFO, logger="zerosearch_core.simulator.finetune"):
         again = finetune_simulator.run(run_cfg, StageHooks())
     assert "Resumed simulator fine-tuning from" in caplog.text
     assert again.metrics["sft_loss_first"] == first.metrics["sft_loss_first"]  # the restored history, not a new run
+    assert again.tags == {"run_start": "resumed"}
     # A kill during a save leaves a checkpoint without trainer_state.json: the rerun drops it and resumes the last
     # complete one instead of failing with FileNotFoundError.
     checkpoints = Path(run_cfg.paths.simulator_checkpoints_dir)
@@ -451,8 +453,10 @@ def test_simulator_finetuning_resumes_its_own_run_only(
     assert "checkpoint-999: it has no trainer_state.json" in caplog.text and not half_written.exists()
     assert "Resumed simulator fine-tuning from" in caplog.text
     assert resumed.metrics["sft_loss_first"] == first.metrics["sft_loss_first"]
+    assert resumed.tags == {"run_start": "resumed"}
     caplog.clear()
     changed = dataclasses.replace(run_cfg, simulator=dataclasses.replace(run_cfg.simulator, learning_rate=0.002))
     with caplog.at_level(logging.INFO, logger="zerosearch_core.simulator.finetune"):
-        finetune_simulator.run(changed, StageHooks())
+        afresh = finetune_simulator.run(changed, StageHooks())
     assert "Resumed" not in caplog.text
+    assert afresh.tags == {"run_start": "afresh (the checkpoints of another run were cleared)"}

@@ -26,6 +26,7 @@ from zerosearch_core.artifacts import (
     fingerprint,
     last_complete_checkpoint,
     prepare_resumable_dir,
+    run_start,
 )
 from zerosearch_core.config import SimulatorConfig, config_to_dict, is_service_key
 from zerosearch_core.models import load_causal_lm, load_tokenizer
@@ -62,7 +63,7 @@ def train_simulator(
     seed: int,
     dtype: str,
     log_step: StepLogger | None,
-) -> tuple[Any, list[float]]:
+) -> tuple[Any, list[float], str]:
     """Fine-tune (or resume) the simulator on ``sft_dir``'s train split.
 
     Args:
@@ -75,7 +76,8 @@ def train_simulator(
         log_step: Receives the SFT loss per logging step.
 
     Returns:
-        The trained model (LoRA merged) and the logged losses.
+        The trained model (LoRA merged), the logged losses, and how the run started
+        (:func:`~zerosearch_core.artifacts.run_start`).
     """
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -88,7 +90,10 @@ def train_simulator(
         "data": file_sha256(sft_dir / TRAIN_FILE),
         "base_weights": checkpoint_identity(base),  # a rebuilt base policy must not resume old checkpoints
     }
-    prepare_resumable_dir(output_dir, fingerprint(run_identity))
+    existed = output_dir.is_dir() and any(output_dir.glob("checkpoint-*"))
+    kept = prepare_resumable_dir(output_dir, fingerprint(run_identity)) and any(output_dir.glob("checkpoint-*"))
+    start = run_start(kept, existed)
+    logger.info("Simulator fine-tuning in %s: %s", output_dir, start)
     tokenizer = load_tokenizer(base)
     tokenizer.padding_side = "right"
     on_cpu = not torch.cuda.is_available()
@@ -132,7 +137,7 @@ def train_simulator(
         logger.info("Resumed simulator fine-tuning from %s, which had finished: loading it", resume)
         state = json.loads((Path(resume) / "trainer_state.json").read_text())
         losses = [float(entry["loss"]) for entry in state["log_history"] if "loss" in entry]
-        return load_causal_lm(resume, dtype), losses
+        return load_causal_lm(resume, dtype), losses, start
     if resume is not None:
         logger.info("Resumed simulator fine-tuning from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
@@ -142,7 +147,7 @@ def train_simulator(
     if sim.finetune == "lora":
         model = model.merge_and_unload()  # type: ignore[operator,union-attr]  # a peft model here
     model.eval()  # type: ignore[union-attr]
-    return model, losses
+    return model, losses, start
 
 
 def measure_answer_rates(

@@ -34,3 +34,5 @@ class StageResult:
 
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: tuple[Path, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+    """Facts about the run for the tracker, e.g. ``run_start``: whether training resumed or started afresh."""

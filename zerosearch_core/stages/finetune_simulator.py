@@ -49,7 +49,7 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     base = sim.base_model if sim.base_model is not None else cfg.paths.policy_dir
     sft_dir = Path(cfg.paths.simulator_sft_dir)
     checkpoints = Path(cfg.paths.simulator_checkpoints_dir)
-    model, losses = train_simulator(sim, base, sft_dir, checkpoints, cfg.seed, cfg.model.dtype, hooks.log_step)
+    model, losses, start = train_simulator(sim, base, sft_dir, checkpoints, cfg.seed, cfg.model.dtype, hooks.log_step)
     tokenizer = load_tokenizer(base)
     engine = SimulatedSearchEngine(LocalLLM(model, tokenizer), sim, cfg.rollout.max_doc_chars, {"model": "fine-tuned"})
     rates, samples = measure_answer_rates(engine, sft_dir, sim.eval_questions, cfg.search.top_k, cfg.seed)
@@ -69,4 +69,8 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
 
     write_dir_atomically(target, write)
     write_text_atomically(Path(cfg.paths.simulator_metrics), json.dumps(summary, indent=2) + "\n")
-    return StageResult(metrics=summary, artifacts=(target / "samples.md", Path(cfg.paths.simulator_metrics)))
+    return StageResult(
+        metrics=summary,
+        artifacts=(target / "samples.md", Path(cfg.paths.simulator_metrics)),
+        tags={"run_start": start},
+    )

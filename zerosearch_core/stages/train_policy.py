@@ -21,6 +21,7 @@ from zerosearch_core.artifacts import (
     file_sha256,
     fingerprint,
     prepare_resumable_dir,
+    run_start,
     write_dir_atomically,
     write_text_atomically,
 )
@@ -83,16 +84,28 @@ def run_fingerprint(cfg: PipelineConfig) -> str:
 
 def prepare_checkpoints_dir(cfg: PipelineConfig) -> Path:
     """Keep checkpoints of the same run for resuming; clear those of a different config, data or weights."""
+    return _prepare_checkpoints(cfg)[0]
+
+
+def _prepare_checkpoints(cfg: PipelineConfig) -> tuple[Path, str]:
+    """The checkpoints folder and how the run starts (:func:`~zerosearch_core.artifacts.run_start`)."""
     checkpoints_dir = Path(cfg.paths.checkpoints_dir)
-    existed = checkpoints_dir.exists()
-    if prepare_resumable_dir(checkpoints_dir, run_fingerprint(cfg), FINGERPRINT_FILE):
+    existed = _has_checkpoints(checkpoints_dir)
+    kept = prepare_resumable_dir(checkpoints_dir, run_fingerprint(cfg), FINGERPRINT_FILE)
+    kept = kept and _has_checkpoints(checkpoints_dir)
+    if kept:
         logger.info("Checkpoints in %s belong to this run (same config, data and weights): resuming", checkpoints_dir)
     elif existed:
         logger.warning(
             "Checkpoints in %s belonged to another run (config, data or weights changed); started afresh",
             checkpoints_dir,
         )
-    return checkpoints_dir
+    return checkpoints_dir, run_start(kept, existed)
+
+
+def _has_checkpoints(folder: Path) -> bool:
+    """Whether ``folder`` holds a checkpoint of either trainer (TRL's ``checkpoint-N``, PPO's ``step-N``)."""
+    return folder.is_dir() and any(p.is_dir() and p.name.startswith(("checkpoint-", "step-")) for p in folder.iterdir())
 
 
 def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
@@ -104,7 +117,7 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     """
     distributed.init_process_group()
     main = distributed.is_main_process()
-    checkpoints_dir = prepare_checkpoints_dir(cfg) if main else Path(cfg.paths.checkpoints_dir)
+    checkpoints_dir, start = _prepare_checkpoints(cfg) if main else (Path(cfg.paths.checkpoints_dir), "")
     distributed.barrier()
     history_path = checkpoints_dir / HISTORY_FILE
     benchmarks_dir = Path(cfg.paths.benchmarks_dir)
@@ -152,6 +165,7 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     return StageResult(
         metrics={f"final.{k}": v for k, v in summary.items() if isinstance(v, float)},
         artifacts=(trained_dir / "training", Path(cfg.paths.train_metrics)),
+        tags={"run_start": start},
     )
 
 
