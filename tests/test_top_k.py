@@ -69,3 +69,71 @@ def test_more_than_twenty_documents_is_a_clear_config_error(tmp_path: Path) -> N
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"search.top_k=21 is out of range; it must be >= 1, <= 20"):
         load_config(path)
+
+
+class ReadingOracle:
+    """Searches once, then answers with the golden answer only if one of the returned documents states it."""
+
+    def __init__(self, tokenizer, answers: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+        self.tokenizer = tokenizer
+        self.answers = answers
+        self.stop_ids = {tokenizer.eos_token_id}
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids) -> str:  # type: ignore[no-untyped-def]
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def generate(self, sequences, max_new_tokens, seeds=None):  # type: ignore[no-untyped-def]
+        out = []
+        for sequence in sequences:
+            text = self.decode(sequence)
+            question = next(q for q in self.answers if q in text)
+            after = text.split(question)[-1]
+            if "<information>" not in after:
+                turn = f"<search> {question} </search>"
+            else:
+                answer = self.answers[question]
+                turn = f"<answer> {answer if answer.lower() in after.lower() else 'unknown'} </answer>"
+            ids = self.encode(turn)
+            out.append((ids, [0.0] * len(ids)))
+        return out
+
+
+def test_evaluation_searches_with_twenty_documents(cfg: PipelineConfig, corpus, tiny_policy_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """Evaluation with top-k 20 on the real BM25 index of the real corpus: every search inserts twenty documents
+    (three with top-k 3), and the score follows what those documents held."""
+    import pandas as pd
+
+    from zerosearch_core.evaluation import evaluate_benchmark
+    from zerosearch_core.rollout import SearchProtocol
+    from zerosearch_core.search.local import LocalSearchEngine
+
+    retriever = BM25Retriever.build(corpus)
+    rows = corpus.sample(8, random_state=3)
+    # a question per real passage, answered by its title
+    questions = pd.DataFrame(
+        {
+            "id": [f"q{i}" for i in range(len(rows))],
+            "question": [f"Tell me about {t}?" for t in rows["title"]],
+            "golden_answers": [[str(t)] for t in rows["title"]],
+        }
+    )
+    tokenizer = load_tokenizer(tiny_policy_dir)
+    policy = ReadingOracle(tokenizer, dict(zip(questions["question"], rows["title"], strict=True)))
+    rollout = dataclasses.replace(cfg.rollout, max_new_tokens_per_turn=64, max_total_tokens=16384, max_doc_chars=80)
+    twenty = SearchProtocol(rollout=rollout, top_k=MAX_TOP_K, max_error_rate=0.0)
+    three = SearchProtocol(rollout=rollout, top_k=3, max_error_rate=0.0)
+    engine = LocalSearchEngine(retriever, {"retriever": "bm25"})
+    runs = {
+        k: evaluate_benchmark("t", questions, "search", policy, tokenizer, engine, protocol, 0, SearchErrorBudget(0.0))
+        for k, protocol in ((20, twenty), (3, three))
+    }
+    for k, run in runs.items():
+        found = 0
+        for text, golden in zip(run.predictions["response"], questions["golden_answers"], strict=True):
+            assert f"Doc {k}(" in text and f"Doc {k + 1}(" not in text  # k documents inserted, no more
+            found += golden[0].lower() in text.split("<information>", 1)[1].lower()
+        assert run.metrics["n"] == 8 and run.metrics["mean_searches"] == 1.0
+        assert run.metrics["em"] == pytest.approx(found / 8)  # scored on what the k documents held
