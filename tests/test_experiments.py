@@ -11,6 +11,7 @@ import yaml
 from zerosearch_core.config import ConfigError, load_config
 from zerosearch_core.experiments import (
     Experiment,
+    claim_verdicts,
     load_plan,
     plan_document,
     rows_from_exp_show,
@@ -41,7 +42,15 @@ def eval_document(em_1hop: float, em_2hop: float, initial: tuple[float, float] |
 
 def test_shipped_toy_plan_covers_the_paper_rows_and_each_override_gives_a_valid_config(tmp_path: Path) -> None:
     plan = load_plan(ROOT / "toy/experiments.yaml")
-    assert [e.name for e in plan.experiments] == ["zerosearch", "real_search", "fixed_noise", "no_loss_mask", "ppo"]
+    names = [e.name for e in plan.experiments]
+    assert names[:3] == ["zerosearch", "real_search", "fixed_noise"]
+    paper_rows = {"always_useful", "always_noisy", "no_loss_mask", "ppo", "outcome_labels", "prompted_simulator"}
+    assert paper_rows <= set(names)
+    compared = {name for claim in plan.claims for name in (claim.row, claim.against)}
+    assert {"real_search", "fixed_noise", "no_loss_mask"} <= compared
+    for claim in plan.claims:  # close comparisons of the claims rest on three seeds, except the large masking gap
+        if claim.against != "no_loss_mask":
+            assert all(len(e.seeds) >= 3 for e in plan.experiments if e.name in (claim.row, claim.against))
     for experiment in plan.experiments:
         patched = yaml.safe_load((ROOT / "toy/params.yaml").read_text())
         for key, value in experiment.overrides.items():
@@ -104,8 +113,9 @@ def test_summary_has_cold_start_first_then_mean_and_spread_per_experiment(tmp_pa
     write_results(plan, rows, tmp_path / "results", "Toy")
     markdown = (tmp_path / "results/results.md").read_text()
     assert (
-        "| ZeroSearch: simulated search + curriculum | 50.0 ± 14.1 | 70.0 | 30.0 | +45.0 | 2 | 60.0, 40.0 |" in markdown
+        f"| {zs.label} | 50.0 ± 14.1 | 70.0 | 30.0 | +45.0 | 2 | 60.0, 40.0 |" in markdown
     )
+    assert "simulated search is at least as good as real search (zerosearch 50.0 ± 14.1, n=2" in markdown
     assert "| cold start (before RL) | 5.0 ± 0.0 |" in markdown
     assert (tmp_path / "results/results.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -169,3 +179,37 @@ def test_rows_come_from_dvc_exp_show_and_a_failed_experiment_is_named(tmp_path: 
     failed = _exp_show({"workspace": eval_document(0.7, 0.3), "zerosearch-s1-t1": None}, "toy/metrics/eval.json")
     with pytest.raises(ConfigError, match=r"zerosearch-s1-t1.*dvc queue logs"):
         rows_from_exp_show(plan, document, failed, tmp_path / "runs")
+
+
+def test_claims_get_a_verdict_beyond_the_seed_spread(tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(
+        yaml.safe_dump(
+            {
+                "seeds": [0, 1],
+                "experiments": [
+                    {"name": "a", "label": "A", "overrides": {}},
+                    {"name": "b", "label": "B", "overrides": {}},
+                ],
+                "claims": [
+                    {"text": "a beats b", "row": "a", "against": "b", "relation": "better"},
+                    {"text": "b beats a", "row": "b", "against": "a", "relation": "better"},
+                    {"text": "b at least a", "row": "b", "against": "a", "relation": "at_least"},
+                ],
+            }
+        )
+    )
+    plan = load_plan(plan_file)
+    rows = [run_row(plan.experiments[0], s, eval_document(v, v)) for s, v in ((0, 0.30), (1, 0.34))]
+    rows += [run_row(plan.experiments[1], s, eval_document(v, v)) for s, v in ((0, 0.20), (1, 0.22))]
+    table = write_results(plan, rows, tmp_path / "out", "T")
+    text = (tmp_path / "out" / "results.md").read_text()
+    verdicts = claim_verdicts(plan, table)
+    assert verdicts[0].endswith("reproduced (+11.0 points, spread 2.8)")
+    assert verdicts[1].endswith("contradicted (-11.0 points, spread 2.8)")
+    assert verdicts[2].endswith("contradicted (-11.0 points, spread 2.8)")
+    assert all(v in text for v in verdicts)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(plan_file.read_text().replace("against: b", "against: c"))
+    with pytest.raises(ConfigError, match=r"claims\[0\] names \['c'\]"):
+        load_plan(bad)

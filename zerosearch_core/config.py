@@ -449,10 +449,24 @@ class SimulatorConfig:
     max_length: int = field(metadata={"help": "SFT sequence length (prompt + documents)."})
     save_every_steps: int = field(metadata=bounded("SFT checkpoint interval; a rerun resumes.", ge=1))
     mode: Literal["finetuned", "prompted"] = field(
-        metadata={"help": "'finetuned' serves paths.simulator_dir; 'prompted' a base instruct model, few-shot."}
+        metadata={
+            "help": "'finetuned': finetune_simulator trains the base on the SFT data; 'prompted': it saves the base "
+            "as it is (no fine-tuning) and every search prompts it with a worked example (few-shot)."
+        }
     )
     max_new_tokens: int = field(metadata={"help": "Generation budget of one simulated search."})
     temperature: float = field(metadata=bounded("Sampling temperature of the simulator.", ge=0))
+    type_check: Literal["as_written", "resample"] = field(
+        metadata={
+            "help": "'as_written' (the paper's): the simulator's documents are used as written. 'resample': an "
+            "output that breaks its type is generated again with a fresh seed: a useful one that contains no golden "
+            "answer, a noisy one whose documents state one (those documents are dropped and the rest topped up from "
+            "the next attempt). finetune_simulator reports the rates with and without it."
+        }
+    )
+    type_check_attempts: int = field(
+        metadata=bounded("Extra generations per search at most (type_check resample).", ge=0, le=10)
+    )
     eval_questions: int = field(
         metadata=bounded("Held-out questions on which useful vs noisy rates are measured.", ge=1)
     )

@@ -32,11 +32,23 @@ class Experiment:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A claim of the paper as a comparison of two rows: ``row`` is ``better`` than, or ``at_least`` as good as,
+    ``against``."""
+
+    text: str
+    row: str
+    against: str
+    relation: str
+
+
+@dataclass(frozen=True)
 class ExperimentPlan:
-    """The experiments to run and the baseline row, read from a YAML file."""
+    """The experiments to run, the baseline row and the claims to check, read from a YAML file."""
 
     baseline_label: str
     experiments: tuple[Experiment, ...]
+    claims: tuple[Claim, ...] = ()
 
 
 def load_plan(path: str | Path) -> ExperimentPlan:
@@ -71,7 +83,18 @@ def load_plan(path: str | Path) -> ExperimentPlan:
     names = [e.name for e in experiments]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: experiment names must be unique; got {names}.")
-    return ExperimentPlan(str(raw.get("baseline_label", "cold start (before RL)")), tuple(experiments))
+    claims = []
+    for index, entry in enumerate(raw.get("claims") or []):
+        where = f"{path}: claims[{index}]"
+        if not isinstance(entry, dict) or set(entry) != {"text", "row", "against", "relation"}:
+            raise ConfigError(f"{where} needs exactly text, row, against and relation.")
+        missing = {entry["row"], entry["against"]} - set(names)
+        if missing:
+            raise ConfigError(f"{where} names {sorted(missing)}, which are not experiments of the plan.")
+        if entry["relation"] not in ("better", "at_least"):
+            raise ConfigError(f"{where}.relation must be 'better' or 'at_least'.")
+        claims.append(Claim(str(entry["text"]), str(entry["row"]), str(entry["against"]), str(entry["relation"])))
+    return ExperimentPlan(str(raw.get("baseline_label", "cold start (before RL)")), tuple(experiments), tuple(claims))
 
 
 def _seeds(value: Any, where: str) -> tuple[int, ...]:
@@ -155,6 +178,39 @@ def _summary_row(name: str, label: str, values: list[float], per_benchmark: dict
     }
 
 
+def claim_verdicts(plan: ExperimentPlan, table: list[dict[str, Any]]) -> list[str]:
+    """One sentence per claim: the two rows' mean EM with spread and seeds, their difference, and the verdict.
+
+    The difference counts only beyond the spread: with ``s`` the larger of the two rows' sample std (0 for a single
+    seed), ``better`` is *reproduced* when the difference exceeds ``s``, *contradicted* when it is below ``-s`` and
+    *not separable* between; ``at_least`` is *reproduced* unless the row falls behind by more than ``s``.
+
+    >>> rows = [{"name": "a", "em_mean": 0.3, "em_std": 0.02, "n": 3},
+    ...         {"name": "b", "em_mean": 0.2, "em_std": 0.01, "n": 3}]
+    >>> claim_verdicts(ExperimentPlan("", (), (Claim("a beats b", "a", "b", "better"),)), rows)[0].split(": ")[-1]
+    'reproduced (+10.0 points, spread 2.0)'
+    """
+    by_name = {row["name"]: row for row in table}
+    sentences = []
+    for claim in plan.claims:
+        if claim.row not in by_name or claim.against not in by_name:
+            sentences.append(f"- {claim.text}: not measured (a row is missing).")
+            continue
+        a, b = by_name[claim.row], by_name[claim.against]
+        diff = a["em_mean"] - b["em_mean"]
+        spread = max(a["em_std"], b["em_std"])
+        if claim.relation == "better":
+            verdict = "reproduced" if diff > spread else "contradicted" if diff < -spread else "not separable"
+        else:
+            verdict = "contradicted" if diff < -spread else "reproduced"
+        sentences.append(
+            f"- {claim.text} ({claim.row} {100 * a['em_mean']:.1f} ± {100 * a['em_std']:.1f}, n={a['n']}, against "
+            f"{claim.against} {100 * b['em_mean']:.1f} ± {100 * b['em_std']:.1f}, n={b['n']}): "
+            f"{verdict} ({100 * diff:+.1f} points, spread {100 * spread:.1f})"
+        )
+    return sentences
+
+
 def render_results(table: list[dict[str, Any]], title: str, notes: list[str]) -> str:
     """The Markdown results table: EM in points (mean ± sample std over seeds), per-benchmark means, the lift over
     the cold start, and each seed's value.
@@ -211,6 +267,9 @@ def write_results(plan: ExperimentPlan, rows: list[dict[str, Any]], folder: Path
         f"- {e.label}: overrides `{json.dumps(e.overrides) if e.overrides else 'none'}`, seeds {list(e.seeds)}"
         for e in plan.experiments
     ]
+    claims = claim_verdicts(plan, table)
+    if claims:
+        notes += ["", "The paper's claims on this world:", *claims]
     (folder / "results.md").write_text(render_results(table, title, notes))
     (folder / "results.json").write_text(json.dumps({"runs": rows, "summary": table}, indent=2) + "\n")
     plot_results(table, folder / "results.png")

@@ -460,3 +460,23 @@ def test_simulator_finetuning_resumes_its_own_run_only(
         afresh = finetune_simulator.run(changed, StageHooks())
     assert "Resumed" not in caplog.text
     assert afresh.tags == {"run_start": "afresh (the checkpoints of another run were cleared)"}
+
+
+def test_prompted_mode_saves_the_base_as_it_is_and_measures_it_few_shot(
+    cfg: PipelineConfig, tiny_policy_dir: Path
+) -> None:
+    """The paper's prompt-only baseline: no fine-tuning, the base model asked with a worked example."""
+    from zerosearch_core.stages import finetune_simulator
+
+    run_cfg = dataclasses.replace(
+        cfg,
+        simulator=dataclasses.replace(cfg.simulator, mode="prompted", max_new_tokens=8, eval_questions=1),
+        paths=dataclasses.replace(cfg.paths, policy_dir=str(tiny_policy_dir)),
+    )
+    _write_sft(Path(run_cfg.paths.simulator_sft_dir), rows=4)
+    result = finetune_simulator.run(run_cfg, StageHooks())
+    assert result.tags == {"run_start": "not fine-tuned (simulator.mode: prompted)"}
+    assert "sft_loss_first" not in result.metrics and result.metrics["heldout_queries"] == 1.0
+    assert not Path(run_cfg.paths.simulator_checkpoints_dir).exists()
+    saved, base = load_causal_lm(run_cfg.paths.simulator_dir), load_causal_lm(tiny_policy_dir)
+    assert all(torch.equal(a, b) for a, b in zip(saved.parameters(), base.parameters(), strict=True))

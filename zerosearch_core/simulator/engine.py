@@ -18,14 +18,21 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zerosearch_core.config import SimulatorConfig
-from zerosearch_core.search.base import EpisodeContext, SearchBackendError, SearchResult, SearchSession
+from zerosearch_core.search.base import Document, EpisodeContext, SearchBackendError, SearchResult, SearchSession
 from zerosearch_core.simulator.llm import LLMClient, LocalLLM
-from zerosearch_core.simulator.prompts import DocType, choose_doc_type, parse_documents, render_simulator_prompt
+from zerosearch_core.simulator.prompts import (
+    DocType,
+    ParsedDocuments,
+    choose_doc_type,
+    contains_answer,
+    parse_documents,
+    render_simulator_prompt,
+)
 
 if TYPE_CHECKING:
     from zerosearch_core.vllm_engine import VLLMSettings
@@ -50,6 +57,10 @@ class SimulatorStats:
     overlong_documents: int = 0
     unnumbered: int = 0
     empty: int = 0
+    type_resamples: int = 0
+    """Outputs generated again because they broke their type (``simulator.type_check: resample``)."""
+    type_unmet: int = 0
+    """Searches still breaking their type after every attempt (returned as they were)."""
     latencies_s: list[float] = field(default_factory=list)
 
 
@@ -77,13 +88,14 @@ class SimulatedSearchEngine:
         """Serve several sessions' searches with one simulator call (one generate batch, or concurrent requests).
 
         Each session draws its document type and seed from its own generator, in the order of its own searches, so
-        an episode's types do not depend on its batch-mates. Returns each search's result, or the
+        an episode's types do not depend on its batch-mates. With ``simulator.type_check: resample``, outputs that
+        break their type are generated again (up to ``simulator.type_check_attempts`` more times, fresh seeds from
+        the session's generator): a useful output must contain a golden answer; a noisy output keeps only its
+        documents that contain none, topped up from the next attempts. Returns each search's result, or the
         :class:`SearchBackendError` of a search whose output held no usable document.
         """
         outcomes: list[SearchResult | SearchBackendError | None] = [None] * len(requests)
-        prompts: list[str] = []
-        asked: list[tuple[int, DocType]] = []  # (request index, doc type)
-        seeds: list[int] = []
+        asked: list[_Asked] = []
         for index, (session, query) in enumerate(requests):
             if not isinstance(session, SimulatedSearchSession) or session.engine is not self:
                 raise TypeError("search_batch serves only sessions this engine opened.")
@@ -91,48 +103,98 @@ class SimulatedSearchEngine:
                 outcomes[index] = SearchResult((), status="empty_query", latency_s=0.0, message="Empty query.")
                 continue
             doc_type = choose_doc_type(session.ctx.noise_prob, session.rng)
-            seeds.append(session.rng.randrange(2**31))
             session.calls += 1
-            prompts.append(self.render_prompt(session.ctx, query, doc_type, top_k))
-            asked.append((index, doc_type))
-        if prompts:
-            started = time.perf_counter()
+            asked.append(_Asked(index, session, doc_type, self.render_prompt(session.ctx, query, doc_type, top_k)))
+        started = time.perf_counter()
+        pending = asked
+        for attempt in range(1 + (self.cfg.type_check_attempts if self.cfg.type_check == "resample" else 0)):
+            if not pending:
+                break
+            if attempt:
+                self.stats.type_resamples += len(pending)
+            seeds = [a.session.rng.randrange(2**31) for a in pending]
             try:
-                texts = self.llm.complete(prompts, self.cfg.max_new_tokens, self.cfg.temperature, seeds[0])
-                if len(texts) != len(prompts):
-                    raise SearchBackendError(f"The simulator answered {len(texts)} of {len(prompts)} prompts.")
+                texts = self.llm.complete(
+                    [a.prompt for a in pending], self.cfg.max_new_tokens, self.cfg.temperature, seeds[0]
+                )
+                if len(texts) != len(pending):
+                    raise SearchBackendError(f"The simulator answered {len(texts)} of {len(pending)} prompts.")
             except SearchBackendError as err:
-                for index, _ in asked:
-                    outcomes[index] = err
+                for a in pending:
+                    outcomes[a.index] = err
+                pending = []
+                break
+            for a, text in zip(pending, texts, strict=True):
+                a.take(parse_documents(text, top_k, self.max_doc_chars), top_k)
+            if self.cfg.type_check == "resample":
+                pending = [a for a in pending if not a.type_met(top_k)]
             else:
-                latency = (time.perf_counter() - started) / len(prompts)
-                for (index, doc_type), text in zip(asked, texts, strict=True):
-                    outcomes[index] = self._parse(text, doc_type, requests[index][1], top_k, latency)
+                pending = []
+        latency = (time.perf_counter() - started) / max(len(asked), 1)
+        for a in asked:
+            if outcomes[a.index] is None:
+                outcomes[a.index] = self._finish(a, requests[a.index][1], top_k, latency)
         finished = [o for o in outcomes if o is not None]
         assert len(finished) == len(requests)  # every request got a result or an error above
         return finished
 
-    def _parse(
-        self, text: str, doc_type: DocType, query: str, top_k: int, latency: float
-    ) -> SearchResult | SearchBackendError:
-        parsed = parse_documents(text, top_k, self.max_doc_chars)
+    def _finish(self, asked: _Asked, query: str, top_k: int, latency: float) -> SearchResult | SearchBackendError:
+        parsed = asked.result(top_k)
         stats = self.stats
         stats.searches += 1
-        stats.useful += doc_type == "useful"
-        stats.noisy += doc_type == "noisy"
+        stats.useful += asked.doc_type == "useful"
+        stats.noisy += asked.doc_type == "noisy"
         stats.missing_documents += parsed.missing
         stats.overlong_documents += parsed.overlong
         stats.unnumbered += parsed.unnumbered
         stats.latencies_s.append(latency)
+        if self.cfg.type_check == "resample" and not asked.type_met(top_k):
+            stats.type_unmet += 1
         if parsed.empty:
             stats.empty += 1
             return SearchBackendError(f"The simulator returned no usable document for query {query!r}.")
-        return SearchResult(documents=parsed.documents, status="ok", latency_s=latency, message=doc_type)
+        return SearchResult(documents=parsed.documents, status="ok", latency_s=latency, message=asked.doc_type)
 
     def render_prompt(self, ctx: EpisodeContext, query: str, doc_type: str, top_k: int) -> str:
         """The simulator prompt of one search (with a worked example in prompted mode)."""
         prompt = render_simulator_prompt(query, ctx.question, ctx.gold_answers, doc_type, top_k, self.cfg.doc_words)  # type: ignore[arg-type]
         return FEW_SHOT_EXAMPLE + prompt if self.cfg.mode == "prompted" else prompt
+
+
+@dataclass
+class _Asked:
+    """One search in a batch: its session, type and prompt, and the documents its attempts gave so far."""
+
+    index: int
+    session: SimulatedSearchSession
+    doc_type: DocType
+    prompt: str
+    last: ParsedDocuments | None = None
+    clean: list[Document] = field(default_factory=list)
+
+    def take(self, parsed: ParsedDocuments, top_k: int) -> None:
+        """Record an attempt's output (a noisy search also keeps its documents that hold no golden answer)."""
+        self.last = parsed
+        if self.doc_type == "noisy":
+            answers = self.session.ctx.gold_answers
+            for doc in parsed.documents:
+                seen = {d.text for d in self.clean}
+                if len(self.clean) < top_k and doc.text not in seen and not contains_answer([doc], answers):
+                    self.clean.append(doc)
+
+    def type_met(self, top_k: int) -> bool:
+        """Whether the output obeys its type: useful contains a golden answer; noisy has top_k clean documents."""
+        if self.doc_type == "noisy":
+            return len(self.clean) >= top_k
+        return self.last is not None and contains_answer(self.last.documents, self.session.ctx.gold_answers)
+
+    def result(self, top_k: int) -> ParsedDocuments:
+        """What the search returns: the last output; for noisy with resampling, its clean documents when any."""
+        assert self.last is not None
+        if self.doc_type == "noisy" and self.clean and self.session.engine.cfg.type_check == "resample":
+            documents = tuple(replace(d, id=f"sim-{i + 1}") for i, d in enumerate(self.clean))
+            return ParsedDocuments(documents, top_k - len(documents), self.last.overlong, self.last.unnumbered)
+        return self.last
 
 
 @dataclass

@@ -1,17 +1,19 @@
 """Stage ``finetune_simulator``: fine-tune the simulation LLM on real-search documents, then measure whether its
 *useful* documents contain the answer more often than its *noisy* ones (:mod:`zerosearch_core.simulator.finetune`).
+With ``simulator.mode: prompted`` the base model is saved as it is and measured with the few-shot prompt.
 
 Run: ``python -m zerosearch_core.cli finetune_simulator --params params.yaml``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from zerosearch_core.artifacts import write_dir_atomically, write_text_atomically
 from zerosearch_core.config import PipelineConfig
-from zerosearch_core.models import load_tokenizer, save_policy
+from zerosearch_core.models import load_causal_lm, load_tokenizer, save_policy
 from zerosearch_core.simulator.engine import SimulatedSearchEngine
 from zerosearch_core.simulator.finetune import measure_answer_rates, render_samples, train_simulator
 from zerosearch_core.simulator.llm import LocalLLM
@@ -35,6 +37,8 @@ PARAMS = (
     "simulator.doc_words",
     "simulator.max_new_tokens",
     "simulator.temperature",
+    "simulator.type_check",
+    "simulator.type_check_attempts",
     "paths.policy_dir",
     "paths.simulator_sft_dir",
     "paths.simulator_checkpoints_dir",
@@ -49,11 +53,24 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     base = sim.base_model if sim.base_model is not None else cfg.paths.policy_dir
     sft_dir = Path(cfg.paths.simulator_sft_dir)
     checkpoints = Path(cfg.paths.simulator_checkpoints_dir)
-    model, losses, start = train_simulator(sim, base, sft_dir, checkpoints, cfg.seed, cfg.model.dtype, hooks.log_step)
+    if sim.mode == "prompted":  # the paper's prompt-only baseline: the base model as it is, asked few-shot
+        model, losses, start = load_causal_lm(base, cfg.model.dtype), [], "not fine-tuned (simulator.mode: prompted)"
+    else:
+        model, losses, start = train_simulator(
+            sim, base, sft_dir, checkpoints, cfg.seed, cfg.model.dtype, hooks.log_step
+        )
     tokenizer = load_tokenizer(base)
-    engine = SimulatedSearchEngine(LocalLLM(model, tokenizer), sim, cfg.rollout.max_doc_chars, {"model": "fine-tuned"})
+    llm = LocalLLM(model, tokenizer)
+    engine = SimulatedSearchEngine(llm, sim, cfg.rollout.max_doc_chars, {"model": "fine-tuned"})
     rates, samples = measure_answer_rates(engine, sft_dir, sim.eval_questions, cfg.search.top_k, cfg.seed)
     stats = engine.stats
+    if sim.type_check != "as_written":  # the model's own rates too, so the check's share is visible
+        plain = SimulatedSearchEngine(
+            llm, dataclasses.replace(sim, type_check="as_written"), cfg.rollout.max_doc_chars, {"model": "fine-tuned"}
+        )
+        as_written, _ = measure_answer_rates(plain, sft_dir, sim.eval_questions, cfg.search.top_k, cfg.seed)
+        rates.update({f"{k}_as_written": as_written[k] for k in ("useful_answer_rate", "noisy_answer_rate")})
+        rates.update(type_resamples=float(stats.type_resamples), type_unmet=float(stats.type_unmet))
     summary = {
         **rates,
         **({"sft_loss_first": losses[0], "sft_loss_last": losses[-1]} if losses else {}),

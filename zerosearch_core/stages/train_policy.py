@@ -49,6 +49,8 @@ PARAMS = (
     "simulator.doc_words",
     "simulator.max_new_tokens",
     "simulator.temperature",
+    "simulator.type_check",
+    "simulator.type_check_attempts",
     "simulator.url",
     "simulator.engine",
     "curriculum",
