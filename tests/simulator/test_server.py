@@ -35,9 +35,11 @@ class SlowLLM(LocalLLM):
         super().__init__(inner.model, inner.tokenizer)
         self.delay_s = delay_s
 
-    def complete_rendered(self, texts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
+    def complete_rendered(  # type: ignore[override]
+        self, texts: Sequence[str], max_new_tokens: int, temperature: float, seed: int, should_stop=None
+    ) -> list[str]:
         time.sleep(self.delay_s)
-        return super().complete_rendered(texts, max_new_tokens, temperature, seed)
+        return super().complete_rendered(texts, max_new_tokens, temperature, seed, should_stop)
 
 
 def _serve(llm: LocalLLM, **options: float):
@@ -99,7 +101,7 @@ def test_one_bad_request_fails_alone(llm: LocalLLM) -> None:
     class PickyLLM(LocalLLM):
         """Fails any batch holding a prompt with the word 'poison' (as a broken input would)."""
 
-        def complete_rendered(self, texts, max_new_tokens, temperature, seed):  # type: ignore[no-untyped-def]
+        def complete_rendered(self, texts, max_new_tokens, temperature, seed, should_stop=None):  # type: ignore[no-untyped-def]
             if any("poison" in t for t in texts):
                 raise RuntimeError("cannot generate this")
             return super().complete_rendered(texts, max_new_tokens, temperature, seed)
@@ -172,6 +174,30 @@ def test_abandoned_requests_are_not_generated_and_a_stuck_worker_shows_in_health
         time.sleep(2.0)
         health = requests.get(f"{url}/health", timeout=5).json()
     assert health["batches"] == 1 and health["abandoned"] == 3  # the three that waited were dropped, not generated
+
+
+def test_a_generation_nobody_waits_for_stops_midway(llm: LocalLLM) -> None:
+    """A huge request whose client timed out: the worker stops its generation instead of finishing it, and the next
+    request is served at once."""
+    import copy
+
+    endless = LocalLLM(copy.deepcopy(llm.model), llm.tokenizer)
+    endless.model.generation_config.eos_token_id = None  # nothing ends it early: only the budget or the cancel
+    limits = ServerLimits(max_tokens=4096, max_prompt_tokens=512, request_timeout_s=0.5)
+    with _serve(endless, max_batch_size=1, request_timeout_s=0.5, limits=limits) as url:  # type: ignore[arg-type]
+        started = time.perf_counter()
+        huge = requests.post(f"{url}/v1/completions", json={"prompt": "Doc 1:", "max_tokens": 4096}, timeout=30)
+        assert huge.status_code == 504
+        deadline = time.monotonic() + 20
+        while requests.get(f"{url}/health", timeout=5).json()["cancelled"] < 1:
+            assert time.monotonic() < deadline, "the abandoned generation was not stopped"
+            time.sleep(0.05)
+        small = requests.post(f"{url}/v1/completions", json={"prompt": "Doc 1:", "max_tokens": 2}, timeout=30)
+        elapsed = time.perf_counter() - started
+        health = requests.get(f"{url}/health", timeout=5).json()
+    assert small.status_code == 200
+    assert elapsed < 10  # generating all 4,096 tokens takes this tiny model about a minute here
+    assert health["cancelled"] == 1 and health["cache_hits"] == 0  # a cut text is never cached
 
 
 def test_full_queue_answers_503_and_a_late_answer_504(llm: LocalLLM) -> None:

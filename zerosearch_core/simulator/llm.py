@@ -5,11 +5,11 @@ OpenAI-compatible client is :class:`zerosearch_core.simulator.server.OpenAICompa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 if TYPE_CHECKING:
     from zerosearch_core.vllm_engine import VLLMEngine
@@ -35,9 +35,22 @@ class LocalLLM:
         return self.complete_rendered([self.render(p) for p in prompts], max_new_tokens, temperature, seed)
 
     @torch.no_grad()
-    def complete_rendered(self, texts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
-        """Batched, left-padded generation of already rendered texts."""
+    def complete_rendered(
+        self,
+        texts: Sequence[str],
+        max_new_tokens: int,
+        temperature: float,
+        seed: int,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[str]:
+        """Batched, left-padded generation of already rendered texts.
+
+        Args:
+            should_stop: Asked after every generated token; True ends the generation there (the server's way of
+                cancelling a batch nobody waits for any more). The texts are then cut short.
+        """
         self.tokenizer.padding_side = "left"
+        criteria = StoppingCriteriaList([_StopWhen(should_stop)]) if should_stop is not None else None
         batch = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
         sampling = temperature > 0
         with torch.random.fork_rng(devices=[]):
@@ -50,6 +63,7 @@ class LocalLLM:
                 top_k=None,
                 top_p=None,
                 pad_token_id=int(self.tokenizer.pad_token_id),
+                stopping_criteria=criteria,
             )
         new_tokens = output[:, batch["input_ids"].shape[1] :]  # (B, <= max_new_tokens)
         return [str(t) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
@@ -57,6 +71,17 @@ class LocalLLM:
     def render(self, prompt: str) -> str:
         """A user message through the chat template (unchanged when the tokenizer has none)."""
         return render_user_message(self.tokenizer, prompt)
+
+
+class _StopWhen(StoppingCriteria):
+    """Ends generation for every row once ``should_stop()`` says so."""
+
+    def __init__(self, should_stop: Callable[[], bool]) -> None:
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
+        stop = bool(self.should_stop())
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
 class VLLMChat:

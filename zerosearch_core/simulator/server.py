@@ -125,6 +125,8 @@ class ServerStats:
     timeouts: int = 0
     abandoned: int = 0
     isolated_failures: int = 0
+    cancelled: int = 0
+    """Batches whose generation stopped midway because every client had timed out."""
     batch_sizes: list[int] = field(default_factory=list)
 
 
@@ -145,6 +147,7 @@ class BatchingGenerator:
         self.stats = ServerStats()
         self.worker: asyncio.Task[None] | None = None
         self.busy_since: float | None = None
+        self.cancelling = False
 
     async def submit(self, pending: _Pending, timeout_s: float) -> str:
         """Answer one request (from the cache, or through a batch); 503 when the queue is full, 504 past the
@@ -227,12 +230,22 @@ class BatchingGenerator:
 
     async def _generate(self, batch: list[_Pending]) -> list[str]:
         first = batch[0]
+
+        def abandoned() -> bool:  # every client of the batch has timed out: nobody will read the text
+            gone = all(p.future is None or p.future.done() for p in batch)
+            if gone and not self.cancelling:
+                self.cancelling = True
+                self.stats.cancelled += 1
+            return gone
+
+        self.cancelling = False
         return await asyncio.to_thread(
             self.llm.complete_rendered,
             [self._render(p) for p in batch],
             first.max_tokens,
             first.temperature,
             first.seed,
+            abandoned,
         )
 
     def _render(self, pending: _Pending) -> str:
@@ -300,6 +313,7 @@ def create_simulator_app(
             "timeouts": stats.timeouts,
             "abandoned": stats.abandoned,
             "isolated_failures": stats.isolated_failures,
+            "cancelled": stats.cancelled,
             "max_batch_seen": max(stats.batch_sizes, default=0),
         }
         return JSONResponse(report, status_code=503 if stalled else 200)
