@@ -87,6 +87,24 @@ def test_http_server_answers_a_plain_http_client_in_search_r1_shape(bm25: BM25Re
         assert requests.post(f"{url}/retrieve", json=long_query, timeout=10).status_code == 422
         huge = requests.post(f"{url}/retrieve", data=b"x" * (2 << 20), timeout=30)  # 2 MiB, never parsed
         assert huge.status_code == 413
+        sent = []
+
+        def chunks():  # no Content-Length: requests sends it chunked, 64 KiB at a time, 8 MiB in all
+            for _ in range(128):
+                sent.append(1)
+                yield b"[" * (64 << 10)
+
+        chunked = requests.post(
+            f"{url}/retrieve", data=chunks(), headers={"Content-Type": "application/json"}, timeout=30
+        )
+        assert chunked.status_code == 413 and "Body over 1048576 bytes" in chunked.json()["detail"]
+        small_chunked = requests.post(
+            f"{url}/retrieve",
+            data=iter([b'{"queries": ["ballet"],', b' "topk": 1}']),
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
+        assert small_chunked.status_code == 200  # chunked bodies under the limit are served
         assert requests.get(f"{url}/health", timeout=10).status_code == 200  # still serving
         assert requests.get(f"{url}/health", timeout=10).json()["corpus_sha256"] == "abc"
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import requests
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -48,16 +48,42 @@ MAX_BODY_BYTES = 1 << 20
 MAX_QUERY_CHARS = 2000
 
 
+class BoundedBody:
+    """ASGI middleware: a body over ``limit`` bytes gets 413, whether it declares its length (refused before it is
+    read) or arrives in chunks without one (refused as soon as the bytes read pass the limit)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"Body over {self.limit} bytes; send fewer or shorter queries."
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await JSONResponse({"detail": message}, 413)(scope, receive, send)
+            return
+        received = 0
+
+        async def bounded_receive() -> dict[str, Any]:
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(status_code=413, detail=message)
+            return dict(event)
+
+        await self.app(scope, bounded_receive, send)
+
+
 def create_retriever_app(retriever: Retriever, manifest: dict[str, object]) -> FastAPI:
     """A FastAPI app that serves ``retriever`` at ``/retrieve`` and reports ``manifest`` at ``/health``."""
     app = FastAPI(title="ZeroSearch retriever", version="1")
 
-    @app.middleware("http")
-    async def bounded_body(request: Request, call_next: Any) -> Any:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return JSONResponse({"detail": f"Body over {MAX_BODY_BYTES} bytes; send fewer or shorter queries."}, 413)
-        return await call_next(request)
+    app.add_middleware(BoundedBody, limit=MAX_BODY_BYTES)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
