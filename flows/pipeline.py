@@ -2,7 +2,8 @@
 
 Run once (a temporary local Prefect server starts if none is configured)::
 
-    python -m flows.pipeline
+    python -m flows.pipeline                                   # params.yaml
+    python -m flows.pipeline toy/params.yaml train.seed=3      # another profile, and overrides
 
 Schedule it from the Prefect UI: start a server (``prefect server start``), then either
 ``python -m flows.serve`` (serves the deployment from this process) or ``prefect deploy --all`` with the
@@ -21,35 +22,55 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # The temporary local server needs more than Prefect's 20 s default to start on 2 busy cores.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-from prefect import flow, get_run_logger  # noqa: E402
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from tasks import dvc_stages  # noqa: E402
 
 
 @flow(name="zerosearch-pipeline", log_prints=True)
-def zerosearch_pipeline(metrics_path: str = "metrics/eval.json", pipeline: str = "dvc.yaml") -> dict[str, Any]:
-    """Every stage of ``pipeline`` in the order ``dvc.yaml`` lists them, each a ``dvc repro --single-item``
-    (prepare_data → build_index → init_policy → collect_trajectories → build_simulator_sft → finetune_simulator →
-    train_policy → evaluate for the main pipeline).
+def zerosearch_pipeline(params: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every stage of the pipeline that ``params`` belongs to (the ``dvc.yaml`` beside it), in the order it lists
+    them, each a ``dvc repro --single-item`` (prepare_data → build_index → init_policy → collect_trajectories →
+    build_simulator_sft → finetune_simulator → train_policy → evaluate for the main pipeline).
 
     Args:
-        metrics_path: Where the evaluate stage writes its metrics (``paths.eval_metrics``).
-        pipeline: The ``dvc.yaml`` to run (relative to the project folder).
+        params: The parameter file: ``params.yaml`` (the CPU smoke profile, or a GPU profile copied over it) or
+            ``toy/params.yaml`` (the toy world).
+        overrides: Dotted keys and values to set in ``params`` first, as ``dvc exp run -S`` would, e.g.
+            ``{"train.seed": 3}``. They are checked by the same config loader as every stage: an unknown key or a
+            bad value fails the flow before any stage runs, and nothing is written.
 
     Returns:
-        Per-stage timings and the evaluation metrics.
+        The checked parameters, per-stage timings (``skipped``: DVC found the stage up to date) and the evaluation
+        metrics.
     """
     logger = get_run_logger()
+    checked = check_params(params, overrides or {})
+    pipeline = checked["pipeline"]  # relative to the project folder, where the CLI ran
     stages = [dvc_stages.stage_task(stage)(stage, pipeline) for stage in dvc_stages.pipeline_stages(pipeline)]
     for outcome in stages:
         state = "up to date" if outcome["skipped"] else f"ran in {outcome['seconds']}s"
         logger.info("stage %s: %s", outcome["stage"], state)
-    metrics = dvc_stages.read_metrics(dvc_stages.project_dir() / metrics_path)
+    metrics = dvc_stages.read_metrics(dvc_stages.project_dir() / checked["eval_metrics"])
     for mode in (m for m in metrics if m != "not_evaluated"):
         print(f"{mode}: average EM {metrics[mode]['average']['em']:.3f}, F1 {metrics[mode]['average']['f1']:.3f}")
-    return {"stages": stages, "metrics": metrics}
+    return {"params": checked, "stages": stages, "metrics": metrics}
+
+
+@task(name="check_params", retries=0, cache_policy=NO_CACHE)
+def check_params(params: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``zerosearch check_params``: validate ``params`` with ``overrides`` set (a string is read as YAML, like
+    ``dvc exp run -S`` reads it; other values as the JSON the UI sends)."""
+    arguments = ["check_params", "--params", params]
+    for key, value in overrides.items():
+        arguments.append(f"--set={key}={value if isinstance(value, str) else json.dumps(value)}")
+    return dict(json.loads(dvc_stages.run_cli(arguments)))
 
 
 if __name__ == "__main__":
-    result = zerosearch_pipeline()
+    import sys
+
+    cli = sys.argv[1:]
+    result = zerosearch_pipeline(cli[0] if cli else "params.yaml", dict(item.split("=", 1) for item in cli[1:]))
     print(json.dumps(result["metrics"], indent=2))

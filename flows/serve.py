@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from flows.pipeline import zerosearch_pipeline
 
-DEPLOYMENT_NAME = "cpu-smoke-nightly"
+DEPLOYMENT_NAME = "cpu-smoke-nightly-served"
+"""Not prefect.yaml's ``cpu-smoke-nightly``: a served deployment of the same name would replace the worker's one (and
+stop running when this process stops), so the two ways of deploying never clobber each other."""
 NIGHTLY_CRON = "0 3 * * *"
 
 if __name__ == "__main__":
-    zerosearch_pipeline.serve(name=DEPLOYMENT_NAME, cron=NIGHTLY_CRON, parameters={"metrics_path": "metrics/eval.json"})
+    zerosearch_pipeline.serve(
+        name=DEPLOYMENT_NAME, cron=NIGHTLY_CRON, parameters={"params": "params.yaml", "overrides": {}}
+    )

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from prefect import Task, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
@@ -152,10 +153,44 @@ def pipeline_stages(pipeline: str = "dvc.yaml") -> list[str]:
     return list(document["stages"])
 
 
+def stage_report(outcome: dict[str, Any], pipeline: str, flow_run_id: str | None) -> str:
+    """The Markdown a stage task leaves in Prefect: whether DVC ran or skipped the stage, and how to find its MLflow
+    run (each stage's run is tagged with the flow run's id).
+
+    >>> print(stage_report({"stage": "evaluate", "seconds": 1.5, "skipped": True}, "dvc.yaml", "abc"))
+    ### evaluate: up to date (DVC skipped it; nothing ran)
+    <BLANKLINE>
+    - pipeline `dvc.yaml`, 1.5 s
+    - MLflow: no new run (the stage did not run)
+    """
+    stage = outcome["stage"]
+    if outcome["skipped"]:
+        lines = [f"### {stage}: up to date (DVC skipped it; nothing ran)", ""]
+        mlflow_line = "- MLflow: no new run (the stage did not run)"
+    else:
+        lines = [f"### {stage}: ran", ""]
+        where = (
+            f"tags.pipeline_run = '{flow_run_id}' and tags.stage = '{stage}'"
+            if flow_run_id
+            else f"tags.stage = '{stage}'"
+        )
+        mlflow_line = f"- MLflow: the run found by `{where}`"
+    lines += [f"- pipeline `{pipeline}`, {outcome['seconds']} s", mlflow_line]
+    return "\n".join(lines)
+
+
 @task(name="dvc_stage", task_run_name="{stage}", retries=0, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def dvc_stage(stage: str, pipeline: str = "dvc.yaml") -> dict[str, Any]:
-    """Run one DVC stage; ``{"stage", "seconds", "skipped"}``."""
-    return run_dvc_stage(stage, pipeline)
+    """Run one DVC stage; ``{"stage", "seconds", "skipped"}``. It leaves a Markdown artifact (key
+    ``stage-<name>``) saying whether the stage ran or was up to date, so skipped stages are told apart in the UI."""
+    outcome = run_dvc_stage(stage, pipeline)
+    run_id = flow_run.get_id()
+    create_markdown_artifact(
+        stage_report(outcome, pipeline, str(run_id) if run_id else None),
+        key=f"stage-{stage.replace('_', '-')}",
+        description=f"{stage}: {'up to date' if outcome['skipped'] else 'ran'}",
+    )
+    return outcome
 
 
 def stage_task(stage: str) -> Task[..., dict[str, Any]]:

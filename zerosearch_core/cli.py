@@ -250,6 +250,41 @@ def experiment_tool(tool: str, args: argparse.Namespace) -> int:
     return 0
 
 
+CHECK_PARAMS = "check_params"
+CHECK_PARAMS_HELP = (
+    "Validate a parameter file, optionally setting --set KEY=VALUE overrides in it first (as `dvc exp run -S` does; "
+    "nothing is written when a value is invalid); prints JSON with the pipeline it belongs to and its metrics path."
+)
+
+
+def check_params(args: argparse.Namespace) -> int:
+    """Run ``zerosearch check_params``: what the Prefect flow calls before it runs a stage."""
+    from zerosearch_core.artifacts import write_text_atomically
+    from zerosearch_core.profiles import override_params
+
+    params = Path(args.params)
+    overrides: dict[str, str] = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE; write e.g. --set train.seed=3.")
+        overrides[key.strip()] = value
+    pipeline = params.parent / "dvc.yaml"
+    if not pipeline.is_file():
+        raise ConfigError(
+            f"{params} belongs to no pipeline (no dvc.yaml beside it); use params.yaml or toy/params.yaml, or copy a "
+            "GPU profile over params.yaml."
+        )
+    if overrides:
+        write_text_atomically(params, override_params(params, overrides))
+        for key, value in overrides.items():
+            logger.info("Set %s = %s in %s", key, value, params)
+    cfg = load_config(params)
+    document = {"params": str(params), "pipeline": str(pipeline), "eval_metrics": cfg.paths.eval_metrics}
+    sys.stdout.write(json.dumps({**document, "overrides": overrides}) + "\n")
+    return 0
+
+
 EVALUATE_CHECKPOINT = "evaluate_checkpoint"
 EVALUATE_CHECKPOINT_HELP = (
     "Score any model folder (e.g. a released ZeroSearch or Search-R1 policy) against a retriever URL or the local "
@@ -313,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
             tool.add_argument("--exp-show", type=Path, required=True, help="`dvc exp show --json` output")
             tool.add_argument("--out", type=Path, required=True, help="folder for results.md/.json/.png")
             tool.add_argument("--title", default="Results", help="title of the table")
+    check = commands.add_parser(CHECK_PARAMS, help=CHECK_PARAMS_HELP, description=CHECK_PARAMS_HELP)
+    check.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
+    check.add_argument("--set", action="append", metavar="KEY=VALUE", help="an override, e.g. train.seed=3 (repeat)")
     checkpoint = commands.add_parser(
         EVALUATE_CHECKPOINT, help=EVALUATE_CHECKPOINT_HELP, description=EVALUATE_CHECKPOINT_HELP
     )
@@ -352,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
             return experiment_tool(args.stage, args)
         if args.stage == EVALUATE_CHECKPOINT:
             return evaluate_checkpoint(args)
+        if args.stage == CHECK_PARAMS:
+            return check_params(args)
         return run_stage(args.stage, args.params)
     except ConfigError as err:
         logger.error("Configuration error: %s", err)

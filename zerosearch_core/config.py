@@ -423,8 +423,8 @@ class SimulatorConfig:
     )
     noisy_pool: int = field(
         metadata=bounded(
-            "Results fetched per query while collecting (>= search.top_k; the policy sees the first top_k), from "
-            "which noisy_source lower_ranked draws.",
+            "Results fetched per query while collecting (at least search.top_k are; the policy sees the first "
+            "top_k), from which noisy_source lower_ranked draws.",
             ge=1,
         )
     )
@@ -724,11 +724,6 @@ class PipelineConfig:
             )
         if self.train.questions in self.eval.benchmarks:
             raise ConfigError(f"train.questions={self.train.questions!r} is also evaluated; train on a training split.")
-        if self.simulator.noisy_pool < self.search.top_k:
-            raise ConfigError(
-                f"simulator.noisy_pool={self.simulator.noisy_pool} is below search.top_k={self.search.top_k}; fetch at "
-                "least top_k results per query (e.g. noisy_pool: 20)."
-            )
         if self.rollout.max_new_tokens_per_turn >= self.rollout.max_total_tokens:
             raise ConfigError("rollout.max_new_tokens_per_turn must be smaller than rollout.max_total_tokens.")
 

@@ -144,3 +144,61 @@ def _resolve(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     logger.debug("%s extends %s", path, base_path)
     base = _resolve(base_path, (*chain, real))
     return deep_merge(base, raw, source=str(path))
+
+
+def override_params(path: str | Path, overrides: Mapping[str, Any]) -> str:
+    """The text of parameter file ``path`` with ``overrides`` (dotted key -> value) set, checked by the config loader.
+
+    What ``dvc exp run -S`` does to a parameter file, with the same strict check as every stage: a key the file lacks,
+    a value of the wrong type or out of its bounds is a :class:`ConfigError` that names it, and nothing is written.
+    A scalar is replaced on its own line, so every other line (comments, layout) stays as it was. String values are
+    read as YAML (``"3"`` is 3, ``"true"`` true), as on DVC's command line.
+
+    Raises:
+        ConfigError: The file or an override is invalid; the message names the key and the fix.
+    """
+    import tempfile
+
+    from ruamel.yaml import YAML
+
+    from zerosearch_core.config import load_config
+
+    path = Path(path)
+    load_config(path)  # the file itself must be valid first
+    text = path.read_text(encoding="utf-8")
+    for dotted, raw_value in overrides.items():
+        value = yaml.safe_load(raw_value) if isinstance(raw_value, str) else raw_value
+        document = YAML().load(text)  # positions of the current text
+        *sections, key = str(dotted).split(".")
+        node = document
+        for depth, section in enumerate(sections):
+            if not isinstance(node, Mapping) or section not in node:
+                known = ", ".join(map(str, node)) if isinstance(node, Mapping) else "none"
+                where = ".".join(sections[: depth + 1])
+                raise ConfigError(f"Override {dotted}: {where} is no section of {path} (it has: {known}).")
+            node = node[section]
+        if not isinstance(node, Mapping) or key not in node:
+            known = ", ".join(map(str, node)) if isinstance(node, Mapping) else "none"
+            raise ConfigError(f"Override {dotted}: {path} has no such key (that section has: {known}).")
+        key_line, _, value_line, value_column = node.lc.data[key]
+        if isinstance(node[key], (Mapping, list)) or isinstance(value, (Mapping, list)) or value_line != key_line:
+            raise ConfigError(
+                f"Override {dotted}: only single-line scalar values can be set this way; edit {path} for lists and "
+                "mappings."
+            )
+        lines = text.splitlines(keepends=True)
+        line = lines[value_line]
+        comment = line.find(" #", value_column)
+        tail = line[comment:] if comment >= 0 else "\n" if line.endswith("\n") else ""
+        rendered = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        lines[value_line] = line[:value_column] + rendered + tail
+        text = "".join(lines)
+    with tempfile.TemporaryDirectory() as scratch:
+        candidate = Path(scratch) / path.name
+        candidate.write_text(text, encoding="utf-8")
+        try:
+            load_config(candidate)
+        except ConfigError as err:
+            message = str(err).replace(str(candidate), str(path))
+            raise ConfigError(f"Overrides {dict(overrides)} make {path} invalid: {message}") from None
+    return text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,21 @@ def test_flow_chains_the_stages_of_a_reproduced_project(
     project, _ = reproduced
     dvc(project, "repro")  # other tests may have touched an output; start from an up-to-date project
     monkeypatch.setenv("ZEROSEARCH_PROJECT_DIR", str(project))
-    result = zerosearch_pipeline()
+    state = zerosearch_pipeline(return_state=True)
+    result = state.result()
     assert tuple(s["stage"] for s in result["stages"]) == STAGES  # the order of dvc.yaml
     assert all(s["skipped"] for s in result["stages"])  # DVC, not Prefect, decides what is up to date
+    # each stage task left a Markdown artifact that tells a skipped stage from one that ran
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    reports = {a.key: str(a.data) for a in artifacts}
+    assert set(reports) == {f"stage-{stage.replace('_', '-')}" for stage in STAGES}
+    assert all("up to date (DVC skipped it; nothing ran)" in text for text in reports.values())
     assert result["metrics"]["search"]["average"]["em"] >= 0.0
     assert result["metrics"]["not_evaluated"] == []
 
@@ -48,6 +61,7 @@ def test_a_failing_stage_fails_the_flow(
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "dvc.yaml").write_text("stages:\n  prepare_data:\n    cmd: exit 3\n")
+    (broken / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     monkeypatch.setenv("ZEROSEARCH_PROJECT_DIR", str(broken))
     state = zerosearch_pipeline(return_state=True)
     assert state.is_failed()
@@ -86,15 +100,57 @@ def test_prefect_yaml_deployment_is_valid(monkeypatch: pytest.MonkeyPatch) -> No
     assert flows == {"cpu-smoke-nightly": "zerosearch-pipeline", "toy-world-weekly": "zerosearch-toy"}
 
 
-def test_serve_deployment_matches_prefect_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_deployment_matches_prefect_yaml_under_its_own_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same flow, schedule and parameters as prefect.yaml's, but another name: serving never replaces the
+    deployment a worker runs."""
     from flows import serve
 
     monkeypatch.chdir(ROOT)
     raw = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"][0]
-    deployment = zerosearch_pipeline.to_deployment(name=serve.DEPLOYMENT_NAME, cron=serve.NIGHTLY_CRON)
-    assert deployment.name == raw["name"]
+    deployment = zerosearch_pipeline.to_deployment(
+        name=serve.DEPLOYMENT_NAME, cron=serve.NIGHTLY_CRON, parameters=raw["parameters"]
+    )
+    assert deployment.name != raw["name"]
     assert deployment.entrypoint == raw["entrypoint"]
     assert deployment.schedules[0].schedule.cron == raw["schedules"][0]["cron"]
+    assert raw["parameters"] == {"params": "params.yaml", "overrides": {}}
+
+
+@pytest.mark.slow
+def test_flow_parameters_pick_the_profile_and_bad_overrides_fail_before_any_stage(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UI's Custom run: overrides are checked by the config loader and written like `dvc exp run -S`; a bad one
+    fails the flow with the loader's message and leaves the file and every stage untouched."""
+    project = tmp_path / "project"
+    (project / "toy").mkdir(parents=True)
+    for name in ("params.yaml", "toy/params.yaml"):
+        (project / name).write_text((ROOT / name).read_text())
+    marker = project / "ran.txt"
+    (project / "toy/dvc.yaml").write_text(f"stages:\n  only:\n    cmd: echo ran >> {marker}\n")
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
+    monkeypatch.setenv("ZEROSEARCH_PROJECT_DIR", str(project))
+    before = (project / "toy/params.yaml").read_text()
+
+    state = zerosearch_pipeline("toy/params.yaml", {"curriculum.end": 1.5}, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(dvc_stages.StageFailed, match=r"curriculum.start and curriculum.end are probabilities"):
+        state.result()
+    state = zerosearch_pipeline("toy/params.yaml", {"train.sed": 3}, return_state=True)
+    with pytest.raises(dvc_stages.StageFailed, match=r"Override train.sed: .* has no such key"):
+        state.result()
+    assert (project / "toy/params.yaml").read_text() == before and not marker.exists()
+
+    metrics = project / "toy/metrics/eval.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"not_evaluated": []}))
+    result = zerosearch_pipeline("toy/params.yaml", {"train.seed": 3, "curriculum.end": "0.4"})
+    assert [s["stage"] for s in result["stages"]] == ["only"] and marker.read_text() == "ran\n"  # toy/dvc.yaml ran
+    after = (project / "toy/params.yaml").read_text()
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
+    assert changed == [("  end: 0.5", "  end: 0.4"), ("  seed: 0", "  seed: 3")]  # only those lines, comments kept
+    assert result["params"]["eval_metrics"] == "toy/metrics/eval.json"
 
 
 def shrink_toy_params(project: Path) -> None:

@@ -180,7 +180,7 @@ def test_outcome_labels_need_episode_rewards(real_search_cfg: PipelineConfig) ->
     ("changes", "message"),
     [
         ({"labeller": "outcome", "query_source": "question"}, "labeller is 'outcome' but simulator.query_source"),
-        ({"noisy_pool": 2}, r"noisy_pool=2 is below search.top_k=3"),
+        ({"noisy_pool": 0}, r"noisy_pool=0 is out of range"),
         ({"collect_samples": 0}, r"collect_samples=0 is out of range"),
     ],
 )
