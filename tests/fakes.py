@@ -10,6 +10,41 @@ from zerosearch_core.search.base import Document, SearchBackendError, SearchResu
 DOCS = (Document("d1", "Hamlet", "Hamlet is a tragedy by William Shakespeare.", 3.0),)
 
 
+class AnsweringPolicy:
+    """Searches the question it finds in its sequence once, then answers with ``answer(question, seen)``, where
+    ``seen`` is everything after the question (the retrieved block). Real token ids of the tiny tokenizer; what it
+    writes depends only on the sequence it continues."""
+
+    def __init__(self, tokenizer, answers: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+        self.tokenizer = tokenizer
+        self.answers = answers
+        self.stop_ids = {tokenizer.eos_token_id}
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def answer(self, question: str, seen: str) -> str:
+        return self.answers[question]
+
+    def generate(
+        self, sequences: Sequence[Sequence[int]], max_new_tokens: int, seeds: Sequence[int] | None = None
+    ) -> list[tuple[list[int], list[float]]]:
+        out = []
+        for sequence in sequences:
+            text = self.decode(sequence)
+            question = next(q for q in self.answers if q in text)
+            seen = text.split(question)[-1]
+            searched = "<information>" in seen  # the prompt itself names the tags, before the question
+            ids = self.encode(
+                f"<answer> {self.answer(question, seen)} </answer>" if searched else f"<search> {question} </search>"
+            )
+            out.append((ids, [0.0] * len(ids)))
+        return out
+
+
 class ScriptedPolicy:
     """Emits fixed turns (as real token ids of the tiny tokenizer) and records what it was shown."""
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from tests.fakes import AnsweringPolicy
 from zerosearch_core import cli
 from zerosearch_core.config import PipelineConfig, config_to_dict
 from zerosearch_core.data.benchmarks import normalize, read_raw, sample_questions
@@ -23,34 +23,6 @@ from zerosearch_core.models import load_tokenizer
 from zerosearch_core.rollout import SearchProtocol
 from zerosearch_core.search.base import Document, SearchErrorBudget, SearchResult
 from zerosearch_core.stages import StageHooks, build_index, evaluate, init_policy, prepare_data
-
-
-class OraclePolicy:
-    """Searches once, then answers with the golden answer of the question it finds in its prompt."""
-
-    def __init__(self, tokenizer, answers: dict[str, str]) -> None:
-        self.tokenizer = tokenizer
-        self.answers = answers
-        self.stop_ids = {tokenizer.eos_token_id}
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
-
-    def generate(
-        self, sequences: Sequence[Sequence[int]], max_new_tokens: int, seeds: Sequence[int] | None = None
-    ) -> list[tuple[list[int], list[float]]]:
-        outputs = []
-        for seq in sequences:
-            text = self.decode(seq)
-            if "<information>" not in text.split("<|im_start|>assistant\n", 1)[1]:
-                outputs.append(self.encode("<search> find it </search>"))
-                continue
-            question = text.split("Question: ", 1)[1].split("<|im_end|>", 1)[0]
-            outputs.append(self.encode(f"<answer> {self.answers[question]} </answer>"))
-        return [(ids, [0.0] * len(ids)) for ids in outputs]
 
 
 class OneDocEngine:
@@ -76,7 +48,7 @@ def test_oracle_scores_one_and_silence_scores_zero(
     tokenizer = load_tokenizer(tiny_policy_dir)
     protocol = SearchProtocol.from_sections(cfg.rollout, cfg.search)
     questions = sample_questions(bamboogle, 6, seed=1)
-    oracle = OraclePolicy(
+    oracle = AnsweringPolicy(
         tokenizer, {q: a[0] for q, a in zip(questions["question"], questions["golden_answers"], strict=True)}
     )
     run = evaluate_benchmark(

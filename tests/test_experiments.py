@@ -112,9 +112,7 @@ def test_summary_has_cold_start_first_then_mean_and_spread_per_experiment(tmp_pa
     assert real_row["em_std"] == 0.0
     write_results(plan, rows, tmp_path / "results", "Toy")
     markdown = (tmp_path / "results/results.md").read_text()
-    assert (
-        f"| {zs.label} | 50.0 ± 14.1 | 70.0 | 30.0 | +45.0 | 2 | 60.0, 40.0 |" in markdown
-    )
+    assert f"| {zs.label} | 50.0 ± 14.1 | 70.0 | 30.0 | +45.0 | 2 | 60.0, 40.0 |" in markdown
     assert "simulated search is at least as good as real search (zerosearch 50.0 ± 14.1, n=2" in markdown
     assert "| cold start (before RL) | 5.0 ± 0.0 |" in markdown
     assert (tmp_path / "results/results.png").read_bytes()[:4] == b"\x89PNG"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fakes import ScriptedPolicy
+from tests.fakes import AnsweringPolicy, ScriptedPolicy
 from zerosearch_core.config import MAX_TOP_K, ConfigError, PipelineConfig, load_config
 from zerosearch_core.models import load_tokenizer
 from zerosearch_core.rollout import run_episodes
@@ -71,34 +71,12 @@ def test_more_than_twenty_documents_is_a_clear_config_error(tmp_path: Path) -> N
         load_config(path)
 
 
-class ReadingOracle:
-    """Searches once, then answers with the golden answer only if one of the returned documents states it."""
+class ReadingOracle(AnsweringPolicy):
+    """Answers with the golden answer only if one of the returned documents states it."""
 
-    def __init__(self, tokenizer, answers: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
-        self.tokenizer = tokenizer
-        self.answers = answers
-        self.stop_ids = {tokenizer.eos_token_id}
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def decode(self, ids) -> str:  # type: ignore[no-untyped-def]
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
-
-    def generate(self, sequences, max_new_tokens, seeds=None):  # type: ignore[no-untyped-def]
-        out = []
-        for sequence in sequences:
-            text = self.decode(sequence)
-            question = next(q for q in self.answers if q in text)
-            after = text.split(question)[-1]
-            if "<information>" not in after:
-                turn = f"<search> {question} </search>"
-            else:
-                answer = self.answers[question]
-                turn = f"<answer> {answer if answer.lower() in after.lower() else 'unknown'} </answer>"
-            ids = self.encode(turn)
-            out.append((ids, [0.0] * len(ids)))
-        return out
+    def answer(self, question: str, seen: str) -> str:
+        golden = self.answers[question]
+        return golden if golden.lower() in seen.lower() else "unknown"
 
 
 def test_evaluation_searches_with_twenty_documents(cfg: PipelineConfig, corpus, tiny_policy_dir: Path) -> None:  # type: ignore[no-untyped-def]

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from tests.fakes import AnsweringPolicy
 from zerosearch_core.config import ConfigError, PipelineConfig, load_config
 from zerosearch_core.data import benchmarks as benchmark_data
 from zerosearch_core.models import load_tokenizer
@@ -22,39 +22,6 @@ from zerosearch_core.simulator.sft_data import build_sft_data, documents_of, low
 from zerosearch_core.stages import StageHooks
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class AnsweringPolicy:
-    """Searches the question, then answers it: correctly for the questions in ``right``, wrongly for the others.
-
-    Token ids of the real tiny tokenizer; what it writes depends only on the sequence it continues.
-    """
-
-    def __init__(self, tokenizer, questions: Sequence[str], answers: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
-        self.tokenizer = tokenizer
-        self.questions = list(questions)
-        self.answers = answers
-        self.stop_ids = {tokenizer.eos_token_id}
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
-
-    def generate(self, sequences, max_new_tokens, seeds=None):  # type: ignore[no-untyped-def]
-        out = []
-        for sequence in sequences:
-            text = self.decode(sequence)
-            question = next(q for q in self.questions if q in text)
-            turn = (
-                f"<answer> {self.answers[question]} </answer>"
-                if "<information>" in text.split(question)[-1]  # the prompt itself names the tags
-                else f"<search> {question} </search>"
-            )
-            ids = self.encode(turn)
-            out.append((ids, [0.0] * len(ids)))
-        return out
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +69,7 @@ def _collect(cfg: PipelineConfig) -> tuple[list[dict], pd.DataFrame]:
         str(q): (str(golden[0]) if q in right else "zzzz qqqq")
         for q, golden in zip(questions["question"], questions["golden_answers"], strict=True)
     }
-    policy = AnsweringPolicy(tokenizer, list(answers), answers)
+    policy = AnsweringPolicy(tokenizer, answers)
     with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as engine:
         sessions = collect_trajectories.recording_sessions(cfg, engine, questions, sim.collect_samples)
         metrics = collect_trajectories.record_policy_episodes(policy, tokenizer, sessions, cfg)
