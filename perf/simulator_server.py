@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zerosearch_core.config import load_config  # noqa: E402
 from zerosearch_core.models import load_causal_lm, load_tokenizer  # noqa: E402
-from zerosearch_core.search.http import free_port  # noqa: E402
+from zerosearch_core.netutil import free_port, wait_until_healthy  # noqa: E402
 from zerosearch_core.simulator.llm import LocalLLM  # noqa: E402
 from zerosearch_core.simulator.prompts import render_simulator_prompt  # noqa: E402
 from zerosearch_core.simulator.server import create_simulator_app  # noqa: E402
@@ -67,15 +67,7 @@ def server_process(params: Path, model_dir: Path, batch: int) -> Iterator[str]:
     process = subprocess.Popen([*command, "--serve-batch", str(batch), "--serve-port", str(port)])
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("The simulator server did not start.") from None
-                time.sleep(0.2)
+        wait_until_healthy(url, process, 120, "The simulator server", poll_s=0.2)
         yield url
     finally:
         process.terminate()

@@ -46,7 +46,7 @@ def test_unknown_stage_is_refused() -> None:
 def test_known_failures_end_in_one_line_that_names_the_problem(
     tmp_path: Path, tiny_policy_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from zerosearch_core.search.http import free_port
+    from zerosearch_core.netutil import free_port
 
     monkeypatch.chdir(tmp_path)  # MLflow writes its store and artifacts under the working folder
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

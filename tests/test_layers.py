@@ -38,6 +38,7 @@ TOP_LEVEL_WINGS: dict[str, str] = {
     "profiles": "base",
     "vllm_engine": "engine",
     "distributed": "base",
+    "netutil": "base",
     "rewards": "rewards",
     "prompts": "prompts",
     "models": "prompts",

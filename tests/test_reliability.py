@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from zerosearch_core.models import load_causal_lm, load_tokenizer
-from zerosearch_core.search.http import create_retriever_app, free_port, running_server
+from zerosearch_core.netutil import free_port
+from zerosearch_core.search.http import create_retriever_app, running_server
 from zerosearch_core.search.local import BM25Retriever
 from zerosearch_core.simulator.llm import LocalLLM
 from zerosearch_core.simulator.server import ServerLimits, create_simulator_app

@@ -11,16 +11,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
 from zerosearch_core.config import PipelineConfig, config_to_dict
-from zerosearch_core.search.http import free_port
+from zerosearch_core.netutil import free_port, wait_until_healthy
 
 pytestmark = pytest.mark.slow
 PASSWORD = "canary-pg-secret-7f3a"
@@ -84,16 +82,7 @@ def mlflow_server(postgres: tuple[int, dict[str, str]], tmp_path: Path) -> Itera
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert process.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not come up:\n" + log.read_text()[-3000:]
-            time.sleep(1)
+        wait_until_healthy(url, process, 180, "mlflow server", lambda: log.read_text()[-3000:])
         yield url, artifacts, log
     finally:
         process.terminate()

@@ -12,9 +12,10 @@ import yaml
 from tests.fakes import AnsweringPolicy, ScriptedPolicy
 from zerosearch_core.config import MAX_TOP_K, ConfigError, PipelineConfig, load_config
 from zerosearch_core.models import load_tokenizer
+from zerosearch_core.netutil import free_port
 from zerosearch_core.rollout import run_episodes
 from zerosearch_core.search.base import EpisodeContext, SearchErrorBudget
-from zerosearch_core.search.http import HttpSearchEngine, create_retriever_app, free_port, running_server
+from zerosearch_core.search.http import HttpSearchEngine, create_retriever_app, running_server
 from zerosearch_core.search.local import BM25Retriever
 from zerosearch_core.simulator.engine import SimulatedSearchEngine
 

@@ -26,11 +26,9 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +39,7 @@ from typing import Any
 import torch
 
 from zerosearch_core.config import ConfigError
+from zerosearch_core.netutil import free_port, wait_until_healthy
 
 logger = logging.getLogger(__name__)
 
@@ -271,11 +270,10 @@ def running_vllm_server(
     Raises:
         RuntimeError: The server exited or was not healthy within ``startup_timeout_s``.
     """
-    import requests
 
     import_vllm()
     check_model_supported(model_dir)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = server_command(model_dir, settings, served_name, "127.0.0.1", port)
     with tempfile.NamedTemporaryFile("w+", prefix="vllm-server-", suffix=".log", delete=False) as log:
@@ -284,24 +282,8 @@ def running_vllm_server(
     with log_path.open("w") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + startup_timeout_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"vLLM's server for {model_dir} exited with code {process.returncode} while starting; the end of "
-                    f"its log ({log_path}):\n{_tail(log_path)}"
-                )
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"vLLM's server for {model_dir} was not healthy after {startup_timeout_s:.0f} s; the end of its "
-                    f"log ({log_path}):\n{_tail(log_path)}"
-                )
-            time.sleep(1.0)
+        what = f"vLLM's server for {model_dir} (log: {log_path})"
+        wait_until_healthy(url, process, startup_timeout_s, what, lambda: _tail(log_path))
         logger.info("vLLM's server is healthy at %s", url)
         yield url
     finally:
@@ -382,7 +364,7 @@ def _single_process_world() -> Iterator[None]:
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         yield
         return
-    wanted["MASTER_PORT"] = str(_free_port())
+    wanted["MASTER_PORT"] = str(free_port())
     saved = {key: os.environ.get(key) for key in wanted}
     os.environ.update(wanted)
     try:
@@ -393,9 +375,3 @@ def _single_process_world() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -15,9 +15,10 @@ import pytest
 import requests
 
 from zerosearch_core.config import PipelineConfig
+from zerosearch_core.netutil import free_port
 from zerosearch_core.rewards import normalize_answer
 from zerosearch_core.search.base import EpisodeContext, SearchBackendError, SearchErrorBudget
-from zerosearch_core.search.http import HttpSearchEngine, create_retriever_app, free_port, running_server
+from zerosearch_core.search.http import HttpSearchEngine, create_retriever_app, running_server
 from zerosearch_core.search.local import BM25Retriever, DenseRetriever, LocalSearchEngine
 from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.stages import StageHooks, build_index

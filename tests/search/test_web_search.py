@@ -9,8 +9,9 @@ import pytest
 from fastapi import FastAPI, Header, HTTPException
 
 from zerosearch_core.config import ConfigError, PipelineConfig, flatten_config
+from zerosearch_core.netutil import free_port
 from zerosearch_core.search.base import EpisodeContext, SearchBackendError
-from zerosearch_core.search.http import free_port, running_server
+from zerosearch_core.search.http import running_server
 from zerosearch_core.search.registry import open_search_engine
 
 KEY = "test-key-123"

@@ -15,9 +15,10 @@ import requests
 
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.models import load_causal_lm, load_tokenizer
+from zerosearch_core.netutil import free_port
 from zerosearch_core.rollout import run_episodes
 from zerosearch_core.search.base import EpisodeContext, SearchBackendError, SearchErrorBudget
-from zerosearch_core.search.http import free_port, running_server
+from zerosearch_core.search.http import running_server
 from zerosearch_core.simulator.engine import SimulatedSearchEngine
 from zerosearch_core.simulator.llm import LocalLLM
 from zerosearch_core.simulator.server import OpenAICompatibleLLM, ServerLimits, create_simulator_app

@@ -15,7 +15,6 @@ Serve it with ``zerosearch serve_retriever --params params.yaml`` (binds ``searc
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -194,13 +193,6 @@ class HttpSearchSession:
             return SearchResult(documents=(), status="empty_query", latency_s=0.0, message="Empty query.")
         documents = self.engine.retrieve([query], top_k)[0]
         return SearchResult(documents=tuple(documents), status="ok", latency_s=time.perf_counter() - started)
-
-
-def free_port(host: str) -> int:
-    """A TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

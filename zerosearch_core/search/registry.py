@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from zerosearch_core.config import SearchConfig
+from zerosearch_core.netutil import free_port
 from zerosearch_core.search.base import SearchEngine
-from zerosearch_core.search.http import HttpSearchEngine, create_retriever_app, free_port, running_server
+from zerosearch_core.search.http import HttpSearchEngine, create_retriever_app, running_server
 from zerosearch_core.search.local import LocalSearchEngine, load_retriever, read_manifest
 
 logger = logging.getLogger(__name__)

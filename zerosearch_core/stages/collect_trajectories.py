@@ -5,9 +5,9 @@ Every (question, golden answers, query, returned documents) interaction with the
 issues while running the search protocol, ``simulator.collect_samples`` episodes per question sampled at
 ``simulator.collect_temperature``; each interaction then also carries its episode's answer and reward (the trainer's
 ``reward`` section), which the ``outcome`` labeller reads. With ``question`` the question itself is the query (for a
-policy that cannot search yet, like the untrained CPU model). Each search fetches ``simulator.noisy_pool`` results (at least ``search.top_k``);
-the policy sees the first ``search.top_k`` (``documents``), the rest are kept as ``lower_ranked`` for deriving noisy
-targets. Run: ``python -m zerosearch_core.cli collect_trajectories``.
+policy that cannot search yet, like the untrained CPU model). Each search fetches ``simulator.noisy_pool`` results
+(at least ``search.top_k``); the policy sees the first ``search.top_k`` (``documents``), the rest are kept as
+``lower_ranked`` for deriving noisy targets. Run: ``python -m zerosearch_core.cli collect_trajectories``.
 """
 
 from __future__ import annotations
