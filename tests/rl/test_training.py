@@ -228,9 +228,8 @@ def test_kill_9_during_training_then_rerun_resumes_from_the_last_checkpoint(
     assert "Resumed from" in output and "checkpoint-" in output
     import mlflow
 
-    runs = mlflow.search_runs(
-        experiment_names=[cfg.tracking.experiment], tracking_uri=cfg.tracking.uri, order_by=["start_time DESC"]
-    )
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    runs = mlflow.search_runs(experiment_names=[cfg.tracking.experiment], order_by=["start_time DESC"])
     assert runs.iloc[0]["tags.run_start"] == "resumed"  # the rerun says in MLflow that it resumed
     history = [
         json.loads(line)

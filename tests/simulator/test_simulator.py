@@ -263,8 +263,10 @@ def test_collect_label_finetune_stages_on_real_search(cfg: PipelineConfig, tiny_
     assert collected.metrics["interactions"] == 800
     first = json.loads(Path(run_cfg.paths.trajectories).read_text().splitlines()[0])
     assert (
-        set(first) == {"id", "question", "golden_answers", "query", "documents"} and first["query"] == first["question"]
+        set(first) == {"id", "question", "golden_answers", "sample", "query", "documents", "lower_ranked"}
+        and first["query"] == first["question"]
     )
+    assert first["lower_ranked"] == []  # params.yaml's noisy_pool is top_k: nothing below the shown results
     assert len(first["documents"]) == run_cfg.search.top_k
 
     built = build_simulator_sft.run(run_cfg, StageHooks())
