@@ -180,7 +180,7 @@ def override_params(path: str | Path, overrides: Mapping[str, Any]) -> str:
         if not isinstance(node, Mapping) or key not in node:
             known = ", ".join(map(str, node)) if isinstance(node, Mapping) else "none"
             raise ConfigError(f"Override {dotted}: {path} has no such key (that section has: {known}).")
-        key_line, _, value_line, value_column = node.lc.data[key]
+        key_line, _, value_line, value_column = node.lc.data[key]  # type: ignore[attr-defined]  # ruamel's CommentedMap
         if isinstance(node[key], (Mapping, list)) or isinstance(value, (Mapping, list)) or value_line != key_line:
             raise ConfigError(
                 f"Override {dotted}: only single-line scalar values can be set this way; edit {path} for lists and "

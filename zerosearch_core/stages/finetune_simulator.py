@@ -54,7 +54,8 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     sft_dir = Path(cfg.paths.simulator_sft_dir)
     checkpoints = Path(cfg.paths.simulator_checkpoints_dir)
     if sim.mode == "prompted":  # the paper's prompt-only baseline: the base model as it is, asked few-shot
-        model, losses, start = load_causal_lm(base, cfg.model.dtype), [], "not fine-tuned (simulator.mode: prompted)"
+        losses: list[float] = []
+        model, start = load_causal_lm(base, cfg.model.dtype), "not fine-tuned (simulator.mode: prompted)"
     else:
         model, losses, start = train_simulator(
             sim, base, sft_dir, checkpoints, cfg.seed, cfg.model.dtype, hooks.log_step
