@@ -106,8 +106,9 @@ class SimulatedSearchEngine:
             session.calls += 1
             asked.append(_Asked(index, session, doc_type, self.render_prompt(session.ctx, query, doc_type, top_k)))
         started = time.perf_counter()
+        resample = self.cfg.type_check == "resample"
         pending = asked
-        for attempt in range(1 + (self.cfg.type_check_attempts if self.cfg.type_check == "resample" else 0)):
+        for attempt in range(1 + (self.cfg.type_check_attempts if resample else 0)):
             if not pending:
                 break
             if attempt:
@@ -125,11 +126,8 @@ class SimulatedSearchEngine:
                 pending = []
                 break
             for a, text in zip(pending, texts, strict=True):
-                a.take(parse_documents(text, top_k, self.max_doc_chars), top_k)
-            if self.cfg.type_check == "resample":
-                pending = [a for a in pending if not a.type_met(top_k)]
-            else:
-                pending = []
+                a.take(parse_documents(text, top_k, self.max_doc_chars), top_k, keep_clean=resample)
+            pending = [a for a in pending if not a.type_met(top_k)] if resample else []
         latency = (time.perf_counter() - started) / max(len(asked), 1)
         for a in asked:
             if outcomes[a.index] is None:
@@ -172,10 +170,11 @@ class _Asked:
     last: ParsedDocuments | None = None
     clean: list[Document] = field(default_factory=list)
 
-    def take(self, parsed: ParsedDocuments, top_k: int) -> None:
-        """Record an attempt's output (a noisy search also keeps its documents that hold no golden answer)."""
+    def take(self, parsed: ParsedDocuments, top_k: int, keep_clean: bool) -> None:
+        """Record an attempt's output; with ``keep_clean`` (resampling) a noisy search also keeps its documents that
+        hold no golden answer, across attempts."""
         self.last = parsed
-        if self.doc_type == "noisy":
+        if keep_clean and self.doc_type == "noisy":
             answers = self.session.ctx.gold_answers
             for doc in parsed.documents:
                 seen = {d.text for d in self.clean}
@@ -191,7 +190,7 @@ class _Asked:
     def result(self, top_k: int) -> ParsedDocuments:
         """What the search returns: the last output; for noisy with resampling, its clean documents when any."""
         assert self.last is not None
-        if self.doc_type == "noisy" and self.clean and self.session.engine.cfg.type_check == "resample":
+        if self.clean:  # only a resampled noisy search keeps clean documents
             documents = tuple(replace(d, id=f"sim-{i + 1}") for i, d in enumerate(self.clean))
             return ParsedDocuments(documents, top_k - len(documents), self.last.overlong, self.last.unnumbered)
         return self.last
