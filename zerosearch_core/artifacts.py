@@ -173,19 +173,26 @@ def run_start(kept: bool, existed: bool) -> str:
     return RESUMED if kept else AFRESH_CLEARED if existed else AFRESH
 
 
-def prepare_resumable_dir(folder: Path, fingerprint: str, marker_name: str = "run_fingerprint") -> bool:
+def has_checkpoints(folder: Path) -> bool:
+    """Whether ``folder`` holds a checkpoint of either trainer (TRL's ``checkpoint-N``, PPO's ``step-N``)."""
+    return folder.is_dir() and any(p.is_dir() and p.name.startswith(("checkpoint-", "step-")) for p in folder.iterdir())
+
+
+def prepare_resumable_dir(folder: Path, fingerprint: str, marker_name: str = "run_fingerprint") -> str:
     """Keep ``folder`` (checkpoints to resume) when it was made for ``fingerprint``; otherwise empty it.
 
     Returns:
-        True when existing contents were kept for resuming.
+        How the run starts (:func:`run_start`): ``resumed`` when checkpoints of this run were kept, else afresh
+        (saying so when another run's checkpoints were cleared).
     """
+    existed = has_checkpoints(folder)
     marker = folder / marker_name
     kept = folder.exists() and marker.is_file() and marker.read_text().strip() == fingerprint
     if folder.exists() and not kept:
         remove_path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     marker.write_text(fingerprint + "\n")
-    return kept
+    return run_start(kept and existed, existed)
 
 
 def checkpoint_is_final(checkpoint: Path) -> bool:

@@ -26,7 +26,6 @@ from zerosearch_core.artifacts import (
     fingerprint,
     last_complete_checkpoint,
     prepare_resumable_dir,
-    run_start,
 )
 from zerosearch_core.config import SimulatorConfig, config_to_dict, is_service_key
 from zerosearch_core.models import load_causal_lm, load_tokenizer
@@ -90,9 +89,7 @@ def train_simulator(
         "data": file_sha256(sft_dir / TRAIN_FILE),
         "base_weights": checkpoint_identity(base),  # a rebuilt base policy must not resume old checkpoints
     }
-    existed = output_dir.is_dir() and any(output_dir.glob("checkpoint-*"))
-    kept = prepare_resumable_dir(output_dir, fingerprint(run_identity)) and any(output_dir.glob("checkpoint-*"))
-    start = run_start(kept, existed)
+    start = prepare_resumable_dir(output_dir, fingerprint(run_identity))
     logger.info("Simulator fine-tuning in %s: %s", output_dir, start)
     tokenizer = load_tokenizer(base)
     tokenizer.padding_side = "right"

@@ -17,11 +17,12 @@ import torch
 
 from zerosearch_core import distributed
 from zerosearch_core.artifacts import (
+    AFRESH_CLEARED,
+    RESUMED,
     checkpoint_identity,
     file_sha256,
     fingerprint,
     prepare_resumable_dir,
-    run_start,
     write_dir_atomically,
     write_text_atomically,
 )
@@ -92,22 +93,15 @@ def prepare_checkpoints_dir(cfg: PipelineConfig) -> Path:
 def _prepare_checkpoints(cfg: PipelineConfig) -> tuple[Path, str]:
     """The checkpoints folder and how the run starts (:func:`~zerosearch_core.artifacts.run_start`)."""
     checkpoints_dir = Path(cfg.paths.checkpoints_dir)
-    existed = _has_checkpoints(checkpoints_dir)
-    kept = prepare_resumable_dir(checkpoints_dir, run_fingerprint(cfg), FINGERPRINT_FILE)
-    kept = kept and _has_checkpoints(checkpoints_dir)
-    if kept:
+    start = prepare_resumable_dir(checkpoints_dir, run_fingerprint(cfg), FINGERPRINT_FILE)
+    if start == RESUMED:
         logger.info("Checkpoints in %s belong to this run (same config, data and weights): resuming", checkpoints_dir)
-    elif existed:
+    elif start == AFRESH_CLEARED:
         logger.warning(
             "Checkpoints in %s belonged to another run (config, data or weights changed); started afresh",
             checkpoints_dir,
         )
-    return checkpoints_dir, run_start(kept, existed)
-
-
-def _has_checkpoints(folder: Path) -> bool:
-    """Whether ``folder`` holds a checkpoint of either trainer (TRL's ``checkpoint-N``, PPO's ``step-N``)."""
-    return folder.is_dir() and any(p.is_dir() and p.name.startswith(("checkpoint-", "step-")) for p in folder.iterdir())
+    return checkpoints_dir, start
 
 
 def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
