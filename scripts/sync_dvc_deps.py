@@ -116,7 +116,7 @@ def toy_pipeline(main_text: str) -> str:
     main = yaml.safe_load(main_text)
     stages: dict[str, Any] = {
         "generate_world": {
-            "cmd": f"python -m zerosearch_core.cli generate_world --params {TOY_PARAMS}",
+            "cmd": f"scripts/stage-python -m zerosearch_core.cli generate_world --params {TOY_PARAMS}",
             "deps": module_deps("generate_world"),
             "params": stage_params("generate_world"),
             "outs": [

@@ -33,7 +33,14 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Literal
 
-from tqdm import tqdm
+try:
+    from tqdm import tqdm
+except ModuleNotFoundError as exc:  # a Python without the project installed: say which, and what to do
+    raise SystemExit(
+        f"zerosearch: {sys.executable} does not have the project's packages ({exc.name} is missing). "
+        "Activate its environment (source .venv/bin/activate) or create it (bash scripts/setup.sh); "
+        "dvc.yaml's stage commands find .venv themselves through scripts/stage-python."
+    ) from exc
 
 import mlflow
 from zerosearch_core import distributed

@@ -4,8 +4,10 @@ and dvc.yaml's deps/params kept honest against the code."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,7 +149,7 @@ def test_stage_deps_list_exactly_the_modules_the_stage_imports(stage: str) -> No
     listed = {d for d in spec["deps"] if d.startswith("zerosearch_core/")}
     assert listed == set(module_deps(stage)), "run scripts/sync_dvc_deps.py"
     assert "zerosearch_core/cli.py" not in listed and "zerosearch_core/config.py" not in listed
-    assert spec["cmd"] == f"python -m zerosearch_core.cli {stage} --params params.yaml"
+    assert spec["cmd"] == f"scripts/stage-python -m zerosearch_core.cli {stage} --params params.yaml"
     assert spec["params"] == stage_params(stage), "run scripts/sync_dvc_deps.py"
     assert not any(is_service_key(key) for key in spec["params"]), "a service knob must not re-run a stage"
 
@@ -173,7 +175,7 @@ def test_toy_pipeline_is_the_main_pipeline_run_with_the_toy_params() -> None:
     assert list(toy) == ["generate_world", *main]
     for name, spec in toy.items():
         assert spec["wdir"] == ".."
-        assert spec["cmd"] == f"python -m zerosearch_core.cli {name} --params toy/params.yaml"
+        assert spec["cmd"] == f"scripts/stage-python -m zerosearch_core.cli {name} --params toy/params.yaml"
     listed = {d for d in toy["generate_world"]["deps"] if d.startswith("zerosearch_core/")}
     assert listed == set(module_deps("generate_world"))
 
@@ -240,3 +242,40 @@ def test_a_teammates_fresh_clone_pulls_the_outputs_and_repro_is_a_no_op(
     assert "Data and pipelines are up to date." in dvc(clone, "status", "dvc.yaml").stdout
     result = dvc(clone, "repro", "dvc.yaml")
     assert all(f"Stage '{s}' didn't change, skipping" in result.stdout for s in STAGES)
+
+
+@pytest.mark.slow
+def test_stage_commands_run_without_an_activated_environment(tmp_path: Path, benchmarks_dir: Path) -> None:
+    """`.venv/bin/dvc repro` from a plain shell: the stage command finds the project's .venv (scripts/stage-python),
+    where a bare `python` would be the system's, without the project's packages."""
+    from tests.conftest import copy_project
+
+    project = copy_project(tmp_path, benchmarks_dir)
+    (project / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    env = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = "/usr/bin:/bin"
+    result = subprocess.run(
+        [str(project / ".venv/bin/dvc"), "repro", "toy/dvc.yaml:generate_world"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    world = load_config(project / "toy/params.yaml").world
+    assert world is not None and (project / world.output_dir / "corpus.jsonl").stat().st_size > 0
+
+
+def test_a_python_without_the_project_says_what_to_do() -> None:
+    system_python = shutil.which("python3", path="/usr/bin:/bin")
+    if system_python is None or Path(system_python).resolve() == Path(sys.executable).resolve():
+        pytest.skip("no system python3 apart from this environment's")
+    probe = subprocess.run([system_python, "-c", "import tqdm"], capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("the system python3 has tqdm, so the missing-package path cannot be shown")
+    result = subprocess.run(
+        [system_python, "-m", "zerosearch_core.cli", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "tqdm is missing" in result.stderr and "bash scripts/setup.sh" in result.stderr
+    assert "Traceback" not in result.stderr
