@@ -35,6 +35,10 @@ RETRIES: dict[str, int] = {
 }
 """Prefect retries per stage; a stage not listed gets 0 (the safe default for anything that trains)."""
 
+MLFLOW_RUN_LINE = "MLflow run: "
+"""The line a stage prints on stderr to announce its MLflow run (``zerosearch_core.cli.MLFLOW_RUN_LINE``; a test
+keeps the two equal without importing the CLI here)."""
+
 
 def project_dir() -> Path:
     """The DVC project the tasks run in: ``ZEROSEARCH_PROJECT_DIR`` if set, else this repository."""
@@ -46,13 +50,16 @@ class StageFailed(RuntimeError):
 
 
 def stage_environment() -> dict[str, str]:
-    """The environment for DVC: this interpreter's folder first on PATH (the stage commands call ``python``), and
-    the Prefect flow run id for MLflow to tag each stage's run with."""
+    """The environment for DVC: this interpreter's folder first on PATH (``scripts/stage-python`` falls back to the
+    ``python3`` there when the project has no ``.venv``), and the Prefect flow run's id and page for MLflow to tag
+    each stage's run with."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     run_id = flow_run.get_id()
     if run_id is not None:
         env["ZEROSEARCH_PIPELINE_RUN"] = str(run_id)
+        if flow_run.ui_url:
+            env["ZEROSEARCH_PIPELINE_RUN_URL"] = str(flow_run.ui_url)
     env.setdefault("DVC_NO_ANALYTICS", "1")
     env.setdefault("GX_ANALYTICS_ENABLED", "false")
     return env
@@ -75,7 +82,10 @@ def run_dvc_stage(stage: str, pipeline: str = "dvc.yaml") -> dict[str, Any]:
     started = time.perf_counter()
     lines = stream_command(["repro", "--single-item", target], f"dvc stage {stage!r}")
     skipped = any("didn't change, skipping" in line for line in lines)
-    return {"stage": stage, "seconds": round(time.perf_counter() - started, 2), "skipped": skipped}
+    # the stage announces its MLflow run; after a retry the last announcement is the run that counted
+    links = [line.split(MLFLOW_RUN_LINE, 1)[1] for line in lines if MLFLOW_RUN_LINE in line]
+    outcome = {"stage": stage, "seconds": round(time.perf_counter() - started, 2), "skipped": skipped}
+    return {**outcome, "mlflow_run": links[-1] if links else None}
 
 
 def stream_command(dvc_args: list[str], what: str, extra_env: dict[str, str] | None = None) -> list[str]:
@@ -162,11 +172,20 @@ def stage_report(outcome: dict[str, Any], pipeline: str, flow_run_id: str | None
     <BLANKLINE>
     - pipeline `dvc.yaml`, 1.5 s
     - MLflow: no new run (the stage did not run)
+    >>> ran = {"stage": "evaluate", "seconds": 9, "skipped": False}
+    >>> print(stage_report({**ran, "mlflow_run": "http://127.0.0.1:5000/#/experiments/1/runs/ab12"}, "dvc.yaml", "x"))
+    ### evaluate: ran
+    <BLANKLINE>
+    - pipeline `dvc.yaml`, 9 s
+    - MLflow: http://127.0.0.1:5000/#/experiments/1/runs/ab12
     """
     stage = outcome["stage"]
     if outcome["skipped"]:
         lines = [f"### {stage}: up to date (DVC skipped it; nothing ran)", ""]
         mlflow_line = "- MLflow: no new run (the stage did not run)"
+    elif outcome.get("mlflow_run"):
+        lines = [f"### {stage}: ran", ""]
+        mlflow_line = f"- MLflow: {outcome['mlflow_run']}"
     else:
         lines = [f"### {stage}: ran", ""]
         where = (

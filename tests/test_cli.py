@@ -117,3 +117,43 @@ def test_the_commit_tag_ignores_what_the_pipeline_rewrites(tmp_path: Path, monke
     (tmp_path / "code.py").write_text("v2\n")
     commit, changed = git_commit()
     assert commit.endswith("-dirty") and changed == ["code.py"]
+
+
+def test_a_stage_run_records_the_changed_params_and_both_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`-S train.seed=3` (or a flow's overrides) shows as `changed_params`; the run names the Prefect flow run's
+    page, and the stage announces its MLflow run in the line the Prefect task reads back."""
+    from mlflow.tracking import MlflowClient
+
+    from tasks.dvc_stages import MLFLOW_RUN_LINE as READ_BACK
+    from zerosearch_core.cli import MLFLOW_RUN_LINE, changed_params, stage_run
+    from zerosearch_core.config import load_config
+
+    assert READ_BACK == MLFLOW_RUN_LINE
+    monkeypatch.chdir(tmp_path)
+    params = Path("params.yaml")
+    params.write_text((ROOT / "params.yaml").read_text())
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
+        subprocess.run([*git, *command], check=True, capture_output=True)
+    assert changed_params(params) == []
+    text = params.read_text()
+    params.write_text(text.replace("\n  seed: 0\n", "\n  seed: 3\n", 1).replace("algorithm: grpo", "algorithm: ppo", 1))
+    assert changed_params(params) == ['train.algorithm="ppo"', "train.seed=3"]
+    assert changed_params(Path("not-in-git.yaml")) == []
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("ZEROSEARCH_PIPELINE_RUN", "f1ow-run-1d")
+    monkeypatch.setenv("ZEROSEARCH_PIPELINE_RUN_URL", "http://127.0.0.1:4200/runs/flow-run/f1ow-run-1d")
+    cfg = load_config(params)
+    with stage_run(cfg, "evaluate", params):
+        pass
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    (run,) = client.search_runs([experiment.experiment_id], "tags.stage = 'evaluate'")
+    assert run.data.tags["changed_params"] == 'train.algorithm="ppo", train.seed=3'
+    assert run.data.tags["prefect_flow_run_url"] == "http://127.0.0.1:4200/runs/flow-run/f1ow-run-1d"
+    announced = [line for line in capsys.readouterr().err.splitlines() if line.startswith(MLFLOW_RUN_LINE)]
+    assert announced == [f"{MLFLOW_RUN_LINE}run {run.info.run_id} of experiment {experiment.experiment_id} in {uri}"]

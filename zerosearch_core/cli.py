@@ -42,6 +42,8 @@ except ModuleNotFoundError as exc:  # a Python without the project installed: sa
         "dvc.yaml's stage commands find .venv themselves through scripts/stage-python."
     ) from exc
 
+import yaml
+
 import mlflow
 from zerosearch_core import distributed
 from zerosearch_core.artifacts import file_sha256
@@ -75,6 +77,51 @@ def git_commit() -> tuple[str, list[str]]:
         return sha + ("-dirty" if changed else ""), changed
     except (OSError, subprocess.CalledProcessError):
         return "unknown", []
+
+
+def changed_params(params_path: Path, base: str | None = None) -> list[str]:
+    """``key=value`` for each parameter of ``params_path`` that differs from the same file at git revision ``base``
+    (``HEAD`` when None): the ``-S`` overrides of a ``dvc exp run`` or a flow run's ``overrides``, sorted.
+
+    Empty outside git, or when the file is new at ``base``.
+    """
+    shown = subprocess.run(["git", "show", f"{base or 'HEAD'}:./{params_path}"], capture_output=True, text=True)
+    if shown.returncode != 0:
+        return []
+    before = _flat_params(yaml.safe_load(shown.stdout) or {})
+    after = _flat_params(yaml.safe_load(params_path.read_text()) or {})
+    return sorted(f"{key}={value}" for key, value in after.items() if before.get(key, "<unset>") != value)
+
+
+def _flat_params(node: object, prefix: str = "") -> dict[str, str]:
+    """A parsed YAML document as ``dotted.key -> JSON of the value`` (mappings descended into, lists kept whole).
+
+    >>> _flat_params({"train": {"seed": 3, "algorithm": "grpo"}, "tags": ["a"]})
+    {'train.seed': '3', 'train.algorithm': '"grpo"', 'tags': '["a"]'}
+    """
+    if not isinstance(node, dict):
+        return {prefix: json.dumps(node, sort_keys=True)}
+    flat: dict[str, str] = {}
+    for key, value in node.items():
+        flat.update(_flat_params(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def mlflow_run_link(uri: str, experiment_id: str, run_id: str) -> str:
+    """Where a person finds an MLflow run: its page on a tracking server, else its id and store.
+
+    >>> mlflow_run_link("http://127.0.0.1:5000", "1", "ab12")
+    'http://127.0.0.1:5000/#/experiments/1/runs/ab12'
+    >>> mlflow_run_link("sqlite:///mlflow/mlflow.db", "1", "ab12")
+    'run ab12 of experiment 1 in sqlite:///mlflow/mlflow.db'
+    """
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"run {run_id} of experiment {experiment_id} in {uri}"
+
+
+MLFLOW_RUN_LINE = "MLflow run: "
+"""How a stage announces its run on stderr; the Prefect stage task reads it back for its artifact."""
 
 
 def profile_name(params_path: Path) -> str:
@@ -143,6 +190,10 @@ def stage_run(cfg: PipelineConfig, stage: str, params_path: Path) -> Iterator[No
         tags["git_changed_files"] = ", ".join(changed)[:4000]
     if os.environ.get("ZEROSEARCH_PIPELINE_RUN"):
         tags["pipeline_run"] = os.environ["ZEROSEARCH_PIPELINE_RUN"]
+    if os.environ.get("ZEROSEARCH_PIPELINE_RUN_URL"):  # the Prefect flow run's page, for the way back
+        tags["prefect_flow_run_url"] = os.environ["ZEROSEARCH_PIPELINE_RUN_URL"]
+    changed_keys = changed_params(params_path, os.environ.get("DVC_EXP_BASELINE_REV"))
+    tags["changed_params"] = ", ".join(changed_keys)[:4000] if changed_keys else "none"
     for variable, tag in (("DVC_EXP_NAME", "dvc_experiment"), ("DVC_EXP_BASELINE_REV", "dvc_baseline_rev")):
         if os.environ.get(variable):  # set by DVC for the stages of a `dvc exp run`
             tags[tag] = os.environ[variable]
@@ -152,7 +203,9 @@ def stage_run(cfg: PipelineConfig, stage: str, params_path: Path) -> Iterator[No
     if group is not None:
         tags["run_group"] = group
     run_name = f"{stage} · {label} · {uuid.uuid4().hex[:6]}"
-    with mlflow.start_run(run_name=run_name, tags=tags, parent_run_id=parent):
+    with mlflow.start_run(run_name=run_name, tags=tags, parent_run_id=parent) as run:
+        link = mlflow_run_link(uri, run.info.experiment_id, run.info.run_id)
+        print(f"{MLFLOW_RUN_LINE}{link}", file=sys.stderr, flush=True)
         mlflow.log_params(flatten_config(cfg))
         mlflow.log_artifact(str(params_path), artifact_path="config")
         mlflow.log_dict(config_to_dict(cfg), "config/resolved_config.yaml")
