@@ -4,20 +4,33 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --with-chromium: also Debian's chromium, which only scripts/screenshots.py (the README's pictures) needs.
+with_chromium=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-chromium) with_chromium=1 ;;
+    *) echo "scripts/setup.sh: unknown option $arg (known: --with-chromium)" >&2; exit 2 ;;
+  esac
+done
+apt_install() {  # Debian packages, when this script may use apt; returns non-zero otherwise
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+}
+if [ "$with_chromium" = 1 ] && ! command -v chromium >/dev/null; then
+  apt_install chromium || { echo "Chromium is missing; install it (Debian: apt-get install chromium)" >&2; exit 1; }
+fi
+
 python_bin="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$python_bin" -m venv .venv
 fi
 
-# PostgreSQL's server programs, for the team MLflow server's test (tests/test_team_mlflow.py): Debian's package,
+# PostgreSQL's server programs, for the team-service tests (tests/test_team_*.py): Debian's package,
 # installed once when initdb is missing and this script may use apt.
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null \
-      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
-  else
-    echo "PostgreSQL's server (initdb) is missing; install it (Debian: apt-get install postgresql) for the team MLflow test" >&2
-  fi
+  apt_install postgresql \
+    || echo "PostgreSQL's server (initdb) is missing; install it (Debian: apt-get install postgresql) for the team-service tests" >&2
 fi
 
 stamp=.venv/.zerosearch-installed

@@ -174,3 +174,35 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory, benchmarks_dir: Path) -
     started = time.perf_counter()
     dvc(project, "repro")
     return project, time.perf_counter() - started
+
+
+def shrink_toy_params(project: Path) -> None:
+    """toy/params.yaml made tiny: a 12-person world, a few steps per stage, a 3+3 question test split."""
+    path = project / "toy/params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["world"].update(entities=12, val_questions=4, test_questions=6, reading_drills=50)
+    for spec in params["data"]["files"]:
+        spec["expected_rows"] = None
+    params["model"].update(hidden_size=32, intermediate_size=64, num_layers=2, vocab_size=400)
+    params["search"]["top_k"] = 1  # so that two-hop questions retrieve noisy documents for the simulator data
+    params["cold_start"].update(pretrain_steps=2, sft_steps=2, sft_examples=8)
+    params["rollout"].update(max_new_tokens_per_turn=8, max_turns=2, batch_size=8)
+    params["simulator"].update(
+        collect_max_questions=24,
+        max_new_tokens=16,
+        epochs=1.0,
+        eval_questions=2,
+        balance_tolerance=0.5,
+        query_source="question",  # the 2-step cold start cannot search yet
+    )
+    params["train"].update(total_steps=2, prompts_per_step=2, group_size=2, save_every_steps=1, validation_size=2)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    plan = {
+        "seeds": [1],
+        "experiments": [
+            {"name": "real_search", "label": "RL with real search", "overrides": {"train.search_engine": "real"}}
+        ],
+    }
+    (project / "toy/experiments.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    for command in (["git", "add", "-A"], ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "toy"]):
+        subprocess.run(command, cwd=project, check=True, capture_output=True)

@@ -24,6 +24,7 @@ import importlib
 import json
 import logging
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -124,6 +125,27 @@ MLFLOW_RUN_LINE = "MLflow run: "
 """How a stage announces its run on stderr; the Prefect stage task reads it back for its artifact."""
 
 
+def cpu_description() -> str:
+    """The CPU and the widest vector extensions it has, e.g. ``Intel(R) Xeon(R) Processor (x86_64: avx2 avx512 amx)``.
+
+    Tagged on every run: float32 kernels (oneDNN, MKL) pick their code path by these extensions, so long CPU
+    trainings are bit-identical on one kind of CPU and differ across kinds (README, "Reproducibility").
+    """
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown CPU":
+                model = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = (("avx2", "avx2"), ("avx512f", "avx512"), ("amx_tile", "amx"), ("asimd", "neon"), ("sve", "sve"))
+    extensions = " ".join(name for flag, name in wanted if flag in flags) or "none known"
+    return f"{model} ({platform.machine()}: {extensions})"
+
+
 def profile_name(params_path: Path) -> str:
     """The profile a parameter file is: its stem, or its folder for ``<folder>/params.yaml`` (``toy``).
 
@@ -185,6 +207,7 @@ def stage_run(cfg: PipelineConfig, stage: str, params_path: Path) -> Iterator[No
         "dvc_lock_sha256": file_sha256(lock) if lock.is_file() else "none",
         "params_file": str(params_path),
         "profile": profile,
+        "cpu": cpu_description(),
     }
     if changed:
         tags["git_changed_files"] = ", ".join(changed)[:4000]

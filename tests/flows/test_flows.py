@@ -15,7 +15,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline import zerosearch_pipeline
 from tasks import dvc_stages
-from tests.conftest import copy_project, dvc
+from tests.conftest import copy_project, dvc, shrink_toy_params
 from tests.stages.test_dvc_pipeline import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,38 +151,6 @@ def test_flow_parameters_pick_the_profile_and_bad_overrides_fail_before_any_stag
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
     assert changed == [("  end: 0.5", "  end: 0.4"), ("  seed: 0", "  seed: 3")]  # only those lines, comments kept
     assert result["params"]["eval_metrics"] == "toy/metrics/eval.json"
-
-
-def shrink_toy_params(project: Path) -> None:
-    """toy/params.yaml made tiny: a 12-person world, a few steps per stage, a 3+3 question test split."""
-    path = project / "toy/params.yaml"
-    params = yaml.safe_load(path.read_text())
-    params["world"].update(entities=12, val_questions=4, test_questions=6, reading_drills=50)
-    for spec in params["data"]["files"]:
-        spec["expected_rows"] = None
-    params["model"].update(hidden_size=32, intermediate_size=64, num_layers=2, vocab_size=400)
-    params["search"]["top_k"] = 1  # so that two-hop questions retrieve noisy documents for the simulator data
-    params["cold_start"].update(pretrain_steps=2, sft_steps=2, sft_examples=8)
-    params["rollout"].update(max_new_tokens_per_turn=8, max_turns=2, batch_size=8)
-    params["simulator"].update(
-        collect_max_questions=24,
-        max_new_tokens=16,
-        epochs=1.0,
-        eval_questions=2,
-        balance_tolerance=0.5,
-        query_source="question",  # the 2-step cold start cannot search yet
-    )
-    params["train"].update(total_steps=2, prompts_per_step=2, group_size=2, save_every_steps=1, validation_size=2)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    plan = {
-        "seeds": [1],
-        "experiments": [
-            {"name": "real_search", "label": "RL with real search", "overrides": {"train.search_engine": "real"}}
-        ],
-    }
-    (project / "toy/experiments.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
-    for command in (["git", "add", "-A"], ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "toy"]):
-        subprocess.run(command, cwd=project, check=True, capture_output=True)
 
 
 @pytest.mark.slow
