@@ -34,6 +34,8 @@ QUICK: dict[str, Any] = {
     "cold_start.pretrain_steps": 300,
     "cold_start.sft_steps": 60,
     "simulator.epochs": 1.0,
+    "simulator.eval_questions": 4,
+    "simulator.type_check": "as_written",  # a one-epoch simulator breaks its type often; resampling takes long
     "train.total_steps": 8,
     "train.save_every_steps": 4,
     "train.validation_size": 8,

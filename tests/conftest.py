@@ -198,7 +198,7 @@ def shrink_toy_params(project: Path) -> None:
     params["train"].update(total_steps=2, prompts_per_step=2, group_size=2, save_every_steps=1, validation_size=2)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     plan = {
-        "seeds": [1],
+        "seeds": [1, 2],
         "experiments": [
             {"name": "real_search", "label": "RL with real search", "overrides": {"train.search_engine": "real"}}
         ],

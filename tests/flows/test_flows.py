@@ -170,9 +170,10 @@ def test_toy_flow_runs_the_profile_and_queues_an_isolated_experiment(
     markdown = (project / "toy/results/results.md").read_text()
     assert "| RL with real search |" in markdown and "| cold start (before RL) |" in markdown
     runs = json.loads((project / "toy/results/results.json").read_text())["runs"]
-    assert [(r["experiment"], r["seed"]) for r in runs] == [("real_search", 1)]
-    # The experiment is a real DVC experiment, run in a temporary copy: the workspace was never touched.
-    assert runs[0]["dvc_experiment"] in dvc(project, "exp", "list", "--name-only").stdout
+    assert [(r["experiment"], r["seed"]) for r in runs] == [("real_search", 1), ("real_search", 2)]
+    # Real DVC experiments, run in temporary copies: the workspace was never touched.
+    listed = dvc(project, "exp", "list", "--name-only").stdout
+    assert all(run["dvc_experiment"] in listed for run in runs)
     assert (project / "toy/params.yaml").read_text() == params_before
     assert "Data and pipelines are up to date." in dvc(project, "status", "toy/dvc.yaml").stdout
     assert json.loads((project / "toy/results/runs/real_search-s1.json").read_text())["search"]["average"]["em"] >= 0
@@ -181,5 +182,15 @@ def test_toy_flow_runs_the_profile_and_queues_an_isolated_experiment(
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow/mlflow.db'}")
     experiment = client.get_experiment_by_name(yaml.safe_load(params_before)["tracking"]["experiment"])
-    tagged = client.search_runs([experiment.experiment_id], f"tags.dvc_experiment = '{runs[0]['dvc_experiment']}'")
-    assert {run.data.tags["stage"] for run in tagged} >= {"train_policy", "evaluate"}
+    # Two dvc exp runs: two named parents in one experiment, each with its stage runs nested (the compare view's
+    # rows), the re-run stages tagged with the seed each one changed.
+    for run, seed in zip(runs, (1, 2), strict=True):
+        name = run["dvc_experiment"]
+        tagged = client.search_runs([experiment.experiment_id], f"tags.dvc_experiment = '{name}'")
+        (parent,) = [r for r in tagged if r.data.tags["stage"] == "pipeline"]
+        children = {r.data.tags["stage"]: r for r in tagged if r.data.tags["stage"] != "pipeline"}
+        assert parent.info.run_name == f"pipeline · {name}" and set(children) >= {"train_policy", "evaluate"}
+        for stage, child in children.items():
+            assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+            assert child.info.run_name.startswith(f"{stage} · {name} · ")
+            assert f"train.seed={seed}" in child.data.tags["changed_params"]
