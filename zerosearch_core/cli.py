@@ -228,7 +228,8 @@ def stage_run(cfg: PipelineConfig, stage: str, params_path: Path) -> Iterator[No
     run_name = f"{stage} · {label} · {uuid.uuid4().hex[:6]}"
     with mlflow.start_run(run_name=run_name, tags=tags, parent_run_id=parent) as run:
         link = mlflow_run_link(uri, run.info.experiment_id, run.info.run_id)
-        print(f"{MLFLOW_RUN_LINE}{link}", file=sys.stderr, flush=True)
+        sys.stderr.write(f"{MLFLOW_RUN_LINE}{link}\n")  # for the Prefect stage task, which reads it back
+        sys.stderr.flush()
         mlflow.log_params(flatten_config(cfg))
         mlflow.log_artifact(str(params_path), artifact_path="config")
         mlflow.log_dict(config_to_dict(cfg), "config/resolved_config.yaml")
