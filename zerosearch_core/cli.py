@@ -131,7 +131,7 @@ def cpu_description() -> str:
     Tagged on every run: float32 kernels (oneDNN, MKL) pick their code path by these extensions, so long CPU
     trainings are bit-identical on one kind of CPU and differ across kinds (README, "Reproducibility").
     """
-    model, flags = "unknown CPU", set()
+    model, flags = "unknown CPU", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
