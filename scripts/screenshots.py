@@ -18,13 +18,13 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.parse
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import requests
+import yaml
 
 from scripts import team_services
 
@@ -78,29 +78,6 @@ def screenshot(url: str, target: Path, width: int = 1440, height: int = 900, wai
         raise RuntimeError(f"chromium could not photograph {url}:\n{result.stderr[-2000:]}")
 
 
-def run_deployment(api: str, parameters: dict[str, Any], timeout_s: float = 3600) -> str:
-    """Create a run of ``cpu-smoke-nightly`` with ``parameters`` over the REST API and wait for it; its id.
-
-    Raises:
-        RuntimeError: The run did not complete.
-    """
-    deployment = requests.get(f"{api}/deployments/name/zerosearch-pipeline/cpu-smoke-nightly", timeout=30)
-    deployment.raise_for_status()
-    created = requests.post(
-        f"{api}/deployments/{deployment.json()['id']}/create_flow_run", json={"parameters": parameters}, timeout=30
-    )
-    created.raise_for_status()
-    flow_run_id = str(created.json()["id"])
-    deadline = time.monotonic() + timeout_s
-    while True:
-        state = requests.get(f"{api}/flow_runs/{flow_run_id}", timeout=30).json()["state_type"]
-        if state == "COMPLETED":
-            return flow_run_id
-        if state in ("FAILED", "CRASHED", "CANCELLED") or time.monotonic() > deadline:
-            raise RuntimeError(f"flow run {flow_run_id} ended {state}; see the worker's log")
-        time.sleep(3)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots", help="where the PNGs go")
@@ -124,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
             for seed in (1, 2):
                 print(f"running the toy profile (quick) with train.seed={seed} through the worker …", flush=True)
                 overrides = {**QUICK, "train.seed": seed}
-                flow_runs.append(run_deployment(api, {"params": "toy/params.yaml", "overrides": overrides}))
+                parameters = {"params": "toy/params.yaml", "overrides": overrides}
+                run = team_services.run_deployment(api, "zerosearch-pipeline/cpu-smoke-nightly", parameters)
+                if run["state_type"] != "COMPLETED":
+                    raise RuntimeError(f"flow run {run['id']} ended {run['state_type']}; see {logs / 'worker.log'}")
+                flow_runs.append(str(run["id"]))
             experiment = requests.get(
                 f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
                 params={"experiment_name": _experiment_name(project)},
@@ -155,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _experiment_name(project: Path) -> str:
-    import yaml
-
     return str(yaml.safe_load((project / "toy/params.yaml").read_text())["tracking"]["experiment"])
 
 

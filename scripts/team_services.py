@@ -27,10 +27,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from zerosearch_core.netutil import free_port, wait_until_healthy
 
@@ -209,6 +210,41 @@ def prefect_worker(
         if process.poll() is not None:
             raise RuntimeError(f"the Prefect worker exited with code {process.returncode}:\n{_tail(log)}")
         yield process
+
+
+FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+def run_deployment(
+    api_url: str,
+    deployment: str,
+    parameters: dict[str, Any],
+    timeout_s: float = 3600,
+    on_poll: Callable[[], None] = lambda: None,
+) -> dict[str, Any]:
+    """Start a run of ``deployment`` (``flow/deployment``) with ``parameters`` over the REST API, as the UI's Custom
+    run does, and wait until it ends, calling ``on_poll`` every 2 s meanwhile; the finished flow run.
+
+    Raises:
+        TimeoutError: It had not ended after ``timeout_s``.
+    """
+    import requests
+
+    found = requests.get(f"{api_url}/deployments/name/{deployment}", timeout=30)
+    found.raise_for_status()
+    created = requests.post(
+        f"{api_url}/deployments/{found.json()['id']}/create_flow_run", json={"parameters": parameters}, timeout=30
+    )
+    created.raise_for_status()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        on_poll()
+        run = requests.get(f"{api_url}/flow_runs/{created.json()['id']}", timeout=30).json()
+        if run["state_type"] in FINAL_STATES:
+            return dict(run)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"flow run {run['id']} still {run['state_type']} after {timeout_s:.0f} s")
+        time.sleep(2)
 
 
 def listening_sockets() -> set[tuple[str, int]]:

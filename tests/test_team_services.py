@@ -4,7 +4,6 @@ UI's Custom run sends). Asserts what the UI would show, and that everything list
 
 from __future__ import annotations
 
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -20,25 +19,12 @@ from tests.stages.test_dvc_pipeline import STAGES
 pytestmark = pytest.mark.slow
 PASSWORD = "canary-team-secret-41c9"
 ROOT = Path(__file__).resolve().parents[1]
-FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def _post(api: str, path: str, body: dict[str, Any]) -> Any:
     response = requests.post(f"{api}{path}", json=body, timeout=30)
     response.raise_for_status()
     return response.json()
-
-
-def _wait_for_flow_run(api: str, flow_run_id: str, timeout_s: float, seen: set[tuple[str, int]]) -> dict[str, Any]:
-    """Poll the flow run until it ends, sampling the machine's listening sockets meanwhile."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        seen |= team_services.listening_sockets()
-        run = requests.get(f"{api}/flow_runs/{flow_run_id}", timeout=30).json()
-        if run["state_type"] in FINAL:
-            return dict(run)
-        assert time.monotonic() < deadline, f"flow run still {run['state_type']} after {timeout_s} s"
-        time.sleep(2)
 
 
 def test_a_deployment_run_from_the_api_lands_in_prefect_and_the_team_mlflow(
@@ -66,11 +52,15 @@ def test_a_deployment_run_from_the_api_lands_in_prefect_and_the_team_mlflow(
         processes.append(worker)
 
         # the UI's Custom run: the deployment, another profile and an override
-        deployment = requests.get(f"{api}/deployments/name/zerosearch-pipeline/cpu-smoke-nightly", timeout=30).json()
         parameters = {"params": "toy/params.yaml", "overrides": {"train.seed": 2}}
-        flow_run = _post(api, f"/deployments/{deployment['id']}/create_flow_run", {"parameters": parameters})
-        finished = _wait_for_flow_run(api, flow_run["id"], 1500, seen)
-        assert finished["state_type"] == "COMPLETED", (logs / "worker.log").read_text()[-4000:]
+
+        def sample_sockets() -> None:  # what listens while the flow runs
+            seen.update(team_services.listening_sockets())
+
+        flow_run = team_services.run_deployment(
+            api, "zerosearch-pipeline/cpu-smoke-nightly", parameters, 1500, sample_sockets
+        )
+        assert flow_run["state_type"] == "COMPLETED", (logs / "worker.log").read_text()[-4000:]
         # it ran in the deployed project (prefect.yaml's working directory), which took the override
         assert "\n  seed: 2\n" in (project / "toy/params.yaml").read_text()
         assert (ROOT / "toy/params.yaml").read_text() == ours
