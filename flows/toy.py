@@ -19,6 +19,7 @@ Like the pipeline flow, this holds no logic of its own: DVC runs the stages and 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -66,13 +67,21 @@ def run_queue(names: list[str], tracking_uri: str, poll_s: float = 10.0) -> floa
 
 
 @flow(name="zerosearch-toy", log_prints=True)
-def toy_world(pipeline: str = PIPELINE, params: str = PARAMS, plan_file: str = PLAN) -> dict[str, Any]:
+def toy_world(
+    pipeline: str = PIPELINE,
+    params: str = PARAMS,
+    plan_file: str = PLAN,
+    results_dir: str = RESULTS_DIR,
+    title: str = TITLE,
+) -> dict[str, Any]:
     """Run the toy profile, its experiments, and write the results table.
 
     Args:
         pipeline: The toy ``dvc.yaml``.
         params: Its parameter file.
         plan_file: The experiment plan (see ``zerosearch_core.experiments.load_plan``).
+        results_dir: Where the table goes (``results.md``, ``.json``, ``.png``, ``runs/``).
+        title: The table's title.
 
     Returns:
         The stages' outcomes and the results table rows (label, mean and spread of real-search test EM, per seed).
@@ -87,16 +96,27 @@ def toy_world(pipeline: str = PIPELINE, params: str = PARAMS, plan_file: str = P
     queued = queue_experiments([run for run in plan["runs"] if not run["baseline"]], pipeline)
     if queued:
         run_queue(queued, plan["tracking_uri"])
-    results = dvc_stages.project_dir() / RESULTS_DIR
+    results = dvc_stages.project_dir() / results_dir
     results.mkdir(parents=True, exist_ok=True)
     (results / "exp_show.json").write_text(dvc_stages.dvc_output(["exp", "show", "--json"]))
-    arguments = [*plan_arguments, "--exp-show", f"{RESULTS_DIR}/exp_show.json", "--out", RESULTS_DIR]
-    dvc_stages.run_cli(["experiment_results", *arguments, "--title", TITLE])
+    arguments = [*plan_arguments, "--exp-show", f"{results_dir}/exp_show.json", "--out", results_dir]
+    dvc_stages.run_cli(["experiment_results", *arguments, "--title", title])
     table = json.loads((results / "results.json").read_text())["summary"]
+    print(f"{title} ({results_dir}/results.md)")
     for row in table:
-        print(f"{row['label']}: EM {100 * row['em_mean']:.1f} ± {100 * row['em_std']:.1f} (n={row['n']})")
+        lift = f", {100 * row['lift_mean']:+.1f} over its cold start" if "lift_mean" in row else ""
+        print(f"  {row['label']}: EM {100 * row['em_mean']:.1f} ± {100 * row['em_std']:.1f} (n={row['n']}){lift}")
     return {"stages": stages, "results": table}
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--plan", default=PLAN, help=f"experiment plan (default {PLAN})")
+    parser.add_argument("--results", default=RESULTS_DIR, help=f"folder for the table (default {RESULTS_DIR})")
+    parser.add_argument("--title", default=TITLE, help="the table's title")
+    args = parser.parse_args(argv)
+    toy_world(plan_file=args.plan, results_dir=args.results, title=args.title)
+
+
 if __name__ == "__main__":
-    toy_world()
+    main()

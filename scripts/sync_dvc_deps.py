@@ -132,7 +132,12 @@ def toy_pipeline(main_text: str) -> str:
         if name == "build_index":
             deps.insert(0, "${search.corpus_source}")  # the world's corpus file
         if name == "init_policy":
-            deps.insert(0, "${cold_start.pretrain_texts}")  # the world's reading drills
+            # the world's reading drills and reading lessons (corpus and questions)
+            deps[0:0] = [
+                "${cold_start.pretrain_texts}",
+                "${cold_start.reading_corpus}",
+                "${cold_start.reading_questions}",
+            ]
         stage["deps"] = deps
         stage["params"] = [{TOY_PARAMS: list(spec["params"])}]
         stages[name] = stage

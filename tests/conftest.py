@@ -180,12 +180,21 @@ def shrink_toy_params(project: Path) -> None:
     """toy/params.yaml made tiny: a 12-person world, a few steps per stage, a 3+3 question test split."""
     path = project / "toy/params.yaml"
     params = yaml.safe_load(path.read_text())
-    params["world"].update(entities=12, val_questions=4, test_questions=6, reading_drills=50)
+    params["world"].update(entities=12, val_questions=4, test_questions=6, reading_drills=50, reading_people=10)
     for spec in params["data"]["files"]:
         spec["expected_rows"] = None
     params["model"].update(hidden_size=32, intermediate_size=64, num_layers=2, vocab_size=400)
     params["search"]["top_k"] = 1  # so that two-hop questions retrieve noisy documents for the simulator data
-    params["cold_start"].update(pretrain_steps=2, sft_steps=2, sft_examples=8)
+    params["cold_start"].update(
+        pretrain_steps=2,
+        pretrain_max_steps=4,
+        pretrain_check_every=2,
+        pretrain_heldout=5,
+        sft_steps=2,
+        sft_examples=8,
+        reading_examples=8,
+        reading_heldout=4,
+    )
     params["rollout"].update(max_new_tokens_per_turn=8, max_turns=2, batch_size=8)
     params["simulator"].update(
         collect_max_questions=24,

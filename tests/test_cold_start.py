@@ -12,12 +12,18 @@ import torch
 
 from zerosearch_core.cold_start import (
     NO_SEARCH_ANSWER,
+    Drill,
     SFTExample,
     _collate,
+    answer_drill_sequences,
     build_sft_examples,
+    form_search_shares,
     pack_blocks,
     pretrain_sequences,
+    question_form,
+    read_drills,
     read_pretrain_texts,
+    split_heldout_drills,
     train_causal_lm,
 )
 from zerosearch_core.config import PipelineConfig, WorldConfig, load_config
@@ -44,6 +50,7 @@ def toy_cfg(tmp_path: Path) -> PipelineConfig:
         train_questions=None,
         output_dir=str(world_dir),
         reading_drills=30,
+        reading_people=20,
     )
     world_dir.mkdir()
     write_world(generate_world(world), world_dir)
@@ -60,10 +67,18 @@ def toy_cfg(tmp_path: Path) -> PipelineConfig:
         cold_start=dataclasses.replace(
             cfg.cold_start,
             pretrain_steps=6,
+            pretrain_max_steps=10,
+            pretrain_check_every=2,
+            pretrain_heldout=5,
+            pretrain_reading_bar=1.0,  # out of reach of 10 steps: pre-training runs to pretrain_max_steps
             sft_steps=6,
             sft_examples=12,
             pretrain_texts=str(world_dir / "reading.jsonl"),
             pretrain_corpus_repeat=3,
+            reading_corpus=str(world_dir / "reading_corpus.jsonl"),
+            reading_questions=str(world_dir / "reading_questions.jsonl"),
+            reading_examples=10,
+            reading_heldout=6,
         ),
         tracking=dataclasses.replace(cfg.tracking, uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
         paths=dataclasses.replace(cfg.paths, **paths),
@@ -120,6 +135,47 @@ def test_sft_search_share_gives_up_on_a_seeded_share_without_searching(toy_cfg: 
         else:  # gives up at once: no documents, and never the golden answer from memory
             assert list(example.input_ids[: len(prompt)]) == prompt and 0 not in example.loss_mask[len(prompt) :]
             assert learned == f"<answer> {NO_SEARCH_ANSWER} </answer>"
+
+
+def test_each_question_form_searches_at_its_own_share(toy_cfg: PipelineConfig) -> None:
+    prepare_data.run(toy_cfg, StageHooks())
+    build_index.run(toy_cfg, StageHooks())
+    passages = pd.read_parquet(Path(toy_cfg.paths.index_dir) / "passages.parquet")
+    _, tokenizer = build_tiny_policy(toy_cfg.model, passages["text"].tolist(), seed=1)
+    questions = pd.read_parquet(Path(toy_cfg.paths.benchmarks_dir) / "toy_train_1hop.parquet")
+    forms = [question_form(q) for q in questions["question"]]
+    assert sorted(set(forms)) == [
+        "What is the occupation of …?",
+        "Which city is … from?",
+        "Which instrument does … play?",
+    ]
+    shares = form_search_shares(forms, 0.5, 0.5, seed=3)
+    assert sorted(shares.values()) == [0.0, 0.5, 1.0]
+    with open_search_engine(toy_cfg.search, Path(toy_cfg.paths.index_dir)) as engine:
+        examples = build_sft_examples(questions, tokenizer, engine, toy_cfg.rollout, 3, 0.5, 7, shares)
+    for form, share in shares.items():
+        mine = [e.searches for e, f in zip(examples, forms, strict=True) if f == form]
+        assert sum(mine) == round(share * len(mine))  # every one, half, or none of the form's questions search
+
+
+def test_answer_loss_learns_only_each_drills_answer_and_bad_records_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "reading.jsonl"
+    records = [{"text": "Ana is a baker. Question: What is Ana? Answer: baker", "answer": "baker"}] * 3
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    drills = read_drills(path)
+    train, heldout = split_heldout_drills(drills, 1, path)
+    assert len(train) == 2 and heldout == [Drill("Ana is a baker. Question: What is Ana? Answer:", "baker")]
+    _, tokenizer = build_tiny_policy(load_config(ROOT / "toy/params.yaml").model, [r["text"] for r in records], seed=0)
+    sequences, masks = answer_drill_sequences(["a passage of the corpus"], train, tokenizer, corpus_repeat=2)
+    assert len(sequences) == 2 + 2 and all(set(m) == {1} for m in masks[:2])  # the corpus blocks, learned whole
+    for ids, mask in zip(sequences[2:], masks[2:], strict=True):
+        learned = [t for t, m in zip(ids, mask, strict=True) if m]
+        assert tokenizer.decode(learned, skip_special_tokens=True).strip() == "baker"  # the answer (and eos) only
+    with pytest.raises(ValueError, match="leaves none of the 3 texts"):
+        split_heldout_drills(drills, 3, path)
+    path.write_text(path.read_text() + json.dumps({"text": "no answer here"}) + "\n")
+    with pytest.raises(ValueError, match="reading.jsonl:4 has no 'answer'"):
+        read_drills(path)
 
 
 def test_collate_puts_labels_only_where_the_mask_is_one() -> None:
@@ -205,16 +261,50 @@ def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cf
     result = init_policy.run(toy_cfg, StageHooks(log_step=lambda metrics, step: logged.append((metrics, step))))
     target = Path(toy_cfg.paths.policy_dir)
     curves = json.loads((target / "cold_start/losses.json").read_text())
-    assert len(curves["pretrain"]) == 6 and len(curves["sft"]) == 6
+    assert len(curves["pretrain"]) == 10 and len(curves["sft"]) == 6  # the bar was never reached
+    assert curves["reading_step"] == [6.0, 8.0, 10.0] and len(curves["reading"]) == 3  # checked from step 6
+    assert result.metrics["cold_start.pretrain_steps_run"] == 10.0
     assert (target / "cold_start/losses.png").read_bytes()[:4] == b"\x89PNG"
     assert "<answer>" in (target / "cold_start/sft_example.txt").read_text()
-    assert result.metrics["cold_start.sft_examples"] == 12.0
-    assert result.metrics["cold_start.pretrain_texts"] == 30.0
+    assert result.metrics["cold_start.sft_examples"] == 12.0 + 10.0  # the world's questions and the lessons
+    assert result.metrics["cold_start.reading_examples"] == 10.0
+    assert result.metrics["cold_start.pretrain_texts"] == 25.0  # 5 of the 30 drills are held out
+    for key in ("em", "search_rate", "em_when_searching"):  # the reading check on the 6 held-out lessons
+        assert 0.0 <= result.metrics[f"cold_start.reading_{key}"] <= 1.0
     assert [step for metrics, step in logged if "cold_start.sft_loss" in metrics] == list(range(1, 7))
+    assert [step for metrics, step in logged if "cold_start.pretrain_reading_accuracy" in metrics] == [6, 8, 10]
     model = load_causal_lm(target)
     tokenizer = load_tokenizer(target)
     assert tokenizer.convert_tokens_to_ids("<search>") != tokenizer.unk_token_id
     assert model.config.hidden_size == 32
+
+
+def test_reading_lessons_search_their_own_corpus_and_hold_out_questions(toy_cfg: PipelineConfig) -> None:
+    cold = toy_cfg.cold_start
+    assert cold.reading_corpus is not None and cold.reading_questions is not None
+    lessons, engine = init_policy._reading_lessons(toy_cfg)
+    assert lessons is not None and engine is not None
+    assert len(lessons.train) == 10 and len(lessons.heldout) == 6
+    assert set(lessons.train["id"]).isdisjoint(lessons.heldout["id"])
+    world_names = {p["name"] for p in json.loads((Path(cold.reading_corpus).parent / "entities.json").read_text())}
+    _, tokenizer = build_tiny_policy(toy_cfg.model, lessons.passages["text"].tolist(), seed=1)
+    examples = build_sft_examples(lessons.train, tokenizer, engine, toy_cfg.rollout, toy_cfg.search.top_k)
+    titles = lessons.passages["title"].tolist()
+    for example, row in zip(examples, lessons.train.itertuples(), strict=True):
+        text = tokenizer.decode(list(example.input_ids))
+        assert "<information>" in text and text.rstrip().endswith(f"{row.golden_answers[0]} </answer>")
+        asked = next(title for title in titles if title in row.question)
+        assert text.count(asked) >= 3  # in the question, the search and the retrieved passage
+        assert not any(name in text for name in world_names)  # the lessons never show a world person
+    # A file asked for but missing, or more questions asked for than there are, is a clear error.
+    with pytest.raises(FileNotFoundError, match="world.reading_people"):
+        init_policy._reading_lessons(
+            dataclasses.replace(toy_cfg, cold_start=dataclasses.replace(cold, reading_corpus="missing.jsonl"))
+        )
+    with pytest.raises(ValueError, match="exceeds the 60 questions"):
+        init_policy._reading_lessons(
+            dataclasses.replace(toy_cfg, cold_start=dataclasses.replace(cold, reading_examples=58))
+        )
 
 
 def test_cold_start_on_evaluated_questions_is_refused(toy_cfg: PipelineConfig) -> None:

@@ -11,9 +11,11 @@ import yaml
 from zerosearch_core.config import ConfigError, load_config
 from zerosearch_core.experiments import (
     Experiment,
+    ExperimentPlan,
     claim_verdicts,
     load_plan,
     plan_document,
+    render_results,
     rows_from_exp_show,
     run_row,
     set_arguments,
@@ -112,10 +114,25 @@ def test_summary_has_cold_start_first_then_mean_and_spread_per_experiment(tmp_pa
     assert real_row["em_std"] == 0.0
     write_results(plan, rows, tmp_path / "results", "Toy")
     markdown = (tmp_path / "results/results.md").read_text()
-    assert f"| {zs.label} | 50.0 ± 14.1 | 70.0 | 30.0 | +45.0 | 2 | 60.0, 40.0 |" in markdown
+    assert f"| {zs.label} | 50.0 ± 14.1 | 70.0 | 30.0 | +45.0 ± 14.1 | 2 | 60.0, 40.0 |" in markdown
+    assert "its cold start" not in markdown  # every row shares the table's cold start
     assert "simulated search is at least as good as real search (zerosearch 50.0 ± 14.1, n=2" in markdown
     assert "| cold start (before RL) | 5.0 ± 0.0 |" in markdown
     assert (tmp_path / "results/results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_row_with_another_cold_start_is_compared_with_its_own(tmp_path: Path) -> None:
+    world_11 = Experiment("world_11", "world seed 11", {"world.seed": 11}, (0,))
+    plan = ExperimentPlan("cold start (before RL)", (load_plan(ROOT / "toy/experiments.yaml").experiments[0], world_11))
+    other = eval_document(0.7, 0.3, initial=(0.4, 0.0))
+    other["initial.search"]["toy_test_1hop"].update(em_when_searching=0.8, search_rate=0.5)
+    rows = [run_row(plan.experiments[0], 0, eval_document(0.8, 0.4)), run_row(world_11, 0, other)]
+    table = summarize(plan, rows)
+    assert table[2]["lift_mean"] == pytest.approx(0.3) and table[2]["cold_start_em"] == pytest.approx(0.2)
+    assert table[2]["cold_start_em_when_searching"] == {"toy_test_1hop": pytest.approx(0.8)}
+    markdown = render_results(table, "Worlds", [])
+    # 50.0 EM against its own cold start of 20.0 (not the table's 5.0), which read 80% of what it searched.
+    assert "| world seed 11 | 50.0 ± 0.0 | 70.0 | 30.0 | 20.0 | 80.0 (50% searched) | +30.0 | 1 | 50.0 |" in markdown
 
 
 def test_a_run_without_the_trained_search_mode_is_an_error() -> None:
@@ -211,3 +228,13 @@ def test_claims_get_a_verdict_beyond_the_seed_spread(tmp_path: Path) -> None:
     bad.write_text(plan_file.read_text().replace("against: b", "against: c"))
     with pytest.raises(ConfigError, match=r"claims\[0\] names \['c'\]"):
         load_plan(bad)
+
+
+def test_the_quickstart_plan_is_the_pipeline_run_alone_and_the_world_plan_changes_only_the_world() -> None:
+    cfg = load_config(ROOT / "toy/params.yaml")
+    quick = plan_document(load_plan(ROOT / "toy/quickstart.yaml"), "toy/params.yaml", cfg.train.seed, "m.json", "t")
+    assert [run["baseline"] for run in quick["runs"]] == [True]  # nothing is queued: the workspace's run only
+    worlds = load_plan(ROOT / "toy/world_seeds.yaml")
+    seeds = [e.overrides.get("world.seed", cfg.world.seed if cfg.world else None) for e in worlds.experiments]
+    assert len(set(seeds)) == len(seeds) >= 4 and seeds[0] == 7  # the profile's world, then three or more others
+    assert all(set(e.overrides) <= {"world.seed"} and e.seeds == (cfg.train.seed,) for e in worlds.experiments)

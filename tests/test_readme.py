@@ -14,7 +14,7 @@ def test_readme_opens_with_the_run_and_test_commands() -> None:
     block = re.match(r"```bash\n(.*?)\n```", text, re.DOTALL)
     assert block is not None
     run, test = block.group(1).splitlines()
-    assert run == "bash scripts/setup.sh && .venv/bin/python -m flows.pipeline"
+    assert run == "bash scripts/setup.sh && .venv/bin/python -m flows.quickstart"
     assert test == "bash scripts/setup.sh && .venv/bin/python -m pytest"
     ci = (ROOT / ".ci" / "run").read_text()
     assert test in ci.splitlines()

@@ -98,6 +98,10 @@ def test_a_deployment_run_from_the_api_lands_in_prefect_and_the_team_mlflow(
         listed = {a.path for a in client.list_artifacts(stages["evaluate"].info.run_id)}
         assert "eval_card.md" in listed, listed
         assert any((tmp_path / "artifacts").rglob("*eval_card.md")), "the server's artifact store lacks the card"
+        # proxied storage: the client reads the card back over HTTP alone, with no path shared with the server
+        card = client.download_artifacts(stages["evaluate"].info.run_id, "eval_card.md", str(tmp_path / "download"))
+        assert "toy_test_1hop" in Path(card).read_text()
+        assert all(PASSWORD not in str(r.data.params) + str(r.data.tags) for r in runs)
 
         for name in ("prefect-server.log", "mlflow.log", "worker.log"):
             text = (logs / name).read_text()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,35 @@ def pack_blocks(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, block:
     return [stream[i : i + block] for i in range(0, len(stream), block)]
 
 
+_NAME_RUN = re.compile(r"(?<=\s)[A-Z][\w'.-]*(?:\s+[A-Z][\w'.-]*)*")
+
+
+def question_form(question: str) -> str:
+    """The question with its names taken out (runs of capitalised words after the first word), so questions that
+    ask the same thing of different people share a form.
+
+    >>> question_form("Which city is the mentor of Alira Venhold from?")
+    'Which city is the mentor of … from?'
+    """
+    return _NAME_RUN.sub("…", question)
+
+
+def form_search_shares(forms: Sequence[str], share: float, spread: float, seed: int) -> dict[str, float]:
+    """A search share per question form, spread evenly over ``share ± spread`` (clipped to [0, 1]) in a seeded
+    order, so the start searches some kinds of question more often than others; every form gets ``share`` when
+    ``spread`` is 0 or there is one form.
+
+    >>> form_search_shares(["b", "a", "c"], 0.5, 0.3, seed=0) == {"a": 0.2, "b": 0.8, "c": 0.5}
+    True
+    """
+    ordered = sorted(set(forms))
+    random.Random(seed).shuffle(ordered)
+    if len(ordered) == 1 or spread == 0:
+        return {form: share for form in ordered}
+    step = 2 * spread / (len(ordered) - 1)
+    return {form: round(min(1.0, max(0.0, share - spread + i * step)), 6) for i, form in enumerate(ordered)}
+
+
 def build_sft_examples(
     questions: pd.DataFrame,
     tokenizer: PreTrainedTokenizerBase,
@@ -78,6 +108,8 @@ def build_sft_examples(
     top_k: int,
     search_share: float = 1.0,
     seed: int = 0,
+    form_shares: dict[str, float] | None = None,
+    learn_search: bool = True,
 ) -> list[SFTExample]:
     """One trajectory per question: search the question with the real engine, then answer with the first golden
     answer; or, for a seeded ``1 - search_share`` of the questions, give up at once (:data:`NO_SEARCH_ANSWER`).
@@ -90,8 +122,22 @@ def build_sft_examples(
         top_k: Documents per search.
         search_share: Share of the trajectories that search (rounded to a whole number of questions).
         seed: Picks which questions search.
+        form_shares: A share per :func:`question_form` (:func:`form_search_shares`) that replaces
+            ``search_share`` within each form; a form it lacks gets ``search_share``.
+        learn_search: Whether the ``<search>`` call is learned (loss mask 1). False makes reading lessons: the
+            answer after the retrieved block is learned, the choice to search is not.
     """
-    searching = set(random.Random(seed).sample(range(len(questions)), round(search_share * len(questions))))
+    rng = random.Random(seed)
+    if form_shares is None:
+        searching = set(rng.sample(range(len(questions)), round(search_share * len(questions))))
+    else:
+        by_form: dict[str, list[int]] = {}
+        for position, question in enumerate(questions["question"].tolist()):
+            by_form.setdefault(question_form(str(question)), []).append(position)
+        searching = set()
+        for form in sorted(by_form):
+            positions = by_form[form]
+            searching |= set(rng.sample(positions, round(form_shares.get(form, search_share) * len(positions))))
     examples = []
     for position, row in enumerate(questions.itertuples(index=False)):
         answers = [a for a in row.golden_answers if str(a).strip()]
@@ -108,9 +154,62 @@ def build_sft_examples(
         search = _encode(tokenizer, f"<search> {row.question} </search>")
         information = _encode(tokenizer, render_information_block(documents, rollout.max_doc_chars))
         ids = prompt + search + information + answer
-        mask = [0] * len(prompt) + [1] * len(search) + [0] * len(information) + [1] * len(answer)
+        mask = [0] * len(prompt) + [int(learn_search)] * len(search) + [0] * len(information) + [1] * len(answer)
         examples.append(SFTExample(tuple(ids), tuple(mask), True))
     return examples
+
+
+def reading_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: pd.DataFrame,
+    engine: SearchEngine,
+    rollout: RolloutConfig,
+    top_k: int,
+    batch_size: int = 32,
+    max_new_tokens: int = 16,
+) -> float:
+    """EM of ``model`` made to search: each question is searched with ``engine`` (its text as the query), the
+    retrieved block inserted as the rollout does it, and the model's greedy continuation scored by its
+    ``<answer>`` span. This measures reading alone, whatever the model would have chosen to do first.
+    """
+    from zerosearch_core.rewards import answer_metrics, extract_answer
+
+    contexts: list[list[int]] = []
+    for row in questions.itertuples(index=False):
+        prompt = build_prompt_ids(tokenizer, str(row.question), "search", rollout.use_chat_template)
+        session = engine.open_session(EpisodeContext(str(row.question), tuple(row.golden_answers), 0.0, 0))
+        documents = session.search(str(row.question), top_k).documents
+        search = _encode(tokenizer, f"<search> {row.question} </search>")
+        information = _encode(tokenizer, render_information_block(documents, rollout.max_doc_chars))
+        contexts.append(prompt + search + information)
+    pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    scores: list[float] = []
+    was_training = model.training
+    model.eval()
+    golden = questions["golden_answers"].tolist()
+    for start in range(0, len(contexts), batch_size):
+        batch = contexts[start : start + batch_size]
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):  # left padding, so every continuation starts at the same column
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+        with torch.no_grad():
+            out = model.generate(  # type: ignore[operator]  # transformers types generate loosely
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad_id,
+            )
+        for row in range(len(batch)):
+            text = str(tokenizer.decode(out[row, width:].tolist()))  # the tags are special tokens: keep them
+            answers = [str(a) for a in golden[start + row]]
+            scores.append(answer_metrics(extract_answer(text), answers)["em"])
+    model.train(was_training)
+    return sum(scores) / len(scores) if scores else 0.0
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
@@ -129,10 +228,13 @@ def train_causal_lm(
     phase: str,
     on_step: StepCallback | None = None,
     schedule: str = "cosine",
+    stop: Callable[[int], bool] | None = None,
 ) -> list[float]:
     """Train ``model`` for ``steps`` AdamW steps on batches drawn (seeded, without replacement per epoch) from
     ``sequences``; the loss covers positions whose mask is 1 (every token when ``masks`` is None). The learning
     rate decays to 0 along a cosine (``schedule="cosine"``) or stays at ``learning_rate`` (``"constant"``).
+    ``stop``, called with the step number after every step, ends training early when it returns True (the steps
+    before are those of a run without it).
 
     Returns:
         The loss of every step.
@@ -157,10 +259,12 @@ def train_causal_lm(
             rng.shuffle(fresh)
             order.extend(fresh)
         picked, order = order[:batch_size], order[batch_size:]
-        input_ids, attention, labels = _collate(
+        input_ids, _, labels = _collate(
             [sequences[i] for i in picked], None if masks is None else [masks[i] for i in picked], pad_id
         )
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        # Right padding under a causal mask: no real token sees a pad, so no attention mask is needed, and without
+        # one the attention takes its fast causal path (about a fifth faster on the CPU for SFT batches).
+        loss = model(input_ids=input_ids, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -169,6 +273,12 @@ def train_causal_lm(
         losses.append(float(loss.detach()))
         if on_step is not None:
             on_step(phase, step, losses[-1])
+        if stop is not None:
+            model.eval()
+            stopping = stop(step)
+            model.train()
+            if stopping:
+                break
     model.eval()
     return losses
 
@@ -203,6 +313,146 @@ def pretrain_sequences(
     for text in extra_texts:
         sequences.extend(pack_blocks([text], tokenizer, block))
     return sequences
+
+
+@dataclass(frozen=True)
+class ReadingLessons:
+    """Reading lessons (``cold_start.reading_corpus``): a corpus of other people, indexed on its own, and the
+    questions about them, split into those the SFT trains on and those held out to measure reading."""
+
+    passages: pd.DataFrame
+    train: pd.DataFrame
+    heldout: pd.DataFrame
+
+
+def read_reading_lessons(corpus: Path, questions: Path, examples: int, heldout: int, seed: int) -> ReadingLessons:
+    """Load the lessons' corpus and questions and draw, seeded, ``examples`` questions to train on and the next
+    ``heldout`` to measure reading on (no question in both).
+
+    Raises:
+        FileNotFoundError: A file is missing; the message says which stage writes it.
+        ValueError: A question has no answer or is not JSON, or there are fewer questions than asked for.
+    """
+    from zerosearch_core.data.corpus import load_corpus
+
+    for path in (corpus, questions):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"cold_start reading lessons: {path} does not exist; generate it first (the toy world's "
+                "generate_world stage writes it when world.reading_people > 0) or set reading_corpus and "
+                "reading_questions to null."
+            )
+    passages = load_corpus(str(corpus))
+    rows = []
+    with questions.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                record = json.loads(line)
+                answers = [str(a) for a in record["answer"] if str(a).strip()]
+                rows.append({"id": str(record["id"]), "question": str(record["question"]), "golden_answers": answers})
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise ValueError(
+                    f"{questions}:{number} is not a question record with id, question and answer ({error}); "
+                    "regenerate the file."
+                ) from error
+            if not answers:
+                raise ValueError(f"{questions}:{number} has no answer; regenerate the file.")
+    if examples + heldout > len(rows):
+        raise ValueError(
+            f"cold_start.reading_examples={examples} plus reading_heldout={heldout} exceeds the {len(rows)} "
+            f"questions in {questions}; lower them or raise world.reading_people."
+        )
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    frame = pd.DataFrame(rows)
+    train = frame.iloc[sorted(order[:examples])].reset_index(drop=True)
+    held = frame.iloc[sorted(order[examples : examples + heldout])].reset_index(drop=True)
+    return ReadingLessons(passages=passages, train=train, heldout=held)
+
+
+@dataclass(frozen=True)
+class Drill:
+    """A held-out pre-training text for the reading check: what the model reads and the answer it should write."""
+
+    prefix: str
+    answer: str
+
+
+def read_drills(path: Path) -> list[Drill]:
+    """Every record of a ``pretrain_texts`` file as a :class:`Drill`: its text less the final ``answer``.
+
+    Raises:
+        ValueError: A record has no ``answer`` that its text ends with (the line is named).
+    """
+    drills = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        record = json.loads(line)
+        answer, text = record.get("answer"), str(record.get("text", ""))
+        if not isinstance(answer, str) or not answer or not text.endswith(answer):
+            raise ValueError(
+                f"{path}:{number} has no 'answer' that its text ends with, which cold_start.pretrain_reading_bar "
+                "and pretrain_texts_loss: answer need; regenerate the file, or set the bar to 0 and the loss to all."
+            )
+        drills.append(Drill(prefix=text[: -len(answer)].rstrip(), answer=answer))
+    return drills
+
+
+def split_heldout_drills(drills: Sequence[Drill], count: int, path: Path) -> tuple[list[Drill], list[Drill]]:
+    """The drills to pre-train on and the last ``count``, held out for the reading check.
+
+    Raises:
+        ValueError: ``count`` leaves nothing to train on.
+    """
+    if count and count >= len(drills):
+        raise ValueError(
+            f"cold_start.pretrain_heldout={count} leaves none of the {len(drills)} texts of {path} to pre-train on; "
+            "lower it."
+        )
+    return list(drills[: len(drills) - count]), list(drills[len(drills) - count :])
+
+
+def answer_drill_sequences(
+    corpus_texts: Sequence[str],
+    drills: Sequence[Drill],
+    tokenizer: PreTrainedTokenizerBase,
+    corpus_repeat: int,
+    block: int = PRETRAIN_BLOCK_TOKENS,
+) -> tuple[list[list[int]], list[list[int]]]:
+    """The pre-training mix of ``pretrain_texts_loss: answer``: the corpus packed into blocks (every token learned),
+    each ``corpus_repeat`` times, then every drill as its prefix (not learned) and its answer and eos (learned)."""
+    sequences = pack_blocks(corpus_texts, tokenizer, block) * corpus_repeat
+    masks = [[1] * len(ids) for ids in sequences]
+    eos = [] if tokenizer.eos_token_id is None else [int(tokenizer.eos_token_id)]
+    for drill in drills:
+        prefix, answer = _encode(tokenizer, drill.prefix), _encode(tokenizer, " " + drill.answer) + eos
+        sequences.append(prefix + answer)
+        masks.append([0] * len(prefix) + [1] * len(answer))
+    return sequences, masks
+
+
+def drill_accuracy(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, drills: Sequence[Drill], batch_size: int = 50
+) -> float:
+    """Share of ``drills`` whose greedy continuation (a few tokens) starts with the answer word."""
+    pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    correct = 0
+    for start in range(0, len(drills), batch_size):
+        batch = drills[start : start + batch_size]
+        encoded = [_encode(tokenizer, d.prefix) for d in batch]
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(encoded):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+        with torch.no_grad():
+            out = model.generate(  # type: ignore[operator]  # transformers types generate loosely
+                input_ids=input_ids, attention_mask=attention, max_new_tokens=4, do_sample=False, pad_token_id=pad_id
+            )
+        for row, drill in enumerate(batch):
+            words = str(tokenizer.decode(out[row, width:].tolist(), skip_special_tokens=True)).split()
+            correct += bool(words) and words[0] == drill.answer
+    return correct / len(drills) if drills else 0.0
 
 
 def read_pretrain_texts(path: Path) -> list[str]:
@@ -242,22 +492,47 @@ def run_cold_start(
     seed: int,
     on_step: StepCallback | None = None,
     extra_texts: Sequence[str] = (),
+    heldout_drills: Sequence[Drill] = (),
+    on_reading: Callable[[int, float], None] | None = None,
+    answer_drills: Sequence[Drill] = (),
 ) -> dict[str, list[float]]:
     """Pre-train on ``corpus_texts`` mixed with ``extra_texts`` (if ``cfg.pretrain_steps``; see
     :func:`pretrain_sequences`) and then SFT on ``sft_examples`` (if any).
 
+    With ``cfg.pretrain_reading_bar`` set, pre-training runs from ``pretrain_steps`` on until the accuracy on
+    ``heldout_drills`` (checked every ``pretrain_check_every`` steps, each check passed to ``on_reading``) reaches
+    the bar, or until ``pretrain_max_steps``. With ``answer_drills`` (``pretrain_texts_loss: answer``), those drills
+    replace ``extra_texts`` in the mix and only their answers are learned (:func:`answer_drill_sequences`).
+
     Returns:
-        Loss curves keyed ``pretrain`` and ``sft`` (empty when a phase is off).
+        Loss curves keyed ``pretrain`` and ``sft`` (empty when a phase is off), and ``reading``: the accuracy of
+        every reading check, made at the steps ``reading_step``.
     """
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
-    curves: dict[str, list[float]] = {"pretrain": [], "sft": []}
+    curves: dict[str, list[float]] = {"pretrain": [], "sft": [], "reading": [], "reading_step": []}
+    gated = cfg.pretrain_reading_bar > 0 and bool(heldout_drills)
+
+    def stop(step: int) -> bool:
+        if step < cfg.pretrain_steps or step % cfg.pretrain_check_every:
+            return False
+        accuracy = drill_accuracy(model, tokenizer, heldout_drills)
+        curves["reading"].append(accuracy)
+        curves["reading_step"].append(float(step))
+        if on_reading is not None:
+            on_reading(step, accuracy)
+        return accuracy >= cfg.pretrain_reading_bar
+
     if cfg.pretrain_steps:
-        blocks = pretrain_sequences(corpus_texts, extra_texts, tokenizer, cfg.pretrain_corpus_repeat)
+        masks: list[list[int]] | None = None
+        if answer_drills:
+            blocks, masks = answer_drill_sequences(corpus_texts, answer_drills, tokenizer, cfg.pretrain_corpus_repeat)
+        else:
+            blocks = pretrain_sequences(corpus_texts, extra_texts, tokenizer, cfg.pretrain_corpus_repeat)
         curves["pretrain"] = train_causal_lm(
             model,
             blocks,
-            None,
-            cfg.pretrain_steps,
+            masks,
+            cfg.pretrain_max_steps if gated else cfg.pretrain_steps,
             cfg.pretrain_batch_size,
             cfg.pretrain_learning_rate,
             pad_id,
@@ -265,6 +540,7 @@ def run_cold_start(
             "pretrain",
             on_step,
             cfg.pretrain_schedule,
+            stop if gated else None,
         )
     if sft_examples and cfg.sft_steps:
         curves["sft"] = train_causal_lm(
@@ -289,9 +565,16 @@ def plot_cold_start(curves: dict[str, list[float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    phases = [phase for phase, losses in curves.items() if losses]
+    phases = [phase for phase, values in curves.items() if values and phase != "reading_step"]
     fig, axes = plt.subplots(1, max(len(phases), 1), figsize=(5 * max(len(phases), 1), 3.5), squeeze=False)
     for ax, phase in zip(axes[0], phases, strict=False):
+        if phase == "reading":
+            ax.plot(curves["reading_step"], curves[phase], marker="o")
+            ax.set_title("cold start: held-out drill accuracy")
+            ax.set_xlabel("pre-training step")
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+            continue
         ax.plot(range(1, len(curves[phase]) + 1), curves[phase])
         ax.set_title(f"cold start: {phase} loss")
         ax.set_xlabel("step")

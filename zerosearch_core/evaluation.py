@@ -171,18 +171,25 @@ def _predictions_frame(
 def summarize(predictions: pd.DataFrame) -> dict[str, float]:
     """Aggregate metrics of one predictions frame.
 
-    >>> summarize(pd.DataFrame({"em": [1.0, 0.0], "cover_em": [1.0, 1.0], "f1": [1.0, 0.5], "prediction": ["a", None],
-    ...     "turns": [1, 2], "searches": [0, 1], "invalid_actions": [0, 1], "search_failures": [0, 0],
-    ...     "response_tokens": [3, 5]}))["f1"]
-    0.75
+    ``search_rate`` is the share of questions on which the policy searched at least once, ``em_when_searching`` the
+    EM on those questions alone (how well it reads what it finds; 0 when it never searched).
+
+    >>> metrics = summarize(pd.DataFrame({"em": [1.0, 0.0], "cover_em": [1.0, 1.0], "f1": [1.0, 0.5],
+    ...     "prediction": ["a", None], "turns": [1, 2], "searches": [0, 1], "invalid_actions": [0, 1],
+    ...     "search_failures": [0, 0], "response_tokens": [3, 5]}))
+    >>> metrics["f1"], metrics["search_rate"], metrics["em_when_searching"]
+    (0.75, 0.5, 0.0)
     """
     count = len(predictions)
+    searched = predictions[predictions["searches"] > 0]
     return {
         **{metric: float(predictions[metric].mean()) if count else 0.0 for metric in METRICS},
         "n": float(count),
         "answer_rate": float(predictions["prediction"].notna().mean()) if count else 0.0,
         "mean_turns": float(predictions["turns"].mean()) if count else 0.0,
         "mean_searches": float(predictions["searches"].mean()) if count else 0.0,
+        "search_rate": len(searched) / count if count else 0.0,
+        "em_when_searching": float(searched["em"].mean()) if len(searched) else 0.0,
         "invalid_actions": float(predictions["invalid_actions"].sum()),
         "search_failures": float(predictions["search_failures"].sum()),
         "mean_response_tokens": float(predictions["response_tokens"].mean()) if count else 0.0,

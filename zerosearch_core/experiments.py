@@ -139,6 +139,13 @@ def run_row(experiment: Experiment, seed: int, eval_document: dict[str, Any]) ->
     if initial is not None:
         row["initial_em"] = initial["average"]["em"]
         row["initial_per_benchmark_em"] = {k: v["em"] for k, v in initial.items() if k != "average"}
+        # How the cold start reads: EM on the questions it searched (absent from documents older than the metric).
+        row["initial_em_when_searching"] = {
+            k: v["em_when_searching"] for k, v in initial.items() if k != "average" and "em_when_searching" in v
+        }
+        row["initial_search_rate"] = {
+            k: v["search_rate"] for k, v in initial.items() if k != "average" and "search_rate" in v
+        }
     return row
 
 
@@ -157,7 +164,20 @@ def summarize(plan: ExperimentPlan, rows: list[dict[str, Any]]) -> list[dict[str
         mine = [r for r in rows if r["experiment"] == experiment.name]
         if mine:
             per_bench = _mean_per_benchmark([r["per_benchmark_em"] for r in mine])
-            table.append(_summary_row(experiment.name, experiment.label, [r["em"] for r in mine], per_bench))
+            summary = _summary_row(experiment.name, experiment.label, [r["em"] for r in mine], per_bench)
+            paired = [r for r in mine if "initial_em" in r]
+            if paired:  # each run against its own cold start (a row that changes the world has another one)
+                lifts = [r["em"] - r["initial_em"] for r in paired]
+                summary["lift_mean"] = statistics.fmean(lifts)
+                summary["lift_std"] = statistics.stdev(lifts) if len(lifts) > 1 else 0.0
+                summary["cold_start_em"] = statistics.fmean(r["initial_em"] for r in paired)
+                summary["cold_start_em_when_searching"] = _mean_per_benchmark(
+                    [r.get("initial_em_when_searching", {}) for r in paired]
+                )
+                summary["cold_start_search_rate"] = _mean_per_benchmark(
+                    [r.get("initial_search_rate", {}) for r in paired]
+                )
+            table.append(summary)
     return table
 
 
@@ -222,15 +242,43 @@ def render_results(table: list[dict[str, Any]], title: str, notes: list[str]) ->
     """
     benchmarks = sorted({b for row in table for b in row["per_benchmark"]})
     base = next((row["em_mean"] for row in table if row["name"] == "cold_start"), None)
+    # A row whose runs have another cold start than the table's (it changes the world or the cold start) is compared
+    # with its own: the table then says which cold start each row had.
+    own_starts = any(
+        "cold_start_em" in row and base is not None and abs(row["cold_start_em"] - base) > 1e-9 for row in table
+    )
+    reading = sorted({b for row in table for b in row.get("cold_start_em_when_searching", {})}) if own_starts else []
     lines = [f"# {title}", "", "Real-search test exact match, in points; mean ± sample std over seeds.", ""]
-    lines.append("| run | EM | " + " | ".join(f"EM {b}" for b in benchmarks) + " | vs cold start | seeds | per seed |")
-    lines.append("|---|---|" + "---|" * len(benchmarks) + "---|---|---|")
+    extra = ["its cold start", *(f"its cold start reads {b}" for b in reading)] if own_starts else []
+    header = ["run", "EM", *(f"EM {b}" for b in benchmarks), *extra, "vs cold start", "seeds", "per seed"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
     for row in table:
         cells = [row["label"], f"{100 * row['em_mean']:.1f} ± {100 * row['em_std']:.1f}"]
         cells += [f"{100 * row['per_benchmark'].get(b, float('nan')):.1f}" for b in benchmarks]
-        lift = "" if base is None or row["name"] == "cold_start" else f"{100 * (row['em_mean'] - base):+.1f}"
+        if own_starts:
+            cells.append(f"{100 * row['cold_start_em']:.1f}" if "cold_start_em" in row else "")
+            cells += [
+                f"{100 * row['cold_start_em_when_searching'][b]:.1f} "
+                f"({100 * row['cold_start_search_rate'].get(b, float('nan')):.0f}% searched)"
+                if b in row.get("cold_start_em_when_searching", {})
+                else ""
+                for b in reading
+            ]
+        if row["name"] == "cold_start" or base is None:
+            lift = ""
+        elif "lift_mean" in row:
+            lift = f"{100 * row['lift_mean']:+.1f}" + (f" ± {100 * row['lift_std']:.1f}" if row["n"] > 1 else "")
+        else:
+            lift = f"{100 * (row['em_mean'] - base):+.1f}"
         cells += [lift, str(row["n"]), ", ".join(f"{100 * v:.1f}" for v in row["em_values"])]
         lines.append("| " + " | ".join(cells) + " |")
+    if reading:
+        lines += [
+            "",
+            '"Its cold start reads": the cold start\'s EM on the test questions it searched (how well it reads what '
+            "it finds), and on how many it searched.",
+        ]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines) + "\n"

@@ -26,6 +26,8 @@ WRITTEN_FILES = [
     "entities.json",
     "manifest.json",
     "reading.jsonl",
+    "reading_corpus.jsonl",
+    "reading_questions.jsonl",
     "test_1hop.jsonl",
     "test_2hop.jsonl",
     "train.jsonl",
@@ -44,6 +46,7 @@ def _config(tmp_path: Path, **overrides: object) -> WorldConfig:
         "train_questions": None,
         "output_dir": str(tmp_path / "world"),
         "reading_drills": 50,
+        "reading_people": 30,
     }
     settings.update(overrides)
     return WorldConfig(**settings)  # type: ignore[arg-type]
@@ -149,6 +152,29 @@ def test_reading_drills_are_about_people_outside_the_world_and_state_their_answe
         toyworld.reading_drills(115_200, world.entities, seed=0)  # 240 x 480 names, 40 of them the world's
 
 
+def test_reading_world_is_other_people_whose_passages_state_every_answer(world: World, tmp_path: Path) -> None:
+    lessons = world.reading_world
+    assert lessons is not None and len(lessons.people) == 30 and len(lessons.questions) == 90  # 3 attributes each
+    assert {p.name for p in world.entities}.isdisjoint(p.name for p in lessons.people)
+    ids = {p.id for p in lessons.people}
+    assert all(p.id.startswith("read-") and p.mentor_id in ids and p.mentor_id != p.id for p in lessons.people)
+    passages = {p.id: p for p in lessons.passages}
+    for question in lessons.questions:
+        (holder,) = question.positive_doc_ids
+        assert question.hops == 1 and passages[holder].title in question.question
+        assert toyworld.answer_in_text(question.answer[0], passages[holder].text)
+    written = _written(world, tmp_path / "w")
+    corpus = load_corpus(str(tmp_path / "w/reading_corpus.jsonl"))
+    assert len(corpus) == 30 and set(corpus["id"]) == ids
+    assert len(written["reading_questions.jsonl"].splitlines()) == 90
+    manifest = json.loads(written["manifest.json"])
+    assert manifest["reading_people"] == 30 and "reading_corpus.jsonl" in manifest["sha256"]
+    assert generate_world(_config(Path("unused"))).reading_world == lessons  # the same seed, the same lessons
+    assert generate_world(_config(Path("unused"), reading_people=0)).reading_world is None
+    with pytest.raises(ConfigError, match="reading_people"):
+        _config(Path("unused"), reading_people=1)
+
+
 @pytest.mark.slow
 def test_validate_world_names_a_reading_drill_about_a_world_person(world: World, tmp_path: Path) -> None:
     leaked = dataclasses.replace(world.reading[3], person=world.entities[0].name)
@@ -165,7 +191,7 @@ def test_validate_world_passes_on_a_generated_world_and_writes_its_report(world:
     outcome = validate_world(world, tmp_path / "report")
 
     assert outcome.success, outcome.summary()
-    assert outcome.evaluated == 13  # 4 on all questions, 2 per split, 3 on the reading drills
+    assert outcome.evaluated == 16  # 4 on all questions, 2 per split, 3 on the reading drills, 3 on the lessons
     assert "PASSED" in (tmp_path / "report" / "summary.md").read_text()
     assert json.loads((tmp_path / "report" / "summary.json").read_text())["success"] is True
     assert (tmp_path / "report" / "data_docs" / "index.html").is_file()

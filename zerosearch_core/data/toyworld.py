@@ -93,8 +93,15 @@ READING_TEMPLATE = "{sentence} Question: {question} Answer: {answer}"
 READING_SEED_OFFSET = 1_000_003
 """The drills draw from ``random.Random(world.seed + READING_SEED_OFFSET)``, a stream apart from the world's."""
 
+READING_WORLD_SEED_OFFSET = 2_000_003
+"""The reading world draws from ``random.Random(world.seed + READING_WORLD_SEED_OFFSET)``."""
+READING_ID_PREFIX = "read-"
+"""Ids of the reading world's people and passages (``read-0000``), never a world id (``toy-0000``)."""
+
 CORPUS_FILE = "corpus.jsonl"
 READING_FILE = "reading.jsonl"
+READING_CORPUS_FILE = "reading_corpus.jsonl"
+READING_QUESTIONS_FILE = "reading_questions.jsonl"
 ENTITIES_FILE = "entities.json"
 MANIFEST_FILE = "manifest.json"
 
@@ -185,6 +192,19 @@ class World:
     questions: tuple[Question, ...]
     unused_questions: tuple[Question, ...]
     reading: tuple[ReadingDrill, ...] = ()
+    reading_world: ReadingWorld | None = None
+
+
+@dataclass(frozen=True)
+class ReadingWorld:
+    """A second world of other fictional people (none of the world's), for reading lessons in the search protocol:
+    their passages (a corpus of its own, with mentors among themselves, so a search also finds passages that only
+    name the person) and every single-hop question about them. The cold start searches this corpus with a real
+    retriever and learns to read the answer out of the retrieved block (``cold_start.reading_corpus``)."""
+
+    people: tuple[Person, ...]
+    passages: tuple[Passage, ...]
+    questions: tuple[Question, ...]
 
 
 class HopCounts(NamedTuple):
@@ -228,7 +248,61 @@ def generate_world(cfg: WorldConfig) -> World:
         questions=assigned,
         unused_questions=unused,
         reading=reading_drills(cfg.reading_drills, people, cfg.seed),
+        reading_world=reading_world(cfg.reading_people, people, cfg.seed),
     )
+
+
+def reading_world(count: int, world_people: Sequence[Person], seed: int) -> ReadingWorld | None:
+    """``count`` fresh people whose names are not in ``world_people``, with mentors among themselves, their
+    passages (:func:`render_passage`, ids ``read-…``) and their single-hop questions (all three attributes).
+
+    No fact of the world appears: the people are others, so their questions teach reading, not test answers.
+
+    Raises:
+        ConfigError: ``count`` plus the world's people exceeds the names the toy world can make.
+
+    >>> alira = Person("toy-0000", "Alira Venhold", "Korvath", "painter", "harp", "toy-0000")
+    >>> lessons = reading_world(4, [alira], seed=0)
+    >>> len(lessons.passages), len(lessons.questions), lessons.passages[0].id, alira.name in str(lessons)
+    (4, 12, 'read-0000', False)
+    """
+    if count == 0:
+        return None
+    if count < 2:
+        raise ConfigError("world.reading_people must be 0 or >= 2: each reading person has a mentor among them.")
+    taken = {person.name for person in world_people}
+    available = len(FIRST_NAME_ONSETS) * len(FIRST_NAME_ENDINGS) * len(LAST_NAME_ONSETS) * len(LAST_NAME_ENDINGS)
+    if count + len(taken) > available:
+        raise ConfigError(
+            f"world.reading_people={count} plus the world's {len(taken)} people exceeds the {available} distinct "
+            "names the toy world can make; lower world.reading_people."
+        )
+    rng = random.Random(seed + READING_WORLD_SEED_OFFSET)
+    drawn = [p for p in draw_people(count + len(taken), rng) if p.name not in taken][:count]
+    # Re-id the survivors and draw their mentors among themselves (the draw's mentors may have been removed).
+    ids = [f"{READING_ID_PREFIX}{index:04d}" for index in range(count)]
+    people = []
+    for index, person in enumerate(drawn):
+        mentor = rng.randrange(count - 1)
+        mentor += mentor >= index  # skip oneself, as in draw_people
+        people.append(replace(person, id=ids[index], mentor_id=ids[mentor]))
+    by_id = {person.id: person for person in people}
+    mentees: dict[str, list[Person]] = {person.id: [] for person in people}
+    for person in people:
+        mentees[person.mentor_id].append(person)
+    passages = tuple(render_passage(person, by_id[person.mentor_id], mentees[person.id]) for person in people)
+    questions = tuple(
+        replace(
+            question,
+            id=f"{READING_ID_PREFIX}{question.attribute}-{person.id.removeprefix(READING_ID_PREFIX)}",
+            dataset=f"{DATASET}-reading",
+            split="train",
+        )
+        for person in people
+        for question in render_questions(person, by_id[person.mentor_id])
+        if question.hops == 1
+    )
+    return ReadingWorld(people=tuple(people), passages=passages, questions=questions)
 
 
 def reading_drills(count: int, world_people: Sequence[Person], seed: int) -> tuple[ReadingDrill, ...]:
@@ -464,7 +538,7 @@ def plan_splits(cfg: WorldConfig) -> dict[str, HopCounts]:
         ConfigError: The world has too few questions of a hop type for the requested sizes.
 
     >>> cfg = WorldConfig(seed=0, entities=10, two_hop_share=0.5, val_questions=4, test_questions=6,
-    ...                   train_questions=None, output_dir="unused", reading_drills=0)
+    ...                   train_questions=None, output_dir="unused", reading_drills=0, reading_people=0)
     >>> plan_splits(cfg)["train"]
     HopCounts(one_hop=25, two_hop=25)
     """
@@ -554,6 +628,13 @@ def write_world(world: World, folder: Path) -> None:
     (folder / ENTITIES_FILE).write_text(json.dumps(entities, indent=2) + "\n", encoding="utf-8")
     _write_jsonl(folder / READING_FILE, [drill.record() for drill in world.reading])
     written = [CORPUS_FILE, *(name for name, _, _ in QUESTION_FILES), ENTITIES_FILE, READING_FILE]
+    lessons = world.reading_world
+    if lessons is not None:
+        _write_jsonl(
+            folder / READING_CORPUS_FILE, [{"id": p.id, "contents": f'"{p.title}"\n{p.text}'} for p in lessons.passages]
+        )
+        _write_jsonl(folder / READING_QUESTIONS_FILE, [q.record() for q in lessons.questions])
+        written += [READING_CORPUS_FILE, READING_QUESTIONS_FILE]
     manifest = {
         "dataset": DATASET,
         "seed": world.seed,
@@ -562,6 +643,8 @@ def write_world(world: World, folder: Path) -> None:
         "passages": len(world.passages),
         "questions": question_counts(world),
         "reading_drills": len(world.reading),
+        "reading_people": 0 if lessons is None else len(lessons.people),
+        "reading_questions": 0 if lessons is None else len(lessons.questions),
         "passage_template": PASSAGE_TEMPLATE + MENTEES_TEMPLATE,
         "reading_template": READING_TEMPLATE,
         "question_templates": QUESTION_TEMPLATES,
@@ -646,6 +729,8 @@ def validate_world(world: World, report_dir: Path, two_hop_tolerance: float = 0.
         suites += [(_split_suite(validator.gx, s, bounds[s]), checked[checked["split"] == s]) for s in SPLITS]
         if world.reading:
             suites.append((_reading_suite(validator.gx), reading_validation_frame(world)))
+        if world.reading_world is not None:
+            suites.append((_reading_world_suite(validator.gx), reading_world_validation_frame(world)))
         for suite, frame in suites:
             result = validator.run(suite, frame, with_row_names=True)
             outcome.evaluated += len(result.results)
@@ -676,6 +761,35 @@ def reading_validation_frame(world: World) -> pd.DataFrame:
             "person_in_world": [d.person in names for d in world.reading],
             "answer_in_text": [answer_in_text(d.answer, d.text.rsplit(" Question: ", 1)[0]) for d in world.reading],
         }
+    )
+
+
+def reading_world_validation_frame(world: World) -> pd.DataFrame:
+    """One row per reading-world question: whether its person is one of the world's (a leak) and whether its answer
+    is in that person's passage."""
+    assert world.reading_world is not None
+    names = {person.name for person in world.entities}
+    passages = {passage.id: passage for passage in world.reading_world.passages}
+    questions = world.reading_world.questions
+    return pd.DataFrame(
+        {
+            "source_row": range(1, len(questions) + 1),
+            "id": [q.id for q in questions],
+            "person_in_world": [passages[q.positive_doc_ids[0]].title in names for q in questions],
+            "answer_in_text": [answer_in_text(q.answer[0], passages[q.positive_doc_ids[0]].text) for q in questions],
+        }
+    )
+
+
+def _reading_world_suite(gx: Any) -> Any:
+    gxe = gx.expectations
+    return gx.ExpectationSuite(
+        name=f"{DATASET}.reading_world",
+        expectations=[
+            gxe.ExpectColumnValuesToBeUnique(column="id"),
+            gxe.ExpectColumnValuesToBeInSet(column="person_in_world", value_set=[False]),
+            gxe.ExpectColumnValuesToBeInSet(column="answer_in_text", value_set=[True]),
+        ],
     )
 
 
@@ -724,7 +838,8 @@ def _summary_markdown(
         "",
         f"Seed {world.seed}: {len(world.entities)} people, {len(world.passages)} passages, "
         f"{len(world.questions)} questions in splits, {len(world.unused_questions)} in none, "
-        f"{len(world.reading)} reading drills; "
+        f"{len(world.reading)} reading drills, "
+        f"{0 if world.reading_world is None else len(world.reading_world.questions)} reading-world questions; "
         f"{outcome.evaluated} expectations evaluated.",
         "",
         "| split | questions | two-hop share | allowed |",

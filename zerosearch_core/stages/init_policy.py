@@ -11,19 +11,28 @@ import logging
 from pathlib import Path
 
 import pandas as pd
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from zerosearch_core.artifacts import write_dir_atomically
 from zerosearch_core.cold_start import (
+    Drill,
+    ReadingLessons,
     SFTExample,
     build_sft_examples,
+    form_search_shares,
     plot_cold_start,
+    question_form,
+    read_drills,
     read_pretrain_texts,
+    read_reading_lessons,
+    reading_accuracy,
     run_cold_start,
+    split_heldout_drills,
     tokenizer_texts,
 )
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.data import benchmarks as benchmark_data
+from zerosearch_core.evaluation import evaluate_benchmark
 from zerosearch_core.models import (
     build_tiny_policy,
     load_causal_lm,
@@ -31,7 +40,9 @@ from zerosearch_core.models import (
     parameter_count,
     save_policy,
 )
-from zerosearch_core.search.local import PASSAGES_FILE
+from zerosearch_core.rollout import PolicyBackend, SearchProtocol
+from zerosearch_core.search.base import SearchErrorBudget
+from zerosearch_core.search.local import PASSAGES_FILE, BM25Retriever, LocalSearchEngine
 from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.seeding import derive_seed
 from zerosearch_core.stages import StageHooks, StageResult
@@ -47,6 +58,10 @@ PARAMS = (
     "cold_start",
     "rollout.use_chat_template",  # the SFT trajectories' prompt and documents; not the generation engine
     "rollout.max_doc_chars",
+    "rollout.max_turns",  # the reading check's episodes
+    "rollout.max_new_tokens_per_turn",
+    "rollout.max_total_tokens",
+    "rollout.batch_size",
     "search",
     "paths.benchmarks_dir",
     "paths.index_dir",
@@ -64,8 +79,18 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
         passages = pd.read_parquet(Path(cfg.paths.index_dir) / PASSAGES_FILE)
         corpus_texts = (passages["title"] + "\n" + passages["text"]).tolist()
     extra_texts: list[str] = []
-    if cfg.cold_start.pretrain_texts is not None:
-        extra_texts = read_pretrain_texts(Path(cfg.cold_start.pretrain_texts))
+    heldout_drills: list[Drill] = []
+    answer_drills: list[Drill] = []
+    cold = cfg.cold_start
+    if cold.pretrain_texts is not None:
+        path = Path(cold.pretrain_texts)
+        extra_texts = read_pretrain_texts(path)
+        if cold.pretrain_reading_bar > 0 or cold.pretrain_texts_loss == "answer":
+            heldout = cold.pretrain_heldout if cold.pretrain_reading_bar > 0 else 0
+            train_drills, heldout_drills = split_heldout_drills(read_drills(path), heldout, path)
+            extra_texts = extra_texts[: len(train_drills)]
+            if cold.pretrain_texts_loss == "answer":
+                answer_drills = train_drills
     sft_questions = _sft_questions(cfg)
     tokenizer: PreTrainedTokenizerBase
     if cfg.model.source == "tiny":
@@ -78,6 +103,17 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     metrics = {"parameters": float(parameter_count(model)), "vocab_size": float(len(tokenizer))}
     if extra_texts:
         metrics["cold_start.pretrain_texts"] = float(len(extra_texts))
+    lessons, lesson_engine = _reading_lessons(cfg)
+    form_shares = None
+    if cfg.cold_start.sft_search_spread > 0:  # one share per form of the world's questions
+        form_shares = form_search_shares(
+            [question_form(str(q)) for q in sft_questions["question"].tolist()],
+            cfg.cold_start.sft_search_share,
+            cfg.cold_start.sft_search_spread,
+            derive_seed(cfg.seed, "cold_start_search_forms"),
+        )
+        for form, share in sorted(form_shares.items()):
+            logger.info("Cold start searches %.0f%% of the SFT questions of the form %r", 100 * share, form)
     examples: list[SFTExample] = []
     if len(sft_questions):
         with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as engine:
@@ -89,13 +125,27 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
                 cfg.search.top_k,
                 cfg.cold_start.sft_search_share,
                 derive_seed(cfg.seed, "cold_start_search"),
+                form_shares,
             )
+    if lessons is not None and lesson_engine is not None:
+        # Every lesson searches, and only the answer after the retrieved block is learned: the lessons teach
+        # reading, while whether to search is learned from the world's questions alone (sft_search_share).
+        examples += build_sft_examples(
+            lessons.train, tokenizer, lesson_engine, cfg.rollout, cfg.search.top_k, 1.0, 0, learn_search=False
+        )
+        metrics["cold_start.reading_examples"] = float(len(lessons.train))
+    if examples:
         metrics["cold_start.sft_examples"] = float(len(examples))
         metrics["cold_start.sft_searching_examples"] = float(sum(e.searches for e in examples))
 
     def on_step(phase: str, step: int, loss: float) -> None:
         if hooks.log_step is not None:
             hooks.log_step({f"cold_start.{phase}_loss": loss}, step)
+
+    def on_reading(step: int, accuracy: float) -> None:
+        logger.info("Pre-training step %d: held-out drill accuracy %.2f", step, accuracy)
+        if hooks.log_step is not None:
+            hooks.log_step({"cold_start.pretrain_reading_accuracy": accuracy}, step)
 
     curves = run_cold_start(
         model,
@@ -106,11 +156,27 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
         derive_seed(cfg.seed, "cold_start"),
         on_step,
         extra_texts,
+        heldout_drills,
+        on_reading,
+        answer_drills,
     )
+    if curves["reading"]:
+        metrics["cold_start.pretrain_steps_run"] = float(len(curves["pretrain"]))
+        metrics["cold_start.pretrain_reading_accuracy"] = curves["reading"][-1]
+        if curves["reading"][-1] < cfg.cold_start.pretrain_reading_bar:
+            logger.warning(
+                "Pre-training stopped at pretrain_max_steps=%d with held-out drill accuracy %.2f, below the bar "
+                "%.2f: this cold start may not read; raise cold_start.pretrain_max_steps.",
+                cfg.cold_start.pretrain_max_steps,
+                curves["reading"][-1],
+                cfg.cold_start.pretrain_reading_bar,
+            )
     for phase, losses in curves.items():
-        if losses:
+        if losses and phase in ("pretrain", "sft"):
             metrics[f"cold_start.{phase}_final_loss"] = losses[-1]
             logger.info("Cold start %s: %d steps, loss %.3f -> %.3f", phase, len(losses), losses[0], losses[-1])
+    if lessons is not None and lesson_engine is not None and len(lessons.heldout):
+        metrics.update(_reading_check(cfg, model, tokenizer, lessons, lesson_engine))
 
     def write(folder: Path) -> None:
         save_policy(model, tokenizer, folder)
@@ -126,6 +192,56 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     write_dir_atomically(target, write)
     artifacts = (target / COLD_START_DIR,) if any(curves.values()) else ()
     return StageResult(metrics=metrics, artifacts=artifacts)
+
+
+def _reading_lessons(cfg: PipelineConfig) -> tuple[ReadingLessons | None, LocalSearchEngine | None]:
+    """The reading lessons and a BM25 engine over their own corpus (both None when ``cold_start.reading_corpus``
+    is null)."""
+    cold = cfg.cold_start
+    if cold.reading_corpus is None or cold.reading_questions is None:
+        return None, None
+    lessons = read_reading_lessons(
+        Path(cold.reading_corpus),
+        Path(cold.reading_questions),
+        cold.reading_examples,
+        cold.reading_heldout,
+        derive_seed(cfg.seed, "reading_lessons"),
+    )
+    engine = LocalSearchEngine(BM25Retriever.build(lessons.passages), {"retriever": "bm25", "corpus": "lessons"})
+    return lessons, engine
+
+
+def _reading_check(
+    cfg: PipelineConfig,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    lessons: ReadingLessons,
+    engine: LocalSearchEngine,
+) -> dict[str, float]:
+    """Greedy EM on the held-out lesson questions, searching the lessons' corpus: overall, the share of questions
+    searched, and EM on the searched ones (reading itself; the start gives up on the rest by design)."""
+    generator = PolicyBackend(tokenizer).generator(model, 0.0, derive_seed(cfg.seed, "reading_check"))
+    run = evaluate_benchmark(
+        "reading_heldout",
+        lessons.heldout,
+        "search",
+        generator,
+        tokenizer,
+        engine,
+        SearchProtocol.from_sections(cfg.rollout, cfg.search),
+        derive_seed(cfg.seed, "reading_check"),
+        SearchErrorBudget(0.0),
+    )
+    logger.info(
+        "Reading check on %d held-out lesson questions: searched %.0f%%, EM when searching %.2f",
+        len(run.predictions),
+        100 * run.metrics["search_rate"],
+        run.metrics["em_when_searching"],
+    )
+    forced = reading_accuracy(model, tokenizer, lessons.heldout, engine, cfg.rollout, cfg.search.top_k)
+    logger.info("Reading check, made to search: EM %.2f", forced)
+    metrics = {f"cold_start.reading_{key}": run.metrics[key] for key in ("em", "search_rate", "em_when_searching")}
+    return {**metrics, "cold_start.reading_em_made_to_search": forced}
 
 
 def _sft_questions(cfg: PipelineConfig) -> pd.DataFrame:
