@@ -296,6 +296,13 @@ def test_reading_lessons_search_their_own_corpus_and_hold_out_questions(toy_cfg:
         asked = next(title for title in titles if title in row.question)
         assert text.count(asked) >= 3  # in the question, the search and the retrieved passage
         assert not any(name in text for name in world_names)  # the lessons never show a world person
+    # A lesson learns the query and the answer, not the choice to search (its first token, the <search> tag).
+    (lesson,) = build_sft_examples(
+        lessons.train.head(1), tokenizer, engine, toy_cfg.rollout, 3, 1.0, 0, learn_search_choice=False
+    )
+    learned = tokenizer.decode([t for t, m in zip(lesson.input_ids, lesson.loss_mask, strict=True) if m])
+    question, answer = lessons.train["question"][0], lessons.train["golden_answers"][0][0]
+    assert learned.strip() == f"{question} </search><answer> {answer} </answer>"
     # A file asked for but missing, or more questions asked for than there are, is a clear error.
     with pytest.raises(FileNotFoundError, match="world.reading_people"):
         init_policy._reading_lessons(

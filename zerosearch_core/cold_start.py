@@ -109,7 +109,7 @@ def build_sft_examples(
     search_share: float = 1.0,
     seed: int = 0,
     form_shares: dict[str, float] | None = None,
-    learn_search: bool = True,
+    learn_search_choice: bool = True,
 ) -> list[SFTExample]:
     """One trajectory per question: search the question with the real engine, then answer with the first golden
     answer; or, for a seeded ``1 - search_share`` of the questions, give up at once (:data:`NO_SEARCH_ANSWER`).
@@ -124,8 +124,9 @@ def build_sft_examples(
         seed: Picks which questions search.
         form_shares: A share per :func:`question_form` (:func:`form_search_shares`) that replaces
             ``search_share`` within each form; a form it lacks gets ``search_share``.
-        learn_search: Whether the ``<search>`` call is learned (loss mask 1). False makes reading lessons: the
-            answer after the retrieved block is learned, the choice to search is not.
+        learn_search_choice: Whether the choice to search, the ``<search>`` tag (the first token the policy
+            writes), is learned. False makes reading lessons: the query (the question copied) and the answer after
+            the retrieved block are learned, the choice to search is not.
     """
     rng = random.Random(seed)
     if form_shares is None:
@@ -154,7 +155,8 @@ def build_sft_examples(
         search = _encode(tokenizer, f"<search> {row.question} </search>")
         information = _encode(tokenizer, render_information_block(documents, rollout.max_doc_chars))
         ids = prompt + search + information + answer
-        mask = [0] * len(prompt) + [int(learn_search)] * len(search) + [0] * len(information) + [1] * len(answer)
+        search_mask = [int(learn_search_choice)] + [1] * (len(search) - 1)
+        mask = [0] * len(prompt) + search_mask + [0] * len(information) + [1] * len(answer)
         examples.append(SFTExample(tuple(ids), tuple(mask), True))
     return examples
 

@@ -372,8 +372,8 @@ class ColdStartConfig:
     reading_examples: int = field(
         metadata={
             "help": "Seeded sample of that many lesson questions made into SFT trajectories that all search and "
-            "learn only the answer after the retrieved block (whether to search is learned from sft_questions "
-            "alone); the next reading_heldout ones measure reading."
+            "learn the query and the answer after the retrieved block, not the choice to search (the <search> tag: "
+            "whether to search is learned from sft_questions alone); the next reading_heldout measure reading."
         }
     )
     reading_heldout: int = field(

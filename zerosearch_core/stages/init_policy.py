@@ -128,10 +128,11 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
                 form_shares,
             )
     if lessons is not None and lesson_engine is not None:
-        # Every lesson searches, and only the answer after the retrieved block is learned: the lessons teach
-        # reading, while whether to search is learned from the world's questions alone (sft_search_share).
+        # Every lesson searches; the query and the answer after the retrieved block are learned, the choice to
+        # search (the <search> tag) is not: the lessons teach searching and reading, while whether to search is
+        # learned from the world's questions alone (sft_search_share).
         examples += build_sft_examples(
-            lessons.train, tokenizer, lesson_engine, cfg.rollout, cfg.search.top_k, 1.0, 0, learn_search=False
+            lessons.train, tokenizer, lesson_engine, cfg.rollout, cfg.search.top_k, 1.0, 0, learn_search_choice=False
         )
         metrics["cold_start.reading_examples"] = float(len(lessons.train))
     if examples:
