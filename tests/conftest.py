@@ -180,7 +180,9 @@ def shrink_toy_params(project: Path) -> None:
     """toy/params.yaml made tiny: a 12-person world, a few steps per stage, a 3+3 question test split."""
     path = project / "toy/params.yaml"
     params = yaml.safe_load(path.read_text())
-    params["world"].update(entities=12, val_questions=4, test_questions=6, reading_drills=50, reading_people=10)
+    params["world"].update(
+        entities=12, val_questions=4, test_questions=6, reading_drills=50, search_drills=50, reading_people=10
+    )
     for spec in params["data"]["files"]:
         spec["expected_rows"] = None
     params["model"].update(hidden_size=32, intermediate_size=64, num_layers=2, vocab_size=400)

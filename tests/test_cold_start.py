@@ -50,6 +50,7 @@ def toy_cfg(tmp_path: Path) -> PipelineConfig:
         train_questions=None,
         output_dir=str(world_dir),
         reading_drills=30,
+        search_drills=30,
         reading_people=20,
     )
     world_dir.mkdir()
@@ -268,7 +269,7 @@ def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cf
     assert "<answer>" in (target / "cold_start/sft_example.txt").read_text()
     assert result.metrics["cold_start.sft_examples"] == 12.0 + 10.0  # the world's questions and the lessons
     assert result.metrics["cold_start.reading_examples"] == 10.0
-    assert result.metrics["cold_start.pretrain_texts"] == 25.0  # 5 of the 30 drills are held out
+    assert result.metrics["cold_start.pretrain_texts"] == 55.0  # 30 reading and 30 search drills, 5 held out
     for key in ("em", "search_rate", "em_when_searching"):  # the reading check on the 6 held-out lessons
         assert 0.0 <= result.metrics[f"cold_start.reading_{key}"] <= 1.0
     assert [step for metrics, step in logged if "cold_start.sft_loss" in metrics] == list(range(1, 7))

@@ -435,12 +435,14 @@ def answer_drill_sequences(
 def drill_accuracy(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, drills: Sequence[Drill], batch_size: int = 50
 ) -> float:
-    """Share of ``drills`` whose greedy continuation (a few tokens) starts with the answer word."""
+    """Share of ``drills`` whose greedy continuation of the prefix is the answer, token for token (the answer
+    encoded as pre-training learns it, after a space)."""
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     correct = 0
     for start in range(0, len(drills), batch_size):
         batch = drills[start : start + batch_size]
         encoded = [_encode(tokenizer, d.prefix) for d in batch]
+        answers = [_encode(tokenizer, " " + d.answer) for d in batch]
         width = max(len(ids) for ids in encoded)
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
@@ -449,11 +451,14 @@ def drill_accuracy(
             attention[row, width - len(ids) :] = 1
         with torch.no_grad():
             out = model.generate(  # type: ignore[operator]  # transformers types generate loosely
-                input_ids=input_ids, attention_mask=attention, max_new_tokens=4, do_sample=False, pad_token_id=pad_id
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_new_tokens=max(len(a) for a in answers),
+                do_sample=False,
+                pad_token_id=pad_id,
             )
-        for row, drill in enumerate(batch):
-            words = str(tokenizer.decode(out[row, width:].tolist(), skip_special_tokens=True)).split()
-            correct += bool(words) and words[0] == drill.answer
+        for row, answer in enumerate(answers):
+            correct += out[row, width : width + len(answer)].tolist() == answer
     return correct / len(drills) if drills else 0.0
 
 

@@ -162,6 +162,13 @@ class WorldConfig:
             "out of a passage, which a pretrained LLM already has. 0 writes none."
         },
     )
+    search_drills: int = field(
+        metadata={
+            "help": "Search drills in reading.jsonl, one after each of the first this many reading drills: "
+            "'Question: <q> <search> <q> </search>', the protocol's search call copying the question. A model "
+            "trained from scratch otherwise writes a memorised name into its queries. At most reading_drills."
+        },
+    )
     reading_people: int = field(
         metadata={
             "help": "People of a second world (never the world's, so no fact leaks) written to "
@@ -181,6 +188,8 @@ class WorldConfig:
             raise ConfigError("world.train_questions must be >= 1 or null.")
         if self.reading_drills < 0:
             raise ConfigError("world.reading_drills must be >= 0 (0 writes no reading drills).")
+        if not 0 <= self.search_drills <= self.reading_drills:
+            raise ConfigError("world.search_drills must be within [0, world.reading_drills].")
         if self.reading_people < 0 or self.reading_people == 1:
             raise ConfigError("world.reading_people must be 0 (none) or >= 2 (each has a mentor among them).")
 

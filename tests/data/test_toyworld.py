@@ -46,6 +46,7 @@ def _config(tmp_path: Path, **overrides: object) -> WorldConfig:
         "train_questions": None,
         "output_dir": str(tmp_path / "world"),
         "reading_drills": 50,
+        "search_drills": 0,
         "reading_people": 30,
     }
     settings.update(overrides)

@@ -90,6 +90,10 @@ QUESTION_FILES: tuple[tuple[str, str, int | None], ...] = (
 """Question files as (file name, split, hops or None for both)."""
 READING_TEMPLATE = "{sentence} Question: {question} Answer: {answer}"
 """A reading drill: the first sentence of a passage, a single-hop question about it and the answer."""
+SEARCH_DRILL_TEMPLATE = "Question: {question} <search> {answer}"
+SEARCH_DRILL_ANSWER = "{question} </search>"
+"""A search drill: a question, then the protocol's search call that copies it (the answer is the copy): a model
+trained from scratch does not copy a name it has never seen into its query by itself."""
 READING_SEED_OFFSET = 1_000_003
 """The drills draw from ``random.Random(world.seed + READING_SEED_OFFSET)``, a stream apart from the world's."""
 
@@ -247,7 +251,7 @@ def generate_world(cfg: WorldConfig) -> World:
         passages=passages,
         questions=assigned,
         unused_questions=unused,
-        reading=reading_drills(cfg.reading_drills, people, cfg.seed),
+        reading=reading_drills(cfg.reading_drills, people, cfg.seed, cfg.search_drills),
         reading_world=reading_world(cfg.reading_people, people, cfg.seed),
     )
 
@@ -305,7 +309,9 @@ def reading_world(count: int, world_people: Sequence[Person], seed: int) -> Read
     return ReadingWorld(people=tuple(people), passages=passages, questions=questions)
 
 
-def reading_drills(count: int, world_people: Sequence[Person], seed: int) -> tuple[ReadingDrill, ...]:
+def reading_drills(
+    count: int, world_people: Sequence[Person], seed: int, search_drills: int = 0
+) -> tuple[ReadingDrill, ...]:
     """``count`` reading drills (:data:`READING_TEMPLATE`) about freshly drawn people whose names are not in
     ``world_people``, each asking one attribute chosen at random.
 
@@ -339,6 +345,12 @@ def reading_drills(count: int, world_people: Sequence[Person], seed: int) -> tup
         question = QUESTION_TEMPLATES[attribute].format(subject=person.name)
         text = READING_TEMPLATE.format(sentence=sentence, question=question, answer=answer)
         drills.append(ReadingDrill(f"reading-{index:06d}", person.name, text, answer))
+        if index < search_drills:  # the search call of the protocol: the question copied, names and all
+            query = SEARCH_DRILL_ANSWER.format(
+                question=QUESTION_TEMPLATES[rng.choice(list(ATTRIBUTES))].format(subject=person.name)
+            )
+            text = SEARCH_DRILL_TEMPLATE.format(question=query.removesuffix(" </search>"), answer=query)
+            drills.append(ReadingDrill(f"search-{index:06d}", person.name, text, query))
     return tuple(drills)
 
 
@@ -538,7 +550,8 @@ def plan_splits(cfg: WorldConfig) -> dict[str, HopCounts]:
         ConfigError: The world has too few questions of a hop type for the requested sizes.
 
     >>> cfg = WorldConfig(seed=0, entities=10, two_hop_share=0.5, val_questions=4, test_questions=6,
-    ...                   train_questions=None, output_dir="unused", reading_drills=0, reading_people=0)
+    ...                   train_questions=None, output_dir="unused", reading_drills=0, search_drills=0,
+    ...                   reading_people=0)
     >>> plan_splits(cfg)["train"]
     HopCounts(one_hop=25, two_hop=25)
     """
@@ -759,7 +772,10 @@ def reading_validation_frame(world: World) -> pd.DataFrame:
             "source_row": range(1, len(world.reading) + 1),
             "id": [d.id for d in world.reading],
             "person_in_world": [d.person in names for d in world.reading],
-            "answer_in_text": [answer_in_text(d.answer, d.text.rsplit(" Question: ", 1)[0]) for d in world.reading],
+            "answer_in_text": [
+                answer_in_text(d.answer, d.text.rsplit(" Question: ", 1)[0] if d.id.startswith("reading-") else d.text)
+                for d in world.reading
+            ],
         }
     )
 
