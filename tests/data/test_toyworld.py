@@ -46,7 +46,7 @@ def _config(tmp_path: Path, **overrides: object) -> WorldConfig:
         "train_questions": None,
         "output_dir": str(tmp_path / "world"),
         "reading_drills": 50,
-        "search_drills": 0,
+        "search_drills": 20,
         "reading_people": 30,
     }
     settings.update(overrides)
@@ -136,8 +136,8 @@ def test_every_answer_occurs_in_its_supporting_passage(world: World) -> None:
 
 def test_reading_drills_are_about_people_outside_the_world_and_state_their_answer(world: World) -> None:
     world_names = {person.name for person in world.entities}
-    drills = world.reading
-    assert len(drills) == 50 and len({d.id for d in drills}) == 50
+    drills = [d for d in world.reading if d.id.startswith("reading-")]  # the search drills: their own test
+    assert len(drills) == 50 and len({d.id for d in drills}) == 50 and len(world.reading) == 50 + 20
     assert world_names.isdisjoint(d.person for d in drills)
     attributes = set()
     for drill in drills:
@@ -151,6 +151,17 @@ def test_reading_drills_are_about_people_outside_the_world_and_state_their_answe
     assert {p.name for p in big.entities}.isdisjoint(d.person for d in big.reading)
     with pytest.raises(ConfigError, match="lower world.reading_drills"):
         toyworld.reading_drills(115_200, world.entities, seed=0)  # 240 x 480 names, 40 of them the world's
+
+
+def test_search_drills_copy_the_question_into_the_search_call(world: World) -> None:
+    drills = toyworld.reading_drills(6, world.entities, seed=1, search_drills=3)
+    assert [d.id.split("-")[0] for d in drills] == ["reading", "search"] * 3 + ["reading"] * 3
+    for reading, search in zip(drills[0:6:2], drills[1:6:2], strict=True):
+        assert search.person == reading.person and search.text.endswith(search.answer)
+        question = search.answer.removesuffix(" </search>")
+        assert search.text == f"Question: {question} <search> {question} </search>" and reading.person in question
+    with pytest.raises(ConfigError, match="search_drills"):
+        _config(Path("unused"), search_drills=51)
 
 
 def test_reading_world_is_other_people_whose_passages_state_every_answer(world: World, tmp_path: Path) -> None:

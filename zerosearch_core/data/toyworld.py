@@ -772,8 +772,12 @@ def reading_validation_frame(world: World) -> pd.DataFrame:
             "source_row": range(1, len(world.reading) + 1),
             "id": [d.id for d in world.reading],
             "person_in_world": [d.person in names for d in world.reading],
+            # a reading drill's answer is in its sentence; a search drill's query is the question it copies
             "answer_in_text": [
-                answer_in_text(d.answer, d.text.rsplit(" Question: ", 1)[0] if d.id.startswith("reading-") else d.text)
+                answer_in_text(d.answer, d.text.rsplit(" Question: ", 1)[0])
+                if d.id.startswith("reading-")
+                else d.text
+                == SEARCH_DRILL_TEMPLATE.format(question=d.answer.removesuffix(" </search>"), answer=d.answer)
                 for d in world.reading
             ],
         }
