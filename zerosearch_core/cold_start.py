@@ -161,6 +161,27 @@ def build_sft_examples(
     return examples
 
 
+def greedy_continuations(
+    model: PreTrainedModel, contexts: Sequence[Sequence[int]], pad_id: int, max_new_tokens: int
+) -> list[list[int]]:
+    """The greedy continuation of every context (ids), batched with left padding so all continue at one column."""
+    width = max(len(ids) for ids in contexts)
+    input_ids = torch.full((len(contexts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(contexts), width), dtype=torch.long)
+    for row, ids in enumerate(contexts):
+        input_ids[row, width - len(ids) :] = torch.tensor(list(ids), dtype=torch.long)
+        attention[row, width - len(ids) :] = 1
+    with torch.no_grad():
+        out = model.generate(  # type: ignore[operator]  # transformers types generate loosely
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad_id,
+        )
+    return [out[row, width:].tolist() for row in range(len(contexts))]
+
+
 def reading_accuracy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -191,23 +212,9 @@ def reading_accuracy(
     model.eval()
     golden = questions["golden_answers"].tolist()
     for start in range(0, len(contexts), batch_size):
-        batch = contexts[start : start + batch_size]
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):  # left padding, so every continuation starts at the same column
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
-        with torch.no_grad():
-            out = model.generate(  # type: ignore[operator]  # transformers types generate loosely
-                input_ids=input_ids,
-                attention_mask=attention,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad_id,
-            )
-        for row in range(len(batch)):
-            text = str(tokenizer.decode(out[row, width:].tolist()))  # the tags are special tokens: keep them
+        continued = greedy_continuations(model, contexts[start : start + batch_size], pad_id, max_new_tokens)
+        for row, ids in enumerate(continued):
+            text = str(tokenizer.decode(ids))  # the tags are special tokens: keep them
             answers = [str(a) for a in golden[start + row]]
             scores.append(answer_metrics(extract_answer(text), answers)["em"])
     model.train(was_training)
@@ -441,24 +448,10 @@ def drill_accuracy(
     correct = 0
     for start in range(0, len(drills), batch_size):
         batch = drills[start : start + batch_size]
-        encoded = [_encode(tokenizer, d.prefix) for d in batch]
         answers = [_encode(tokenizer, " " + d.answer) for d in batch]
-        width = max(len(ids) for ids in encoded)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(encoded):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
-        with torch.no_grad():
-            out = model.generate(  # type: ignore[operator]  # transformers types generate loosely
-                input_ids=input_ids,
-                attention_mask=attention,
-                max_new_tokens=max(len(a) for a in answers),
-                do_sample=False,
-                pad_token_id=pad_id,
-            )
-        for row, answer in enumerate(answers):
-            correct += out[row, width : width + len(answer)].tolist() == answer
+        contexts = [_encode(tokenizer, d.prefix) for d in batch]
+        continued = greedy_continuations(model, contexts, pad_id, max(len(a) for a in answers))
+        correct += sum(ids[: len(answer)] == answer for ids, answer in zip(continued, answers, strict=True))
     return correct / len(drills) if drills else 0.0
 
 

@@ -274,15 +274,8 @@ def reading_world(count: int, world_people: Sequence[Person], seed: int) -> Read
         return None
     if count < 2:
         raise ConfigError("world.reading_people must be 0 or >= 2: each reading person has a mentor among them.")
-    taken = {person.name for person in world_people}
-    available = len(FIRST_NAME_ONSETS) * len(FIRST_NAME_ENDINGS) * len(LAST_NAME_ONSETS) * len(LAST_NAME_ENDINGS)
-    if count + len(taken) > available:
-        raise ConfigError(
-            f"world.reading_people={count} plus the world's {len(taken)} people exceeds the {available} distinct "
-            "names the toy world can make; lower world.reading_people."
-        )
     rng = random.Random(seed + READING_WORLD_SEED_OFFSET)
-    drawn = [p for p in draw_people(count + len(taken), rng) if p.name not in taken][:count]
+    drawn = draw_others(count, world_people, rng, "world.reading_people")
     # Re-id the survivors and draw their mentors among themselves (the draw's mentors may have been removed).
     ids = [f"{READING_ID_PREFIX}{index:04d}" for index in range(count)]
     people = []
@@ -309,6 +302,22 @@ def reading_world(count: int, world_people: Sequence[Person], seed: int) -> Read
     return ReadingWorld(people=tuple(people), passages=passages, questions=questions)
 
 
+def draw_others(count: int, world_people: Sequence[Person], rng: random.Random, setting: str) -> list[Person]:
+    """``count`` people drawn from ``rng`` whose names are not in ``world_people`` (none of the world's).
+
+    Raises:
+        ConfigError: ``count`` plus the world's people exceeds the names the toy world can make (``setting`` named).
+    """
+    taken = {person.name for person in world_people}
+    available = len(FIRST_NAME_ONSETS) * len(FIRST_NAME_ENDINGS) * len(LAST_NAME_ONSETS) * len(LAST_NAME_ENDINGS)
+    if count + len(taken) > available:
+        raise ConfigError(
+            f"{setting}={count} plus the world's {len(taken)} people exceeds the {available} distinct names the toy "
+            f"world can make; lower {setting}."
+        )
+    return [p for p in draw_people(count + len(taken), rng) if p.name not in taken][:count]
+
+
 def reading_drills(
     count: int, world_people: Sequence[Person], seed: int, search_drills: int = 0
 ) -> tuple[ReadingDrill, ...]:
@@ -328,15 +337,8 @@ def reading_drills(
     """
     if count == 0:
         return ()
-    taken = {person.name for person in world_people}
-    available = len(FIRST_NAME_ONSETS) * len(FIRST_NAME_ENDINGS) * len(LAST_NAME_ONSETS) * len(LAST_NAME_ENDINGS)
-    if count + len(taken) > available:
-        raise ConfigError(
-            f"world.reading_drills={count} plus the world's {len(taken)} people exceeds the {available} distinct "
-            "names the toy world can make; lower world.reading_drills."
-        )
     rng = random.Random(seed + READING_SEED_OFFSET)
-    people = [p for p in draw_people(count + len(taken), rng) if p.name not in taken][:count]
+    people = draw_others(count, world_people, rng, "world.reading_drills")
     drills = []
     for index, person in enumerate(people):
         attribute = rng.choice(list(ATTRIBUTES))
