@@ -138,6 +138,7 @@ def test_sft_search_share_gives_up_on_a_seeded_share_without_searching(toy_cfg: 
             assert learned == f"<answer> {NO_SEARCH_ANSWER} </answer>"
 
 
+@pytest.mark.slow
 def test_each_question_form_searches_at_its_own_share(toy_cfg: PipelineConfig) -> None:
     prepare_data.run(toy_cfg, StageHooks())
     build_index.run(toy_cfg, StageHooks())
@@ -280,6 +281,7 @@ def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cf
     assert model.config.hidden_size == 32
 
 
+@pytest.mark.slow
 def test_reading_lessons_search_their_own_corpus_and_hold_out_questions(toy_cfg: PipelineConfig) -> None:
     cold = toy_cfg.cold_start
     assert cold.reading_corpus is not None and cold.reading_questions is not None
