@@ -150,10 +150,7 @@ def build_sft_examples(
             examples.append(SFTExample(tuple(prompt + give_up), tuple([0] * len(prompt) + [1] * len(give_up)), False))
             continue
         answer = _encode(tokenizer, f"<answer> {answers[0]} </answer>")
-        session = engine.open_session(EpisodeContext(str(row.question), tuple(answers), 0.0, 0))
-        documents = session.search(str(row.question), top_k).documents
-        search = _encode(tokenizer, f"<search> {row.question} </search>")
-        information = _encode(tokenizer, render_information_block(documents, rollout.max_doc_chars))
+        search, information = _search_call(tokenizer, engine, rollout, top_k, str(row.question), answers)
         ids = prompt + search + information + answer
         search_mask = [int(learn_search_choice)] + [1] * (len(search) - 1)
         mask = [0] * len(prompt) + search_mask + [0] * len(information) + [1] * len(answer)
@@ -201,10 +198,8 @@ def reading_accuracy(
     contexts: list[list[int]] = []
     for row in questions.itertuples(index=False):
         prompt = build_prompt_ids(tokenizer, str(row.question), "search", rollout.use_chat_template)
-        session = engine.open_session(EpisodeContext(str(row.question), tuple(row.golden_answers), 0.0, 0))
-        documents = session.search(str(row.question), top_k).documents
-        search = _encode(tokenizer, f"<search> {row.question} </search>")
-        information = _encode(tokenizer, render_information_block(documents, rollout.max_doc_chars))
+        answers = [str(a) for a in row.golden_answers]
+        search, information = _search_call(tokenizer, engine, rollout, top_k, str(row.question), answers)
         contexts.append(prompt + search + information)
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     scores: list[float] = []
@@ -219,6 +214,22 @@ def reading_accuracy(
             scores.append(answer_metrics(extract_answer(text), answers)["em"])
     model.train(was_training)
     return sum(scores) / len(scores) if scores else 0.0
+
+
+def _search_call(
+    tokenizer: PreTrainedTokenizerBase,
+    engine: SearchEngine,
+    rollout: RolloutConfig,
+    top_k: int,
+    question: str,
+    answers: Sequence[str],
+) -> tuple[list[int], list[int]]:
+    """The ids of ``<search> question </search>`` and of the block the real engine returns for it, as the rollout
+    lays them out."""
+    session = engine.open_session(EpisodeContext(question, tuple(answers), 0.0, 0))
+    documents = session.search(question, top_k).documents
+    search = _encode(tokenizer, f"<search> {question} </search>")
+    return search, _encode(tokenizer, render_information_block(documents, rollout.max_doc_chars))
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
