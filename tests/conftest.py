@@ -217,3 +217,36 @@ def shrink_toy_params(project: Path) -> None:
     (project / "toy/experiments.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
     for command in (["git", "add", "-A"], ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "toy"]):
         subprocess.run(command, cwd=project, check=True, capture_output=True)
+
+
+# mypy over a cold cache takes about three minutes of one core: started in the background, at low priority, as soon
+# as the session knows it will run tests/test_typing.py, so it uses the cores the other tests leave idle (they often
+# wait on servers and subprocesses); test_typing reads its outcome at the end. Stopped if the session ends first.
+MYPY_RUN = pytest.StashKey[tuple[subprocess.Popen[bytes], Path]]()
+
+
+def start_mypy(config: pytest.Config) -> tuple[subprocess.Popen[bytes], Path]:
+    if MYPY_RUN not in config.stash:
+        log = Path(tempfile.mkdtemp(prefix="zerosearch-mypy-")) / "mypy.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "mypy", "zerosearch_core"],
+                cwd=PROJECT_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=lambda: os.nice(10),
+            )
+        config.stash[MYPY_RUN] = (process, log)
+    return config.stash[MYPY_RUN]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(item.nodeid.endswith("test_typing.py::test_library_type_checks") for item in session.items):
+        start_mypy(session.config)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    process, _ = session.config.stash.get(MYPY_RUN, (None, None))
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait()

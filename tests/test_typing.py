@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import start_mypy
 
 
-@pytest.mark.slow  # a cold mypy cache takes a minute or more on 2 cores
-def test_library_type_checks() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "mypy", "zerosearch_core"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+@pytest.mark.slow  # a cold mypy cache takes about three minutes of one core; conftest starts it at collection
+def test_library_type_checks(request: pytest.FixtureRequest) -> None:
+    process, log = start_mypy(request.config)
+    returncode = process.wait(timeout=1200)
+    assert returncode == 0, log.read_text()
