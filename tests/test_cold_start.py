@@ -23,10 +23,11 @@ from zerosearch_core.cold_start import (
     question_form,
     read_drills,
     read_pretrain_texts,
+    run_cold_start,
     split_heldout_drills,
     train_causal_lm,
 )
-from zerosearch_core.config import PipelineConfig, WorldConfig, load_config
+from zerosearch_core.config import ConfigError, PipelineConfig, WorldConfig, load_config
 from zerosearch_core.data.toyworld import generate_world, write_world
 from zerosearch_core.models import build_tiny_policy, load_causal_lm, load_tokenizer
 from zerosearch_core.prompts import build_prompt_ids
@@ -73,6 +74,9 @@ def toy_cfg(tmp_path: Path) -> PipelineConfig:
             pretrain_heldout=5,
             pretrain_reading_bar=1.0,  # out of reach of 10 steps: pre-training runs to pretrain_max_steps
             sft_steps=6,
+            sft_max_steps=8,
+            sft_check_every=2,
+            sft_reading_bar=1.0,  # out of reach too: SFT runs to sft_max_steps, checked at steps 6 and 8
             sft_examples=12,
             pretrain_texts=str(world_dir / "reading.jsonl"),
             pretrain_corpus_repeat=3,
@@ -230,6 +234,38 @@ def test_constant_schedule_keeps_the_rate_that_cosine_halves_at_mid_run(toy_cfg:
         train_causal_lm(model, [sequence], None, 1, 1, 1e-3, 0, seed=0, phase="t", schedule="linear")
 
 
+def test_sft_stops_at_the_first_reading_check_that_passes_the_bar(toy_cfg: PipelineConfig) -> None:
+    model, tokenizer = build_tiny_policy(toy_cfg.model, ["one two three four five six"] * 30, seed=2)
+    ids = tuple(tokenizer("one two three four five six", add_special_tokens=False)["input_ids"])
+    examples = [SFTExample(ids, (1,) * len(ids), False)] * 4
+    cold = dataclasses.replace(
+        toy_cfg.cold_start,
+        pretrain_steps=0,
+        pretrain_texts=None,
+        pretrain_texts_loss="all",
+        pretrain_reading_bar=0.0,
+        sft_steps=3,
+        sft_check_every=3,
+        sft_max_steps=20,
+        sft_reading_bar=0.9,
+    )
+    scores = iter([0.5, 0.8, 0.95, 1.0])  # what the checks measure, in turn
+    seen: list[tuple[str, int, float]] = []
+    curves = run_cold_start(
+        model, tokenizer, cold, [], examples, 0, on_reading=lambda *a: seen.append(a), sft_reading=lambda: next(scores)
+    )
+    # checked at steps 3, 6, 9 (each multiple of sft_check_every from sft_steps on); the third passes 0.9: SFT ends
+    assert len(curves["sft"]) == 9 and curves["sft_reading_step"] == [3.0, 6.0, 9.0]
+    assert curves["sft_reading"] == [0.5, 0.8, 0.95] and seen == [("sft", 3, 0.5), ("sft", 6, 0.8), ("sft", 9, 0.95)]
+    # without the bar, exactly sft_steps and no check
+    plain = run_cold_start(model, tokenizer, dataclasses.replace(cold, sft_reading_bar=0.0), [], examples, 0)
+    assert len(plain["sft"]) == 3 and plain["sft_reading"] == []
+    with pytest.raises(ConfigError, match="sft_reading_bar needs reading lessons"):
+        dataclasses.replace(cold, reading_corpus=None, reading_questions=None)
+    with pytest.raises(ConfigError, match="sft_max_steps >= sft_steps"):
+        dataclasses.replace(cold, sft_max_steps=2)
+
+
 def test_read_pretrain_texts_names_the_bad_line_and_the_missing_file(tmp_path: Path) -> None:
     good = tmp_path / "reading.jsonl"
     good.write_text('{"id": "r1", "text": "one"}\n{"id": "r2", "text": "two"}\n')
@@ -263,9 +299,12 @@ def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cf
     result = init_policy.run(toy_cfg, StageHooks(log_step=lambda metrics, step: logged.append((metrics, step))))
     target = Path(toy_cfg.paths.policy_dir)
     curves = json.loads((target / "cold_start/losses.json").read_text())
-    assert len(curves["pretrain"]) == 10 and len(curves["sft"]) == 6  # the bar was never reached
+    assert len(curves["pretrain"]) == 10 and len(curves["sft"]) == 8  # the bars were never reached
     assert curves["reading_step"] == [6.0, 8.0, 10.0] and len(curves["reading"]) == 3  # checked from step 6
-    assert result.metrics["cold_start.pretrain_steps_run"] == 10.0
+    assert curves["sft_reading_step"] == [6.0, 8.0] and len(curves["sft_reading"]) == 2
+    assert result.metrics["cold_start.pretrain_steps_run"] == 10.0 and result.metrics["cold_start.sft_steps_run"] == 8
+    # the last SFT check is the stage's own made-to-search reading check: the same model on the same lessons
+    assert result.metrics["cold_start.reading_em_made_to_search"] == curves["sft_reading"][-1]
     assert (target / "cold_start/losses.png").read_bytes()[:4] == b"\x89PNG"
     assert "<answer>" in (target / "cold_start/sft_example.txt").read_text()
     assert result.metrics["cold_start.sft_examples"] == 12.0 + 10.0  # the world's questions and the lessons
@@ -273,8 +312,9 @@ def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cf
     assert result.metrics["cold_start.pretrain_texts"] == 55.0  # 30 reading and 30 search drills, 5 held out
     for key in ("em", "search_rate", "em_when_searching"):  # the reading check on the 6 held-out lessons
         assert 0.0 <= result.metrics[f"cold_start.reading_{key}"] <= 1.0
-    assert [step for metrics, step in logged if "cold_start.sft_loss" in metrics] == list(range(1, 7))
+    assert [step for metrics, step in logged if "cold_start.sft_loss" in metrics] == list(range(1, 9))
     assert [step for metrics, step in logged if "cold_start.pretrain_reading_accuracy" in metrics] == [6, 8, 10]
+    assert [step for metrics, step in logged if "cold_start.sft_reading_accuracy" in metrics] == [6, 8]
     model = load_causal_lm(target)
     tokenizer = load_tokenizer(target)
     assert tokenizer.convert_tokens_to_ids("<search>") != tokenizer.unk_token_id

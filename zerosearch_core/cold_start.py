@@ -43,6 +43,8 @@ PRETRAIN_BLOCK_TOKENS = 128
 
 StepCallback = Callable[[str, int, float], None]
 """Called with (phase, step, loss) after every optimizer step."""
+StopCheck = Callable[[int], bool]
+"""Called with the step number after each training step; True ends training there."""
 
 
 NO_SEARCH_ANSWER = "unknown"
@@ -248,7 +250,7 @@ def train_causal_lm(
     phase: str,
     on_step: StepCallback | None = None,
     schedule: str = "cosine",
-    stop: Callable[[int], bool] | None = None,
+    stop: StopCheck | None = None,
 ) -> list[float]:
     """Train ``model`` for ``steps`` AdamW steps on batches drawn (seeded, without replacement per epoch) from
     ``sequences``; the loss covers positions whose mask is 1 (every token when ``masks`` is None). The learning
@@ -504,8 +506,9 @@ def run_cold_start(
     on_step: StepCallback | None = None,
     extra_texts: Sequence[str] = (),
     heldout_drills: Sequence[Drill] = (),
-    on_reading: Callable[[int, float], None] | None = None,
+    on_reading: Callable[[str, int, float], None] | None = None,
     answer_drills: Sequence[Drill] = (),
+    sft_reading: Callable[[], float] | None = None,
 ) -> dict[str, list[float]]:
     """Pre-train on ``corpus_texts`` mixed with ``extra_texts`` (if ``cfg.pretrain_steps``; see
     :func:`pretrain_sequences`) and then SFT on ``sft_examples`` (if any).
@@ -513,25 +516,40 @@ def run_cold_start(
     With ``cfg.pretrain_reading_bar`` set, pre-training runs from ``pretrain_steps`` on until the accuracy on
     ``heldout_drills`` (checked every ``pretrain_check_every`` steps, each check passed to ``on_reading``) reaches
     the bar, or until ``pretrain_max_steps``. With ``answer_drills`` (``pretrain_texts_loss: answer``), those drills
-    replace ``extra_texts`` in the mix and only their answers are learned (:func:`answer_drill_sequences`).
+    replace ``extra_texts`` in the mix and only their answers are learned (:func:`answer_drill_sequences`). In the
+    same way, with ``cfg.sft_reading_bar`` set and ``sft_reading`` given (EM on held-out reading lessons made to
+    search, :func:`reading_accuracy`), SFT runs from ``sft_steps`` on, checked at each multiple of ``sft_check_every``,
+    until that EM reaches the bar or ``sft_max_steps`` (its cosine schedule then spans ``sft_max_steps``).
 
     Returns:
-        Loss curves keyed ``pretrain`` and ``sft`` (empty when a phase is off), and ``reading``: the accuracy of
-        every reading check, made at the steps ``reading_step``.
+        Loss curves keyed ``pretrain`` and ``sft`` (empty when a phase is off); ``reading``: the accuracy of every
+        pre-training check, made at the steps ``reading_step``; ``sft_reading`` and ``sft_reading_step``: the
+        same for the SFT checks.
     """
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
-    curves: dict[str, list[float]] = {"pretrain": [], "sft": [], "reading": [], "reading_step": []}
+    curves: dict[str, list[float]] = {
+        "pretrain": [],
+        "sft": [],
+        "reading": [],
+        "reading_step": [],
+        "sft_reading": [],
+        "sft_reading_step": [],
+    }
     gated = cfg.pretrain_reading_bar > 0 and bool(heldout_drills)
+    sft_gated = cfg.sft_reading_bar > 0 and sft_reading is not None
 
-    def stop(step: int) -> bool:
-        if step < cfg.pretrain_steps or step % cfg.pretrain_check_every:
-            return False
-        accuracy = drill_accuracy(model, tokenizer, heldout_drills)
-        curves["reading"].append(accuracy)
-        curves["reading_step"].append(float(step))
-        if on_reading is not None:
-            on_reading(step, accuracy)
-        return accuracy >= cfg.pretrain_reading_bar
+    def gate(phase: str, key: str, first: int, every: int, bar: float, check: Callable[[], float]) -> StopCheck:
+        def stop(step: int) -> bool:
+            if step < first or step % every:
+                return False
+            accuracy = check()
+            curves[key].append(accuracy)
+            curves[f"{key}_step"].append(float(step))
+            if on_reading is not None:
+                on_reading(phase, step, accuracy)
+            return accuracy >= bar
+
+        return stop
 
     if cfg.pretrain_steps:
         masks: list[list[int]] | None = None
@@ -551,20 +569,32 @@ def run_cold_start(
             "pretrain",
             on_step,
             cfg.pretrain_schedule,
-            stop if gated else None,
+            gate(
+                "pretrain",
+                "reading",
+                cfg.pretrain_steps,
+                cfg.pretrain_check_every,
+                cfg.pretrain_reading_bar,
+                lambda: drill_accuracy(model, tokenizer, heldout_drills),
+            )
+            if gated
+            else None,
         )
     if sft_examples and cfg.sft_steps:
         curves["sft"] = train_causal_lm(
             model,
             [e.input_ids for e in sft_examples],
             [e.loss_mask for e in sft_examples],
-            cfg.sft_steps,
+            cfg.sft_max_steps if sft_gated else cfg.sft_steps,
             cfg.sft_batch_size,
             cfg.sft_learning_rate,
             pad_id,
             seed + 1,
             "sft",
             on_step,
+            stop=gate("sft", "sft_reading", cfg.sft_steps, cfg.sft_check_every, cfg.sft_reading_bar, sft_reading)
+            if sft_gated and sft_reading is not None
+            else None,
         )
     return curves
 
@@ -576,13 +606,17 @@ def plot_cold_start(curves: dict[str, list[float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    phases = [phase for phase, values in curves.items() if values and phase != "reading_step"]
+    checks = {
+        "reading": ("cold start: held-out drill accuracy", "pre-training step"),
+        "sft_reading": ("cold start: held-out lessons read (made to search)", "SFT step"),
+    }
+    phases = [phase for phase, values in curves.items() if values and not phase.endswith("_step")]
     fig, axes = plt.subplots(1, max(len(phases), 1), figsize=(5 * max(len(phases), 1), 3.5), squeeze=False)
     for ax, phase in zip(axes[0], phases, strict=False):
-        if phase == "reading":
-            ax.plot(curves["reading_step"], curves[phase], marker="o")
-            ax.set_title("cold start: held-out drill accuracy")
-            ax.set_xlabel("pre-training step")
+        if phase in checks:
+            ax.plot(curves[f"{phase}_step"], curves[phase], marker="o")
+            ax.set_title(checks[phase][0])
+            ax.set_xlabel(checks[phase][1])
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3)
             continue

@@ -6,8 +6,10 @@ Run: ``python -m zerosearch_core.cli init_policy --params params.yaml``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -143,10 +145,19 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
         if hooks.log_step is not None:
             hooks.log_step({f"cold_start.{phase}_loss": loss}, step)
 
-    def on_reading(step: int, accuracy: float) -> None:
-        logger.info("Pre-training step %d: held-out drill accuracy %.2f", step, accuracy)
+    def on_reading(phase: str, step: int, accuracy: float) -> None:
+        if phase == "pretrain":
+            logger.info("Pre-training step %d: held-out drill accuracy %.2f", step, accuracy)
+        else:
+            logger.info("SFT step %d: held-out lessons read when made to search %.2f", step, accuracy)
         if hooks.log_step is not None:
-            hooks.log_step({"cold_start.pretrain_reading_accuracy": accuracy}, step)
+            hooks.log_step({f"cold_start.{phase}_reading_accuracy": accuracy}, step)
+
+    sft_reading: Callable[[], float] | None = None  # the SFT's reading check: held-out lessons, made to search
+    if lessons is not None and lesson_engine is not None and len(lessons.heldout) and cold.sft_reading_bar > 0:
+        sft_reading = functools.partial(
+            reading_accuracy, model, tokenizer, lessons.heldout, lesson_engine, cfg.rollout, cfg.search.top_k
+        )
 
     curves = run_cold_start(
         model,
@@ -160,6 +171,7 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
         heldout_drills,
         on_reading,
         answer_drills,
+        sft_reading,
     )
     if curves["reading"]:
         metrics["cold_start.pretrain_steps_run"] = float(len(curves["pretrain"]))
@@ -171,6 +183,16 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
                 cfg.cold_start.pretrain_max_steps,
                 curves["reading"][-1],
                 cfg.cold_start.pretrain_reading_bar,
+            )
+    if curves["sft_reading"]:
+        metrics["cold_start.sft_steps_run"] = float(len(curves["sft"]))
+        if curves["sft_reading"][-1] < cold.sft_reading_bar:
+            logger.warning(
+                "SFT stopped at sft_max_steps=%d with %.2f of the held-out lessons read when made to search, below "
+                "the bar %.2f: this cold start may not read every kind of question; raise cold_start.sft_max_steps.",
+                cold.sft_max_steps,
+                curves["sft_reading"][-1],
+                cold.sft_reading_bar,
             )
     for phase, losses in curves.items():
         if losses and phase in ("pretrain", "sft"):
