@@ -33,6 +33,7 @@ QUICK: dict[str, Any] = {
     "world.reading_drills": 2000,
     "cold_start.pretrain_steps": 300,
     "cold_start.sft_steps": 60,
+    "cold_start.sft_max_steps": 60,
     "simulator.epochs": 1.0,
     "simulator.eval_questions": 4,
     "simulator.type_check": "as_written",  # a one-epoch simulator breaks its type often; resampling takes long

@@ -193,6 +193,8 @@ def shrink_toy_params(project: Path) -> None:
         pretrain_check_every=2,
         pretrain_heldout=5,
         sft_steps=2,
+        sft_max_steps=2,
+        sft_check_every=2,
         sft_examples=8,
         reading_examples=8,
         reading_heldout=4,
