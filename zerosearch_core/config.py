@@ -421,20 +421,14 @@ class ColdStartConfig:
             raise ConfigError(f"cold_start.sft_search_share={self.sft_search_share} must be within [0, 1].")
         if self.pretrain_texts_loss == "answer" and self.pretrain_texts is None:
             raise ConfigError("cold_start.pretrain_texts_loss is answer but pretrain_texts is null; set both or all.")
-        if not 0.0 <= self.pretrain_reading_bar <= 1.0:
-            raise ConfigError(f"cold_start.pretrain_reading_bar={self.pretrain_reading_bar} must be within [0, 1].")
         if min(self.pretrain_heldout, self.pretrain_check_every, self.pretrain_max_steps) < 0:
             raise ConfigError("cold_start.pretrain_heldout, pretrain_check_every and pretrain_max_steps must be >= 0.")
-        if self.pretrain_reading_bar > 0 and (
-            self.pretrain_texts is None
-            or self.pretrain_heldout < 1
-            or self.pretrain_check_every < 1
-            or self.pretrain_max_steps < self.pretrain_steps
-        ):
-            raise ConfigError(
-                "cold_start.pretrain_reading_bar needs pretrain_texts, pretrain_heldout >= 1, "
-                "pretrain_check_every >= 1 and pretrain_max_steps >= pretrain_steps; set them or the bar to 0."
-            )
+        self._check_bar(
+            "pretrain",
+            self.pretrain_reading_bar,
+            self.pretrain_texts is not None and self.pretrain_heldout >= 1,
+            "pretrain_texts, pretrain_heldout >= 1",
+        )
         if not 0.0 <= self.sft_search_spread <= 0.5:
             raise ConfigError(f"cold_start.sft_search_spread={self.sft_search_spread} must be within [0, 0.5].")
         if (self.reading_corpus is None) != (self.reading_questions is None):
@@ -448,17 +442,23 @@ class ColdStartConfig:
             )
         if self.sft_questions is not None and self.sft_steps == 0:
             raise ConfigError("cold_start.sft_questions is set but sft_steps is 0; set sft_steps or null them.")
-        if not 0.0 <= self.sft_reading_bar <= 1.0:
-            raise ConfigError(f"cold_start.sft_reading_bar={self.sft_reading_bar} must be within [0, 1].")
-        if self.sft_reading_bar > 0 and (
-            self.reading_corpus is None
-            or self.reading_heldout < 1
-            or self.sft_check_every < 1
-            or self.sft_max_steps < self.sft_steps
-        ):
+        self._check_bar(
+            "sft",
+            self.sft_reading_bar,
+            self.reading_corpus is not None and self.reading_heldout >= 1,
+            "reading lessons (reading_corpus, reading_heldout >= 1)",
+        )
+
+    def _check_bar(self, phase: str, bar: float, has_checks: bool, needs: str) -> None:
+        """A phase's reading bar (``<phase>_reading_bar``) is a share and needs held-out checks (``has_checks``,
+        described by ``needs``), a check interval and a step cap at or above the first check."""
+        if not 0.0 <= bar <= 1.0:
+            raise ConfigError(f"cold_start.{phase}_reading_bar={bar} must be within [0, 1].")
+        first, every, most = (getattr(self, f"{phase}_{key}") for key in ("steps", "check_every", "max_steps"))
+        if bar > 0 and (not has_checks or every < 1 or most < first):
             raise ConfigError(
-                "cold_start.sft_reading_bar needs reading lessons (reading_corpus, reading_heldout >= 1), "
-                "sft_check_every >= 1 and sft_max_steps >= sft_steps; set them or the bar to 0."
+                f"cold_start.{phase}_reading_bar needs {needs}, {phase}_check_every >= 1 and {phase}_max_steps >= "
+                f"{phase}_steps; set them or the bar to 0."
             )
 
 
