@@ -62,6 +62,7 @@ def _prompts(tokenizer, questions: list[str]) -> list[list[int]]:  # type: ignor
 QUESTIONS = ["who wrote the origin of species", "capital of australia", "when did the berlin wall fall", "what is dna"]
 
 
+@pytest.mark.slow  # starts vLLM (about 15 s, then seconds a test): the full suite runs it, the fast tier not
 def test_greedy_episodes_through_vllm_equal_transformers(
     engine: VLLMEngine, vllm_policy_dir: Path, cfg: PipelineConfig, small_engine: LocalSearchEngine
 ) -> None:
@@ -85,6 +86,7 @@ def test_greedy_episodes_through_vllm_equal_transformers(
         assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=TOLERANCE)
 
 
+@pytest.mark.slow  # starts vLLM (about 15 s, then seconds a test): the full suite runs it, the fast tier not
 def test_sampled_log_probs_are_those_of_the_tempered_distribution(engine: VLLMEngine, vllm_policy_dir: Path) -> None:
     tokenizer = load_tokenizer(vllm_policy_dir)
     model = load_causal_lm(vllm_policy_dir)
@@ -96,6 +98,7 @@ def test_sampled_log_probs_are_those_of_the_tempered_distribution(engine: VLLMEn
     assert torch.allclose(expected, torch.tensor(logprobs), atol=TOLERANCE)
 
 
+@pytest.mark.slow  # starts vLLM (about 15 s, then seconds a test): the full suite runs it, the fast tier not
 def test_each_prompt_samples_from_its_own_seed(engine: VLLMEngine, vllm_policy_dir: Path) -> None:
     tokenizer = load_tokenizer(vllm_policy_dir)
     generator = VLLMPolicyGenerator(engine, tokenizer, 1.0, seed=11)
@@ -111,6 +114,7 @@ def test_each_prompt_samples_from_its_own_seed(engine: VLLMEngine, vllm_policy_d
     assert VLLMPolicyGenerator(engine, tokenizer, 1.0, seed=12).generate([prompt], 16, seeds=[1])[0][0] != alone
 
 
+@pytest.mark.slow  # starts vLLM (about 15 s, then seconds a test): the full suite runs it, the fast tier not
 def test_seeded_prompts_beyond_one_steps_token_budget_generate(engine: VLLMEngine) -> None:
     """A regression: 20 distinct 300-token prompts (6,000 tokens, past vLLM's default 4,096 a step) with per-prompt
     seeds. With chunked prefill vLLM rewinds a partly prefilled request's generator, which CPU generators cannot
@@ -121,6 +125,7 @@ def test_seeded_prompts_beyond_one_steps_token_budget_generate(engine: VLLMEngin
     assert len(outputs) == 20 and all(1 <= len(ids) <= 4 for ids, _ in outputs)
 
 
+@pytest.mark.slow  # starts vLLM (about 15 s, then seconds a test): the full suite runs it, the fast tier not
 def test_a_stop_token_ends_the_turn_and_is_kept(engine: VLLMEngine, vllm_policy_dir: Path) -> None:
     tokenizer = load_tokenizer(vllm_policy_dir)
     prompt = _prompts(tokenizer, QUESTIONS[2:3])[0]
@@ -148,6 +153,7 @@ def _trainer(cfg: PipelineConfig, policy_dir: Path, search: LocalSearchEngine, b
     return PolicyTrainer(setup, policy_dir, search, backend)
 
 
+@pytest.mark.slow  # starts vLLM (about 15 s, then seconds a test): the full suite runs it, the fast tier not
 def test_after_every_optimizer_step_vllm_runs_the_trainers_weights(
     engine: VLLMEngine,
     vllm_policy_dir: Path,
@@ -173,6 +179,7 @@ def test_after_every_optimizer_step_vllm_runs_the_trainers_weights(
     assert (moved - start).abs().max() > 10 * TOLERANCE  # training changed the weights, so the check had teeth
 
 
+@pytest.mark.slow  # starts vLLM (about 15 s, then seconds a test): the full suite runs it, the fast tier not
 def test_a_sync_that_did_not_take_stops_the_run(
     engine: VLLMEngine, vllm_policy_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,6 +208,7 @@ def test_without_vllm_the_error_says_how_to_install_it(monkeypatch: pytest.Monke
         VLLMEngine(tmp_path, SETTINGS)
 
 
+@pytest.mark.slow  # starts vLLM (about 15 s, then seconds a test): the full suite runs it, the fast tier not
 def test_the_in_process_simulator_on_vllm_writes_what_transformers_writes(
     engine: VLLMEngine, vllm_policy_dir: Path
 ) -> None:
