@@ -23,6 +23,7 @@ from zerosearch_core.cold_start import (
     question_form,
     read_drills,
     read_pretrain_texts,
+    reading_accuracy,
     run_cold_start,
     split_heldout_drills,
     train_causal_lm,
@@ -319,6 +320,11 @@ def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cf
     tokenizer = load_tokenizer(target)
     assert tokenizer.convert_tokens_to_ids("<search>") != tokenizer.unk_token_id
     assert model.config.hidden_size == 32
+    # the stage reuses its last SFT check (made after the last step) as the metric: it is the saved model's own
+    lessons, engine = init_policy._reading_lessons(toy_cfg)
+    assert lessons is not None and engine is not None
+    measured = reading_accuracy(model, tokenizer, lessons.heldout, engine, toy_cfg.rollout, toy_cfg.search.top_k)
+    assert result.metrics["cold_start.reading_em_made_to_search"] == measured
 
 
 @pytest.mark.slow

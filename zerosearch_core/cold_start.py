@@ -535,8 +535,6 @@ def run_cold_start(
         "sft_reading": [],
         "sft_reading_step": [],
     }
-    gated = cfg.pretrain_reading_bar > 0 and bool(heldout_drills)
-    sft_gated = cfg.sft_reading_bar > 0 and sft_reading is not None
 
     def gate(phase: str, key: str, first: int, every: int, bar: float, check: Callable[[], float]) -> StopCheck:
         def stop(step: int) -> bool:
@@ -551,6 +549,19 @@ def run_cold_start(
 
         return stop
 
+    pretrain_stop = None
+    if cfg.pretrain_reading_bar > 0 and heldout_drills:
+        pretrain_stop = gate(
+            "pretrain",
+            "reading",
+            cfg.pretrain_steps,
+            cfg.pretrain_check_every,
+            cfg.pretrain_reading_bar,
+            lambda: drill_accuracy(model, tokenizer, heldout_drills),
+        )
+    sft_stop = None
+    if cfg.sft_reading_bar > 0 and sft_reading is not None:
+        sft_stop = gate("sft", "sft_reading", cfg.sft_steps, cfg.sft_check_every, cfg.sft_reading_bar, sft_reading)
     if cfg.pretrain_steps:
         masks: list[list[int]] | None = None
         if answer_drills:
@@ -561,7 +572,7 @@ def run_cold_start(
             model,
             blocks,
             masks,
-            cfg.pretrain_max_steps if gated else cfg.pretrain_steps,
+            cfg.pretrain_max_steps if pretrain_stop else cfg.pretrain_steps,
             cfg.pretrain_batch_size,
             cfg.pretrain_learning_rate,
             pad_id,
@@ -569,32 +580,21 @@ def run_cold_start(
             "pretrain",
             on_step,
             cfg.pretrain_schedule,
-            gate(
-                "pretrain",
-                "reading",
-                cfg.pretrain_steps,
-                cfg.pretrain_check_every,
-                cfg.pretrain_reading_bar,
-                lambda: drill_accuracy(model, tokenizer, heldout_drills),
-            )
-            if gated
-            else None,
+            pretrain_stop,
         )
     if sft_examples and cfg.sft_steps:
         curves["sft"] = train_causal_lm(
             model,
             [e.input_ids for e in sft_examples],
             [e.loss_mask for e in sft_examples],
-            cfg.sft_max_steps if sft_gated else cfg.sft_steps,
+            cfg.sft_max_steps if sft_stop else cfg.sft_steps,
             cfg.sft_batch_size,
             cfg.sft_learning_rate,
             pad_id,
             seed + 1,
             "sft",
             on_step,
-            stop=gate("sft", "sft_reading", cfg.sft_steps, cfg.sft_check_every, cfg.sft_reading_bar, sft_reading)
-            if sft_gated and sft_reading is not None
-            else None,
+            stop=sft_stop,
         )
     return curves
 
