@@ -78,6 +78,7 @@ def toy_cfg(tmp_path: Path) -> PipelineConfig:
             sft_max_steps=8,
             sft_check_every=2,
             sft_reading_bar=1.0,  # out of reach too: SFT runs to sft_max_steps, checked at steps 6 and 8
+            sft_restarts=1,  # and, below the bar, once more from the pre-trained weights
             sft_examples=12,
             pretrain_texts=str(world_dir / "reading.jsonl"),
             pretrain_corpus_repeat=3,
@@ -267,6 +268,59 @@ def test_sft_stops_at_the_first_reading_check_that_passes_the_bar(toy_cfg: Pipel
         dataclasses.replace(cold, sft_max_steps=2)
 
 
+def test_sft_restarts_from_the_pretrained_weights_below_the_bar_and_keeps_the_attempt_that_read_best(
+    toy_cfg: PipelineConfig,
+) -> None:
+    model, tokenizer = build_tiny_policy(toy_cfg.model, ["one two three four five six"] * 30, seed=2)
+    ids = tuple(tokenizer("one two three four five six", add_special_tokens=False)["input_ids"])
+    examples = [SFTExample(ids, (1,) * len(ids), False), SFTExample(ids[:3], (1,) * 3, False)] * 3
+    cold = dataclasses.replace(
+        toy_cfg.cold_start,
+        pretrain_steps=0,
+        pretrain_texts=None,
+        pretrain_texts_loss="all",
+        pretrain_reading_bar=0.0,
+        sft_steps=3,
+        sft_check_every=3,
+        sft_max_steps=6,
+        sft_reading_bar=0.9,
+        sft_restarts=2,
+        sft_batch_size=2,  # so that the batch order (the seed) matters
+    )
+    start = {key: value.clone() for key, value in model.state_dict().items()}
+
+    def one_attempt(seed: int) -> dict[str, torch.Tensor]:  # an SFT without the bar, from the same start
+        model.load_state_dict(start)
+        run_cold_start(
+            model, tokenizer, dataclasses.replace(cold, sft_reading_bar=0.0, sft_steps=6), [], examples, seed
+        )
+        return {key: value.clone() for key, value in model.state_dict().items()}
+
+    first, second = one_attempt(0), one_attempt(1)  # attempt k trains with seed + 1 + k: another batch order
+    assert any(not torch.equal(first[key], second[key]) for key in first)
+
+    # no attempt passes: three attempts, and the first (its last check read best, 0.7) is kept, weights and all
+    model.load_state_dict(start)
+    seen: list[tuple[str, int, float]] = []
+    scores = iter([0.5, 0.7, 0.6, 0.4, 0.2, 0.3])
+    curves = run_cold_start(
+        model, tokenizer, cold, [], examples, 0, on_reading=lambda *a: seen.append(a), sft_reading=lambda: next(scores)
+    )
+    assert curves["sft_attempt"] == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0] and curves["sft_kept"] == [0.0]
+    assert [step for _, step, _ in seen] == [3, 6, 9, 12, 15, 18]  # shifted by sft_max_steps per earlier attempt
+    assert curves["sft_final_reading"] == [0.7] and len(curves["sft"]) == 6
+    assert all(torch.equal(model.state_dict()[key], first[key]) for key in first)
+
+    # the second attempt passes at its first check: SFT ends there, and that attempt is kept
+    model.load_state_dict(start)
+    scores = iter([0.5, 0.7, 0.95])
+    curves = run_cold_start(model, tokenizer, cold, [], examples, 0, sft_reading=lambda: next(scores))
+    assert curves["sft_attempt"] == [0.0, 0.0, 1.0] and curves["sft_kept"] == [1.0]
+    assert curves["sft_final_reading"] == [0.95] and len(curves["sft"]) == 3
+    with pytest.raises(ConfigError, match="sft_restarts=-1 must be >= 0"):
+        dataclasses.replace(cold, sft_restarts=-1)
+
+
 def test_read_pretrain_texts_names_the_bad_line_and_the_missing_file(tmp_path: Path) -> None:
     good = tmp_path / "reading.jsonl"
     good.write_text('{"id": "r1", "text": "one"}\n{"id": "r2", "text": "two"}\n')
@@ -302,10 +356,14 @@ def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cf
     curves = json.loads((target / "cold_start/losses.json").read_text())
     assert len(curves["pretrain"]) == 10 and len(curves["sft"]) == 8  # the bars were never reached
     assert curves["reading_step"] == [6.0, 8.0, 10.0] and len(curves["reading"]) == 3  # checked from step 6
-    assert curves["sft_reading_step"] == [6.0, 8.0] and len(curves["sft_reading"]) == 2
+    # two SFT attempts (one restart), each checked at steps 6 and 8; the one whose last check read best is kept
+    assert curves["sft_reading_step"] == [6.0, 8.0, 6.0, 8.0] and curves["sft_attempt"] == [0.0, 0.0, 1.0, 1.0]
+    kept = 1 if curves["sft_reading"][3] > curves["sft_reading"][1] else 0
+    assert curves["sft_kept"] == [float(kept)] and result.metrics["cold_start.sft_kept_attempt"] == kept + 1
     assert result.metrics["cold_start.pretrain_steps_run"] == 10.0 and result.metrics["cold_start.sft_steps_run"] == 8
-    # the last SFT check is the stage's own made-to-search reading check: the same model on the same lessons
-    assert result.metrics["cold_start.reading_em_made_to_search"] == curves["sft_reading"][-1]
+    assert result.metrics["cold_start.sft_attempts_run"] == 2.0
+    # the kept attempt's last SFT check is the stage's own made-to-search reading check: the same model, same lessons
+    assert result.metrics["cold_start.reading_em_made_to_search"] == curves["sft_reading"][2 * kept + 1]
     assert (target / "cold_start/losses.png").read_bytes()[:4] == b"\x89PNG"
     assert "<answer>" in (target / "cold_start/sft_example.txt").read_text()
     assert result.metrics["cold_start.sft_examples"] == 12.0 + 10.0  # the world's questions and the lessons
@@ -313,9 +371,10 @@ def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cf
     assert result.metrics["cold_start.pretrain_texts"] == 55.0  # 30 reading and 30 search drills, 5 held out
     for key in ("em", "search_rate", "em_when_searching"):  # the reading check on the 6 held-out lessons
         assert 0.0 <= result.metrics[f"cold_start.reading_{key}"] <= 1.0
-    assert [step for metrics, step in logged if "cold_start.sft_loss" in metrics] == list(range(1, 9))
+    # the restart logs on after the first attempt's sft_max_steps: one increasing axis in MLflow
+    assert [step for metrics, step in logged if "cold_start.sft_loss" in metrics] == list(range(1, 17))
     assert [step for metrics, step in logged if "cold_start.pretrain_reading_accuracy" in metrics] == [6, 8, 10]
-    assert [step for metrics, step in logged if "cold_start.sft_reading_accuracy" in metrics] == [6, 8]
+    assert [step for metrics, step in logged if "cold_start.sft_reading_accuracy" in metrics] == [6, 8, 14, 16]
     model = load_causal_lm(target)
     tokenizer = load_tokenizer(target)
     assert tokenizer.convert_tokens_to_ids("<search>") != tokenizer.unk_token_id

@@ -519,12 +519,19 @@ def run_cold_start(
     replace ``extra_texts`` in the mix and only their answers are learned (:func:`answer_drill_sequences`). In the
     same way, with ``cfg.sft_reading_bar`` set and ``sft_reading`` given (EM on held-out reading lessons made to
     search, :func:`reading_accuracy`), SFT runs from ``sft_steps`` on, checked at each multiple of ``sft_check_every``,
-    until that EM reaches the bar or ``sft_max_steps`` (its cosine schedule then spans ``sft_max_steps``).
+    until that EM reaches the bar or ``sft_max_steps`` (its cosine schedule then spans ``sft_max_steps``). If SFT
+    ends below the bar, it starts again from the pre-trained weights with the next seed (another batch order), up
+    to ``cfg.sft_restarts`` times, and the attempt whose last check read best is kept (the first one to pass the
+    bar ends the search). Training steps and checks of a restart reach ``on_step`` and ``on_reading`` shifted by
+    ``sft_max_steps`` per earlier attempt.
 
     Returns:
         Loss curves keyed ``pretrain`` and ``sft`` (empty when a phase is off); ``reading``: the accuracy of every
         pre-training check, made at the steps ``reading_step``; ``sft_reading`` and ``sft_reading_step``: the
-        same for the SFT checks.
+        same for the SFT checks (steps counted within their attempt), ``sft_attempt``: the attempt of each check
+        (0 first); ``sft_kept``: the attempt kept; ``sft_final_reading``: the kept attempt's last check, when it was
+        made after its last step (it then measured the returned weights), else empty. ``sft`` holds the kept
+        attempt's losses.
     """
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     curves: dict[str, list[float]] = {
@@ -534,7 +541,15 @@ def run_cold_start(
         "reading_step": [],
         "sft_reading": [],
         "sft_reading_step": [],
+        "sft_attempt": [],
+        "sft_kept": [],
+        "sft_final_reading": [],
     }
+    sft_offset = [0]  # steps of the SFT attempts before this one, so that restarts log on one increasing axis
+
+    def shifted_step(phase: str, step: int, loss: float) -> None:
+        if on_step is not None:
+            on_step(phase, step + sft_offset[0] if phase == "sft" else step, loss)
 
     def gate(phase: str, key: str, first: int, every: int, bar: float, check: Callable[[], float]) -> StopCheck:
         def stop(step: int) -> bool:
@@ -544,7 +559,7 @@ def run_cold_start(
             curves[key].append(accuracy)
             curves[f"{key}_step"].append(float(step))
             if on_reading is not None:
-                on_reading(phase, step, accuracy)
+                on_reading(phase, step + sft_offset[0] if phase == "sft" else step, accuracy)
             return accuracy >= bar
 
         return stop
@@ -578,25 +593,55 @@ def run_cold_start(
             pad_id,
             seed,
             "pretrain",
-            on_step,
+            shifted_step,
             cfg.pretrain_schedule,
             pretrain_stop,
         )
     if sft_examples and cfg.sft_steps:
-        curves["sft"] = train_causal_lm(
-            model,
-            [e.input_ids for e in sft_examples],
-            [e.loss_mask for e in sft_examples],
-            cfg.sft_max_steps if sft_stop else cfg.sft_steps,
-            cfg.sft_batch_size,
-            cfg.sft_learning_rate,
-            pad_id,
-            seed + 1,
-            "sft",
-            on_step,
-            stop=sft_stop,
-        )
+        sequences, masks = [e.input_ids for e in sft_examples], [e.loss_mask for e in sft_examples]
+        restarts = cfg.sft_restarts if sft_stop is not None else 0
+        pretrained = _copy_state(model) if restarts else None
+        kept: tuple[float, int, list[float], dict[str, torch.Tensor] | None] | None = None
+        for attempt in range(restarts + 1):
+            if attempt:
+                assert pretrained is not None
+                model.load_state_dict(pretrained)
+            sft_offset[0] = attempt * cfg.sft_max_steps
+            checks_before = len(curves["sft_reading"])
+            losses = train_causal_lm(
+                model,
+                sequences,
+                masks,
+                cfg.sft_max_steps if sft_stop else cfg.sft_steps,
+                cfg.sft_batch_size,
+                cfg.sft_learning_rate,
+                pad_id,
+                seed + 1 + attempt,
+                "sft",
+                shifted_step,
+                stop=sft_stop,
+            )
+            checks = curves["sft_reading"][checks_before:]
+            curves["sft_attempt"].extend([float(attempt)] * len(checks))
+            last = checks[-1] if checks else -1.0
+            if kept is None or last > kept[0]:
+                kept = (last, attempt, losses, _copy_state(model) if restarts else None)
+            if sft_stop is None or last >= cfg.sft_reading_bar:
+                break
+        assert kept is not None
+        last, attempt, curves["sft"], state = kept
+        if state is not None:
+            model.load_state_dict(state)
+        curves["sft_kept"] = [float(attempt)]
+        steps = [s for s, a in zip(curves["sft_reading_step"], curves["sft_attempt"], strict=True) if a == attempt]
+        if steps and steps[-1] == len(curves["sft"]):
+            curves["sft_final_reading"] = [last]  # the kept attempt's last check measured these very weights
     return curves
+
+
+def _copy_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
+    """A detached copy of ``model``'s weights (a tiny model's: a few MB)."""
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
 
 def plot_cold_start(curves: dict[str, list[float]], path: Path) -> None:
@@ -610,18 +655,35 @@ def plot_cold_start(curves: dict[str, list[float]], path: Path) -> None:
         "reading": ("cold start: held-out drill accuracy", "pre-training step"),
         "sft_reading": ("cold start: held-out lessons read (made to search)", "SFT step"),
     }
-    phases = [phase for phase, values in curves.items() if values and not phase.endswith("_step")]
+    phases = [phase for phase in ("pretrain", "sft", "reading", "sft_reading") if curves.get(phase)]
     fig, axes = plt.subplots(1, max(len(phases), 1), figsize=(5 * max(len(phases), 1), 3.5), squeeze=False)
     for ax, phase in zip(axes[0], phases, strict=False):
         if phase in checks:
-            ax.plot(curves[f"{phase}_step"], curves[phase], marker="o")
+            steps, values = curves[f"{phase}_step"], curves[phase]
+            attempts = curves.get("sft_attempt", []) if phase == "sft_reading" else []
+            if len(attempts) == len(values) and len(set(attempts)) > 1:  # SFT restarted: one line per attempt
+                kept = curves["sft_kept"][0] if curves.get("sft_kept") else None
+                for attempt in sorted(set(attempts)):
+                    picked = [i for i, a in enumerate(attempts) if a == attempt]
+                    label = f"attempt {int(attempt) + 1}" + (" (kept)" if attempt == kept else "")
+                    ax.plot([steps[i] for i in picked], [values[i] for i in picked], marker="o", label=label)
+                ax.legend()
+            else:
+                ax.plot(steps, values, marker="o")
             ax.set_title(checks[phase][0])
             ax.set_xlabel(checks[phase][1])
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3)
             continue
         ax.plot(range(1, len(curves[phase]) + 1), curves[phase])
-        ax.set_title(f"cold start: {phase} loss")
+        ax.set_title(
+            f"cold start: {phase} loss"
+            + (
+                " (kept attempt)"
+                if phase == "sft" and curves.get("sft_attempt") and len(set(curves["sft_attempt"])) > 1
+                else ""
+            )
+        )
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -407,6 +407,15 @@ class ColdStartConfig:
     )
     sft_max_steps: int = field(metadata={"help": "Most SFT steps when sft_reading_bar is set."})
     sft_check_every: int = field(metadata={"help": "Steps between two reading checks of the SFT."})
+    sft_restarts: int = field(
+        metadata={
+            "help": "With sft_reading_bar: how many times SFT may start again from the pre-trained weights with the "
+            "next seed (another batch order) when it ends below the bar; the attempt that read best is kept. "
+            "Measured on the toy world: a start that never read one question form stayed at two thirds however "
+            "long SFT ran (a plateau of that training draw), so a fresh draw, not more steps, is the remedy. 0: "
+            "one attempt."
+        }
+    )
     sft_batch_size: int = field(metadata={"help": "Trajectories per SFT step."})
     sft_learning_rate: float = field(metadata=bounded("SFT learning rate (AdamW, cosine decay).", gt=0))
 
@@ -421,6 +430,8 @@ class ColdStartConfig:
             raise ConfigError(f"cold_start.sft_search_share={self.sft_search_share} must be within [0, 1].")
         if self.pretrain_texts_loss == "answer" and self.pretrain_texts is None:
             raise ConfigError("cold_start.pretrain_texts_loss is answer but pretrain_texts is null; set both or all.")
+        if self.sft_restarts < 0:
+            raise ConfigError(f"cold_start.sft_restarts={self.sft_restarts} must be >= 0 (0: one SFT attempt).")
         if min(self.pretrain_heldout, self.pretrain_check_every, self.pretrain_max_steps) < 0:
             raise ConfigError("cold_start.pretrain_heldout, pretrain_check_every and pretrain_max_steps must be >= 0.")
         self._check_bar(
