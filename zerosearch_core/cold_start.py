@@ -598,7 +598,8 @@ def run_cold_start(
             pretrain_stop,
         )
     if sft_examples and cfg.sft_steps:
-        sequences, masks = [e.input_ids for e in sft_examples], [e.loss_mask for e in sft_examples]
+        sft_sequences = [e.input_ids for e in sft_examples]
+        sft_masks = [e.loss_mask for e in sft_examples]
         restarts = cfg.sft_restarts if sft_stop is not None else 0
         pretrained = _copy_state(model) if restarts else None
         kept: tuple[float, int, list[float], dict[str, torch.Tensor] | None] | None = None
@@ -610,8 +611,8 @@ def run_cold_start(
             checks_before = len(curves["sft_reading"])
             losses = train_causal_lm(
                 model,
-                sequences,
-                masks,
+                sft_sequences,
+                sft_masks,
                 cfg.sft_max_steps if sft_stop else cfg.sft_steps,
                 cfg.sft_batch_size,
                 cfg.sft_learning_rate,
