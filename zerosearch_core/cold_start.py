@@ -520,18 +520,19 @@ def run_cold_start(
     same way, with ``cfg.sft_reading_bar`` set and ``sft_reading`` given (EM on held-out reading lessons made to
     search, :func:`reading_accuracy`), SFT runs from ``sft_steps`` on, checked at each multiple of ``sft_check_every``,
     until that EM reaches the bar or ``sft_max_steps`` (its cosine schedule then spans ``sft_max_steps``). If SFT
-    ends below the bar, it starts again from the pre-trained weights with the next seed (another batch order), up
-    to ``cfg.sft_restarts`` times, and the attempt whose last check read best is kept (the first one to pass the
-    bar ends the search). Training steps and checks of a restart reach ``on_step`` and ``on_reading`` shifted by
-    ``sft_max_steps`` per earlier attempt.
+    ends below the bar, the whole cold start starts again from the weights ``model`` came with, pre-training and
+    SFT with the next seeds (``seed + 2k`` and ``seed + 2k + 1`` for attempt ``k``), up to ``cfg.sft_restarts``
+    times, and the attempt whose last SFT check read best is kept (the first to pass the bar ends the search). The
+    steps and checks of a restart reach ``on_step`` and ``on_reading`` shifted by each phase's steps per earlier
+    attempt (its max steps with a bar, else its steps).
 
     Returns:
         Loss curves keyed ``pretrain`` and ``sft`` (empty when a phase is off); ``reading``: the accuracy of every
         pre-training check, made at the steps ``reading_step``; ``sft_reading`` and ``sft_reading_step``: the
-        same for the SFT checks (steps counted within their attempt), ``sft_attempt``: the attempt of each check
-        (0 first); ``sft_kept``: the attempt kept; ``sft_final_reading``: the kept attempt's last check, when it was
-        made after its last step (it then measured the returned weights), else empty. ``sft`` holds the kept
-        attempt's losses.
+        same for the SFT checks (steps counted within their attempt); ``reading_attempt`` and ``sft_attempt``:
+        the attempt of each check (0 first); ``sft_kept``: the attempt kept; ``sft_final_reading``: the kept
+        attempt's last check, when it was made after its last step (it then measured the returned weights),
+        else empty. ``pretrain`` and ``sft`` hold the kept attempt's losses.
     """
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     curves: dict[str, list[float]] = {
@@ -541,15 +542,16 @@ def run_cold_start(
         "reading_step": [],
         "sft_reading": [],
         "sft_reading_step": [],
+        "reading_attempt": [],
         "sft_attempt": [],
         "sft_kept": [],
         "sft_final_reading": [],
     }
-    sft_offset = [0]  # steps of the SFT attempts before this one, so that restarts log on one increasing axis
+    offsets = {"pretrain": 0, "sft": 0}  # each phase's steps in earlier attempts: restarts log on one rising axis
 
     def shifted_step(phase: str, step: int, loss: float) -> None:
         if on_step is not None:
-            on_step(phase, step + sft_offset[0] if phase == "sft" else step, loss)
+            on_step(phase, step + offsets[phase], loss)
 
     def gate(phase: str, key: str, first: int, every: int, bar: float, check: Callable[[], float]) -> StopCheck:
         def stop(step: int) -> bool:
@@ -559,7 +561,7 @@ def run_cold_start(
             curves[key].append(accuracy)
             curves[f"{key}_step"].append(float(step))
             if on_reading is not None:
-                on_reading(phase, step + sft_offset[0] if phase == "sft" else step, accuracy)
+                on_reading(phase, step + offsets[phase], accuracy)
             return accuracy >= bar
 
         return stop
@@ -577,60 +579,70 @@ def run_cold_start(
     sft_stop = None
     if cfg.sft_reading_bar > 0 and sft_reading is not None:
         sft_stop = gate("sft", "sft_reading", cfg.sft_steps, cfg.sft_check_every, cfg.sft_reading_bar, sft_reading)
+    masks: list[list[int]] | None = None
+    blocks: list[list[int]] = []
     if cfg.pretrain_steps:
-        masks: list[list[int]] | None = None
         if answer_drills:
             blocks, masks = answer_drill_sequences(corpus_texts, answer_drills, tokenizer, cfg.pretrain_corpus_repeat)
         else:
             blocks = pretrain_sequences(corpus_texts, extra_texts, tokenizer, cfg.pretrain_corpus_repeat)
-        curves["pretrain"] = train_causal_lm(
-            model,
-            blocks,
-            masks,
-            cfg.pretrain_max_steps if pretrain_stop else cfg.pretrain_steps,
-            cfg.pretrain_batch_size,
-            cfg.pretrain_learning_rate,
-            pad_id,
-            seed,
-            "pretrain",
-            shifted_step,
-            cfg.pretrain_schedule,
-            pretrain_stop,
-        )
-    if sft_examples and cfg.sft_steps:
-        sft_sequences = [e.input_ids for e in sft_examples]
-        sft_masks = [e.loss_mask for e in sft_examples]
-        restarts = cfg.sft_restarts if sft_stop is not None else 0
-        pretrained = _copy_state(model) if restarts else None
-        kept: tuple[float, int, list[float], dict[str, torch.Tensor] | None] | None = None
-        for attempt in range(restarts + 1):
-            if attempt:
-                assert pretrained is not None
-                model.load_state_dict(pretrained)
-            sft_offset[0] = attempt * cfg.sft_max_steps
-            checks_before = len(curves["sft_reading"])
-            losses = train_causal_lm(
+    sft_sequences = [e.input_ids for e in sft_examples]
+    sft_masks = [e.loss_mask for e in sft_examples]
+    sft = bool(sft_examples) and cfg.sft_steps > 0
+    restarts = cfg.sft_restarts if sft and sft_stop is not None else 0
+    initial = _copy_state(model) if restarts else None
+    pretrain_length = cfg.pretrain_max_steps if pretrain_stop else cfg.pretrain_steps
+    sft_length = cfg.sft_max_steps if sft_stop else cfg.sft_steps
+    kept: tuple[float, int, list[float], list[float], dict[str, torch.Tensor] | None] | None = None
+    for attempt in range(restarts + 1):
+        if attempt:  # a fresh draw of the whole cold start: the initial weights, the next seeds
+            assert initial is not None
+            model.load_state_dict(initial)
+        offsets.update(pretrain=attempt * pretrain_length, sft=attempt * sft_length)
+        pretrain_losses: list[float] = []
+        if cfg.pretrain_steps:
+            checks_before = len(curves["reading"])
+            pretrain_losses = train_causal_lm(
                 model,
-                sft_sequences,
-                sft_masks,
-                cfg.sft_max_steps if sft_stop else cfg.sft_steps,
-                cfg.sft_batch_size,
-                cfg.sft_learning_rate,
+                blocks,
+                masks,
+                pretrain_length,
+                cfg.pretrain_batch_size,
+                cfg.pretrain_learning_rate,
                 pad_id,
-                seed + 1 + attempt,
-                "sft",
+                seed + 2 * attempt,
+                "pretrain",
                 shifted_step,
-                stop=sft_stop,
+                cfg.pretrain_schedule,
+                pretrain_stop,
             )
-            checks = curves["sft_reading"][checks_before:]
-            curves["sft_attempt"].extend([float(attempt)] * len(checks))
-            last = checks[-1] if checks else -1.0
-            if kept is None or last > kept[0]:
-                kept = (last, attempt, losses, _copy_state(model) if restarts else None)
-            if sft_stop is None or last >= cfg.sft_reading_bar:
-                break
-        assert kept is not None
-        last, attempt, curves["sft"], state = kept
+            curves["reading_attempt"].extend([float(attempt)] * (len(curves["reading"]) - checks_before))
+        if not sft:
+            curves["pretrain"] = pretrain_losses
+            break
+        checks_before = len(curves["sft_reading"])
+        sft_losses = train_causal_lm(
+            model,
+            sft_sequences,
+            sft_masks,
+            sft_length,
+            cfg.sft_batch_size,
+            cfg.sft_learning_rate,
+            pad_id,
+            seed + 2 * attempt + 1,
+            "sft",
+            shifted_step,
+            stop=sft_stop,
+        )
+        checks = curves["sft_reading"][checks_before:]
+        curves["sft_attempt"].extend([float(attempt)] * len(checks))
+        last = checks[-1] if checks else -1.0
+        if kept is None or last > kept[0]:
+            kept = (last, attempt, pretrain_losses, sft_losses, _copy_state(model) if restarts else None)
+        if sft_stop is None or last >= cfg.sft_reading_bar:
+            break
+    if kept is not None:
+        last, attempt, curves["pretrain"], curves["sft"], state = kept
         if state is not None:
             model.load_state_dict(state)
         curves["sft_kept"] = [float(attempt)]
