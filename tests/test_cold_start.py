@@ -296,7 +296,7 @@ def test_sft_restarts_from_the_pretrained_weights_below_the_bar_and_keeps_the_at
         )
         return {key: value.clone() for key, value in model.state_dict().items()}
 
-    first, second = one_attempt(0), one_attempt(1)  # attempt k trains with seed + 1 + k: another batch order
+    first, second = one_attempt(0), one_attempt(2)  # attempt k's SFT trains with seed + 2k + 1: another order
     assert any(not torch.equal(first[key], second[key]) for key in first)
 
     # no attempt passes: three attempts, and the first (its last check read best, 0.7) is kept, weights and all
@@ -355,8 +355,9 @@ def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cf
     target = Path(toy_cfg.paths.policy_dir)
     curves = json.loads((target / "cold_start/losses.json").read_text())
     assert len(curves["pretrain"]) == 10 and len(curves["sft"]) == 8  # the bars were never reached
-    assert curves["reading_step"] == [6.0, 8.0, 10.0] and len(curves["reading"]) == 3  # checked from step 6
-    # two SFT attempts (one restart), each checked at steps 6 and 8; the one whose last check read best is kept
+    # checked from step 6, in each of the two attempts: a restart pre-trains again from the initial weights
+    assert curves["reading_step"] == [6.0, 8.0, 10.0] * 2 and curves["reading_attempt"] == [0.0] * 3 + [1.0] * 3
+    # two attempts (one restart), each SFT checked at steps 6 and 8; the one whose last check read best is kept
     assert curves["sft_reading_step"] == [6.0, 8.0, 6.0, 8.0] and curves["sft_attempt"] == [0.0, 0.0, 1.0, 1.0]
     kept = 1 if curves["sft_reading"][3] > curves["sft_reading"][1] else 0
     assert curves["sft_kept"] == [float(kept)] and result.metrics["cold_start.sft_kept_attempt"] == kept + 1
@@ -373,7 +374,15 @@ def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cf
         assert 0.0 <= result.metrics[f"cold_start.reading_{key}"] <= 1.0
     # the restart logs on after the first attempt's sft_max_steps: one increasing axis in MLflow
     assert [step for metrics, step in logged if "cold_start.sft_loss" in metrics] == list(range(1, 17))
-    assert [step for metrics, step in logged if "cold_start.pretrain_reading_accuracy" in metrics] == [6, 8, 10]
+    assert [step for metrics, step in logged if "cold_start.pretrain_reading_accuracy" in metrics] == [
+        6,
+        8,
+        10,
+        16,
+        18,
+        20,
+    ]
+    assert [step for metrics, step in logged if "cold_start.pretrain_loss" in metrics] == list(range(1, 21))
     assert [step for metrics, step in logged if "cold_start.sft_reading_accuracy" in metrics] == [6, 8, 14, 16]
     model = load_causal_lm(target)
     tokenizer = load_tokenizer(target)
