@@ -4,11 +4,12 @@ Run::
 
     python -m flows.quickstart
 
-It is :mod:`flows.toy` with the plan ``toy/quickstart.yaml``, which queues no other run: every stage of
-``toy/dvc.yaml`` (a generated world, a tiny policy pre-trained until it reads, the simulator fine-tuned on real-search
-documents, GRPO against the simulator with the curriculum, evaluation with real search), then the table of the
-cold start (before RL) against the trained policy, printed and written to ``toy/results/quickstart/``. A second run
-is a DVC no-op that prints the table again. ``python -m flows.toy`` adds the paper's comparisons and seeds.
+It is :mod:`flows.toy` on the quickstart profile (``quickstart/params.yaml``: the toy world at smaller budgets) with
+the plan ``quickstart/plan.yaml``, which queues no other run: every stage of ``quickstart/dvc.yaml`` (a generated
+world, a tiny policy pre-trained until it reads, the simulator fine-tuned on real-search documents, GRPO against the
+simulator with the curriculum, evaluation with real search), then the table of the cold start (before RL) against
+the trained policy, printed and written to ``quickstart/results/``. A second run is a DVC no-op that prints the
+table again. ``python -m flows.toy`` runs the toy profile at full budgets with the paper's comparisons and seeds.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from pathlib import Path
 from flows.toy import toy_world
 from tasks import dvc_stages
 
-PLAN = "toy/quickstart.yaml"
-RESULTS_DIR = "toy/results/quickstart"
+PIPELINE = "quickstart/dvc.yaml"
+PARAMS = "quickstart/params.yaml"
+PLAN = "quickstart/plan.yaml"
+RESULTS_DIR = "quickstart/results"
 TITLE = "Quickstart: the toy world before and after RL against the simulator"
 
 
 def main() -> None:
-    toy_world(plan_file=PLAN, results_dir=RESULTS_DIR, title=TITLE)
+    toy_world(pipeline=PIPELINE, params=PARAMS, plan_file=PLAN, results_dir=RESULTS_DIR, title=TITLE)
     table = (dvc_stages.project_dir() / RESULTS_DIR / "results.md").read_text()
     print("\n" + table.split("\n- ")[0].strip() + "\n")  # the table, without the per-row notes
     print(

@@ -34,6 +34,7 @@ PROFILES: dict[str, str] = {
     "profiles/gpu_qwen2.5-7b.yaml": "profiles/overlays/gpu_qwen2.5-7b.yaml",
     "profiles/gpu_qwen2.5-7b-sim14b.yaml": "profiles/overlays/gpu_qwen2.5-7b-sim14b.yaml",
     "toy/params.yaml": "profiles/overlays/toy.yaml",
+    "quickstart/params.yaml": "profiles/overlays/quickstart.yaml",
 }
 """Resolved file -> the overlay it is generated from, both relative to the repository root."""
 

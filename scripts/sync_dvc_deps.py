@@ -4,9 +4,9 @@
    modules that compute nothing a stage outputs (:data:`UNTRACKED_MODULES`: the CLI and the config schema, whose
    values DVC tracks as params), and its ``params`` to the keys the stage module declares in ``PARAMS`` (a whole
    section expands into its keys less the service knobs: ports, hosts, timeouts, tracking).
-2. Regenerate ``toy/dvc.yaml`` (the toy-world profile) from ``dvc.yaml``: the same stages and commands, run from the
-   repository root (``wdir: ..``) with ``--params toy/params.yaml``, plus the ``generate_world`` stage that writes the
-   world the toy profile reads instead of the real benchmarks.
+2. Regenerate ``toy/dvc.yaml`` (the toy-world profile) and ``quickstart/dvc.yaml`` from ``dvc.yaml``: the same stages
+   and commands, run from the repository root (``wdir: ..``) with ``--params FOLDER/params.yaml``, plus the
+   ``generate_world`` stage that writes the world these profiles read instead of the real benchmarks.
 
 Run after changing imports, a stage's ``PARAMS`` or ``dvc.yaml``: ``.venv/bin/python scripts/sync_dvc_deps.py``.
 tests/stages/test_dvc_pipeline.py fails when either file and the code disagree; this script is the fix it names.
@@ -68,14 +68,21 @@ def import_closure(*modules: str) -> set[str]:
     return {str(p.relative_to(ROOT)) for p in seen}
 
 
-TOY_DIR = "toy"
-TOY_PARAMS = f"{TOY_DIR}/params.yaml"
-TOY_HEADER = """\
-# GENERATED from ../dvc.yaml by scripts/sync_dvc_deps.py; do not edit (tests fail when it drifts).
-# The toy-world profile: the same stages and code as the main pipeline, run from the repository root with
-# --params toy/params.yaml, plus generate_world, which writes the synthetic world that prepare_data and build_index
-# read in place of the real benchmarks and Wikipedia. Run: dvc repro toy/dvc.yaml (or python -m flows.toy).
-"""
+WORLD_PROFILES: dict[str, str] = {
+    "toy": (
+        "# The toy-world profile: the same stages and code as the main pipeline, run from the repository root with\n"
+        "# --params toy/params.yaml, plus generate_world, which writes the synthetic world that prepare_data and build_index\n"
+        "# read in place of the real benchmarks and Wikipedia. Run: dvc repro toy/dvc.yaml (or python -m flows.toy).\n"
+    ),
+    "quickstart": (
+        "# The quickstart profile (the README's first command): the toy world's pipeline at smaller budgets, run from\n"
+        "# the repository root with --params quickstart/params.yaml. Run: python -m flows.quickstart (or dvc repro\n"
+        "# quickstart/dvc.yaml).\n"
+    ),
+}
+"""The profiles whose pipeline is the main one plus ``generate_world`` (a generated world), by folder: each gets
+``FOLDER/dvc.yaml`` with ``--params FOLDER/params.yaml``, under this description."""
+GENERATED_HEADER = "# GENERATED from ../dvc.yaml by scripts/sync_dvc_deps.py; do not edit (tests fail when it drifts).\n"
 
 
 def module_deps(stage: str) -> list[str]:
@@ -111,12 +118,14 @@ def sync(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def toy_pipeline(main_text: str) -> str:
-    """``toy/dvc.yaml`` derived from the main ``dvc.yaml`` text."""
+def world_pipeline(main_text: str, folder: str = "toy") -> str:
+    """``FOLDER/dvc.yaml`` of a generated-world profile (:data:`WORLD_PROFILES`) derived from the main ``dvc.yaml``
+    text."""
+    params = f"{folder}/params.yaml"
     main = yaml.safe_load(main_text)
     stages: dict[str, Any] = {
         "generate_world": {
-            "cmd": f"scripts/stage-python -m zerosearch_core.cli generate_world --params {TOY_PARAMS}",
+            "cmd": f"scripts/stage-python -m zerosearch_core.cli generate_world --params {params}",
             "deps": module_deps("generate_world"),
             "params": stage_params("generate_world"),
             "outs": [
@@ -127,7 +136,7 @@ def toy_pipeline(main_text: str) -> str:
     }
     for name, spec in main["stages"].items():
         stage = {"wdir": "..", **spec}
-        stage["cmd"] = spec["cmd"].replace("--params params.yaml", f"--params {TOY_PARAMS}")
+        stage["cmd"] = spec["cmd"].replace("--params params.yaml", f"--params {params}")
         deps = list(spec["deps"])
         if name == "build_index":
             deps.insert(0, "${search.corpus_source}")  # the world's corpus file
@@ -139,15 +148,17 @@ def toy_pipeline(main_text: str) -> str:
                 "${cold_start.reading_questions}",
             ]
         stage["deps"] = deps
-        stage["params"] = [{TOY_PARAMS: list(spec["params"])}]
+        stage["params"] = [{params: list(spec["params"])}]
         stages[name] = stage
-    stages["generate_world"]["params"] = [{TOY_PARAMS: stages["generate_world"]["params"]}]
+    stages["generate_world"]["params"] = [{params: stages["generate_world"]["params"]}]
     stages["generate_world"] = {"wdir": "..", **stages["generate_world"]}
-    return TOY_HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=120)
+    header = GENERATED_HEADER + WORLD_PROFILES[folder]
+    return header + yaml.safe_dump({"stages": stages}, sort_keys=False, width=120)
 
 
 if __name__ == "__main__":
     path = ROOT / "dvc.yaml"
     path.write_text(sync(path.read_text()))
-    (ROOT / TOY_DIR).mkdir(exist_ok=True)
-    (ROOT / TOY_DIR / "dvc.yaml").write_text(toy_pipeline(path.read_text()))
+    for folder in WORLD_PROFILES:
+        (ROOT / folder).mkdir(exist_ok=True)
+        (ROOT / folder / "dvc.yaml").write_text(world_pipeline(path.read_text(), folder))

@@ -232,7 +232,9 @@ def test_claims_get_a_verdict_beyond_the_seed_spread(tmp_path: Path) -> None:
 
 def test_the_quickstart_plan_is_the_pipeline_run_alone_and_the_world_plan_changes_only_the_world() -> None:
     cfg = load_config(ROOT / "toy/params.yaml")
-    quick = plan_document(load_plan(ROOT / "toy/quickstart.yaml"), "toy/params.yaml", cfg.train.seed, "m.json", "t")
+    quick_cfg = load_config(ROOT / "quickstart/params.yaml")
+    quick_plan = load_plan(ROOT / "quickstart/plan.yaml")
+    quick = plan_document(quick_plan, "quickstart/params.yaml", quick_cfg.train.seed, "m.json", "t")
     assert [run["baseline"] for run in quick["runs"]] == [True]  # nothing is queued: the workspace's run only
     worlds = load_plan(ROOT / "toy/world_seeds.yaml")
     seeds = [e.overrides.get("world.seed", cfg.world.seed if cfg.world else None) for e in worlds.experiments]

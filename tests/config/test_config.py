@@ -13,8 +13,10 @@ import yaml
 from zerosearch_core.config import ConfigError, PipelineConfig, config_to_dict, flatten_config, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-PROFILES = [ROOT / "params.yaml", *sorted((ROOT / "profiles").glob("*.yaml")), ROOT / "toy/params.yaml"]
-OPTIONAL_SECTIONS = {"world"}  # null outside the toy profile
+WORLD_PROFILES = ("toy", "quickstart")  # the generated-world profiles, by folder
+GPU_PROFILES = sorted((ROOT / "profiles").glob("*.yaml"))
+PROFILES = [ROOT / "params.yaml", *GPU_PROFILES, *(ROOT / folder / "params.yaml" for folder in WORLD_PROFILES)]
+OPTIONAL_SECTIONS = {"world"}  # null outside the generated-world profiles
 
 
 @pytest.mark.parametrize("path", PROFILES, ids=[p.name for p in PROFILES])
@@ -23,13 +25,13 @@ def test_every_profile_loads_every_section(path: Path) -> None:
     assert isinstance(cfg, PipelineConfig)
     for section in dataclasses.fields(cfg):
         assert getattr(cfg, section.name) is not None or section.name in OPTIONAL_SECTIONS
-    assert (cfg.world is not None) == (path.parent.name == "toy")
+    assert (cfg.world is not None) == (path.parent.name in WORLD_PROFILES)
     # round trip: the resolved config is the file's content
     assert config_to_dict(cfg) == yaml.safe_load(path.read_text())
 
 
 def test_gpu_profiles_name_a_pretrained_qwen_policy_and_all_seven_benchmarks() -> None:
-    for path in PROFILES[1:-1]:
+    for path in GPU_PROFILES:
         cfg = load_config(path)
         assert cfg.model.source == "pretrained" and "Qwen2.5" in str(cfg.model.name_or_path)
         datasets = {f.dataset for f in cfg.data.files if f.name in cfg.eval.benchmarks}
@@ -196,3 +198,15 @@ def test_a_repeated_key_yaml_syntax_and_encoding_errors_name_the_file_and_place(
     path.write_bytes(b"seed: \xff\n")
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         load_config(path)
+
+
+def test_the_quickstart_is_the_toy_world_at_smaller_budgets_with_its_own_files() -> None:
+    toy, quick = load_config(ROOT / "toy/params.yaml"), load_config(ROOT / "quickstart/params.yaml")
+    assert toy.world is not None and quick.world is not None
+    assert dataclasses.replace(quick.world, output_dir=toy.world.output_dir) == toy.world  # the same world
+    assert quick.model == toy.model and quick.seed == toy.seed
+    assert quick.train.total_steps < toy.train.total_steps and quick.simulator.epochs < toy.simulator.epochs
+    assert quick.cold_start.sft_steps <= toy.cold_start.sft_steps
+    quick_paths = [str(v) for v in dataclasses.asdict(quick.paths).values()]
+    assert all(p.startswith("quickstart/") for p in quick_paths), "a quickstart run must not overwrite the toy's"
+    assert quick.tracking.experiment != toy.tracking.experiment

@@ -165,17 +165,18 @@ def test_stage_params_exist_in_the_config(stage: str) -> None:
             node = node[part]
 
 
-def test_toy_pipeline_is_the_main_pipeline_run_with_the_toy_params() -> None:
-    from scripts.sync_dvc_deps import toy_pipeline
+@pytest.mark.parametrize("folder", ["toy", "quickstart"])
+def test_world_pipelines_are_the_main_pipeline_run_with_their_params(folder: str) -> None:
+    from scripts.sync_dvc_deps import world_pipeline
 
-    text = (ROOT / "toy/dvc.yaml").read_text()
-    assert text == toy_pipeline((ROOT / "dvc.yaml").read_text()), "run scripts/sync_dvc_deps.py"
+    text = (ROOT / folder / "dvc.yaml").read_text()
+    assert text == world_pipeline((ROOT / "dvc.yaml").read_text(), folder), "run scripts/sync_dvc_deps.py"
     toy = yaml.safe_load(text)["stages"]
     main = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert list(toy) == ["generate_world", *main]
     for name, spec in toy.items():
         assert spec["wdir"] == ".."
-        assert spec["cmd"] == f"scripts/stage-python -m zerosearch_core.cli {name} --params toy/params.yaml"
+        assert spec["cmd"] == f"scripts/stage-python -m zerosearch_core.cli {name} --params {folder}/params.yaml"
     listed = {d for d in toy["generate_world"]["deps"] if d.startswith("zerosearch_core/")}
     assert listed == set(module_deps("generate_world"))
 
