@@ -69,6 +69,19 @@ def test_a_failing_stage_fails_the_flow(
         state.result()
 
 
+def test_the_quickstart_flow_runs_the_quickstart_profile_and_its_plan() -> None:
+    from flows import quickstart
+    from zerosearch_core.config import load_config
+    from zerosearch_core.experiments import load_plan
+
+    assert dvc_stages.pipeline_stages(quickstart.PIPELINE) == ["generate_world", *STAGES]
+    for spec in yaml.safe_load((ROOT / quickstart.PIPELINE).read_text())["stages"].values():
+        assert spec["cmd"].endswith(f"--params {quickstart.PARAMS}")
+    cfg = load_config(ROOT / quickstart.PARAMS)
+    assert cfg.paths.eval_metrics.startswith("quickstart/") and quickstart.RESULTS_DIR.startswith("quickstart/")
+    assert [e.overrides for e in load_plan(ROOT / quickstart.PLAN).experiments] == [{}]  # the pipeline's run alone
+
+
 def test_one_task_serves_every_stage_with_its_retries_and_no_cache() -> None:
     assert dvc_stages.pipeline_stages("dvc.yaml") == list(STAGES)
     assert dvc_stages.pipeline_stages("toy/dvc.yaml") == ["generate_world", *STAGES]
