@@ -71,7 +71,8 @@ def import_closure(*modules: str) -> set[str]:
 WORLD_PROFILES: dict[str, str] = {
     "toy": (
         "# The toy-world profile: the same stages and code as the main pipeline, run from the repository root with\n"
-        "# --params toy/params.yaml, plus generate_world, which writes the synthetic world that prepare_data and build_index\n"
+        "# --params toy/params.yaml, plus generate_world, which writes the synthetic world that prepare_data and "
+        "build_index\n"
         "# read in place of the real benchmarks and Wikipedia. Run: dvc repro toy/dvc.yaml (or python -m flows.toy).\n"
     ),
     "quickstart": (
@@ -82,7 +83,9 @@ WORLD_PROFILES: dict[str, str] = {
 }
 """The profiles whose pipeline is the main one plus ``generate_world`` (a generated world), by folder: each gets
 ``FOLDER/dvc.yaml`` with ``--params FOLDER/params.yaml``, under this description."""
-GENERATED_HEADER = "# GENERATED from ../dvc.yaml by scripts/sync_dvc_deps.py; do not edit (tests fail when it drifts).\n"
+GENERATED_HEADER = (
+    "# GENERATED from ../dvc.yaml by scripts/sync_dvc_deps.py; do not edit (tests fail when it drifts).\n"
+)
 
 
 def module_deps(stage: str) -> list[str]:
