@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -28,7 +29,7 @@ from zerosearch_core.cold_start import (
     split_heldout_drills,
     train_causal_lm,
 )
-from zerosearch_core.config import ConfigError, PipelineConfig, WorldConfig, load_config
+from zerosearch_core.config import ColdStartConfig, ConfigError, PipelineConfig, WorldConfig, load_config
 from zerosearch_core.data.toyworld import generate_world, write_world
 from zerosearch_core.models import build_tiny_policy, load_causal_lm, load_tokenizer
 from zerosearch_core.prompts import build_prompt_ids
@@ -236,21 +237,26 @@ def test_constant_schedule_keeps_the_rate_that_cosine_halves_at_mid_run(toy_cfg:
         train_causal_lm(model, [sequence], None, 1, 1, 1e-3, 0, seed=0, phase="t", schedule="linear")
 
 
-def test_sft_stops_at_the_first_reading_check_that_passes_the_bar(toy_cfg: PipelineConfig) -> None:
-    model, tokenizer = build_tiny_policy(toy_cfg.model, ["one two three four five six"] * 30, seed=2)
-    ids = tuple(tokenizer("one two three four five six", add_special_tokens=False)["input_ids"])
-    examples = [SFTExample(ids, (1,) * len(ids), False)] * 4
-    cold = dataclasses.replace(
-        toy_cfg.cold_start,
+def _sft_with_a_bar(cfg: PipelineConfig, **changes: Any) -> ColdStartConfig:
+    """The cold start with pre-training off and the SFT checked every 3 steps from step 3 against a 0.9 bar."""
+    return dataclasses.replace(
+        cfg.cold_start,
         pretrain_steps=0,
         pretrain_texts=None,
         pretrain_texts_loss="all",
         pretrain_reading_bar=0.0,
         sft_steps=3,
         sft_check_every=3,
-        sft_max_steps=20,
         sft_reading_bar=0.9,
+        **changes,
     )
+
+
+def test_sft_stops_at_the_first_reading_check_that_passes_the_bar(toy_cfg: PipelineConfig) -> None:
+    model, tokenizer = build_tiny_policy(toy_cfg.model, ["one two three four five six"] * 30, seed=2)
+    ids = tuple(tokenizer("one two three four five six", add_special_tokens=False)["input_ids"])
+    examples = [SFTExample(ids, (1,) * len(ids), False)] * 4
+    cold = _sft_with_a_bar(toy_cfg, sft_max_steps=20)
     scores = iter([0.5, 0.8, 0.95, 1.0])  # what the checks measure, in turn
     seen: list[tuple[str, int, float]] = []
     curves = run_cold_start(
@@ -274,19 +280,7 @@ def test_sft_restarts_from_the_pretrained_weights_below_the_bar_and_keeps_the_at
     model, tokenizer = build_tiny_policy(toy_cfg.model, ["one two three four five six"] * 30, seed=2)
     ids = tuple(tokenizer("one two three four five six", add_special_tokens=False)["input_ids"])
     examples = [SFTExample(ids, (1,) * len(ids), False), SFTExample(ids[:3], (1,) * 3, False)] * 3
-    cold = dataclasses.replace(
-        toy_cfg.cold_start,
-        pretrain_steps=0,
-        pretrain_texts=None,
-        pretrain_texts_loss="all",
-        pretrain_reading_bar=0.0,
-        sft_steps=3,
-        sft_check_every=3,
-        sft_max_steps=6,
-        sft_reading_bar=0.9,
-        sft_restarts=2,
-        sft_batch_size=2,  # so that the batch order (the seed) matters
-    )
+    cold = _sft_with_a_bar(toy_cfg, sft_max_steps=6, sft_restarts=2, sft_batch_size=2)  # batch 2: the seed matters
     start = {key: value.clone() for key, value in model.state_dict().items()}
 
     def one_attempt(seed: int) -> dict[str, torch.Tensor]:  # an SFT without the bar, from the same start
