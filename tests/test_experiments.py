@@ -240,3 +240,13 @@ def test_the_quickstart_plan_is_the_pipeline_run_alone_and_the_world_plan_change
     seeds = [e.overrides.get("world.seed", cfg.world.seed if cfg.world else None) for e in worlds.experiments]
     assert len(set(seeds)) == len(seeds) >= 4 and seeds[0] == 7  # the profile's world, then three or more others
     assert all(set(e.overrides) <= {"world.seed"} and e.seeds == (cfg.train.seed,) for e in worlds.experiments)
+
+
+def test_the_claims_plan_is_the_full_plans_claim_rows_and_claims() -> None:
+    full, claims = load_plan(ROOT / "toy/experiments.yaml"), load_plan(ROOT / "toy/claims.yaml")
+    rows = {e.name: e for e in full.experiments}
+    for experiment in claims.experiments:  # the same runs, so their results are comparable with the full table's
+        assert (
+            experiment.overrides == rows[experiment.name].overrides and experiment.seeds == rows[experiment.name].seeds
+        )
+    assert claims.claims == full.claims
