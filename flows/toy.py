@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import time
 from typing import Any
 
@@ -66,6 +67,14 @@ def run_queue(names: list[str], tracking_uri: str, poll_s: float = 10.0) -> floa
     return seconds
 
 
+def _captured_git(arguments: list[str]) -> str:
+    """What ``git <arguments>`` prints in the project folder, stripped."""
+    done = subprocess.run(["git", *arguments], cwd=dvc_stages.project_dir(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise dvc_stages.StageFailed(f"git {' '.join(arguments)} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
 @flow(name="zerosearch-toy", log_prints=True)
 def toy_world(
     pipeline: str = PIPELINE,
@@ -93,12 +102,15 @@ def toy_world(
     stages = [dvc_stages.stage_task(stage)(stage, pipeline) for stage in dvc_stages.pipeline_stages(pipeline)]
     for outcome in stages:
         logger.info("stage %s: %s", outcome["stage"], "up to date" if outcome["skipped"] else f"{outcome['seconds']}s")
+    # The experiments hang off the commit they were queued on; a commit made while they run must not hide them
+    # from `dvc exp show`, which lists the current commit's experiments unless told which.
+    baseline = _captured_git(["rev-parse", "HEAD"])
     queued = queue_experiments([run for run in plan["runs"] if not run["baseline"]], pipeline)
     if queued:
         run_queue(queued, plan["tracking_uri"])
     results = dvc_stages.project_dir() / results_dir
     results.mkdir(parents=True, exist_ok=True)
-    (results / "exp_show.json").write_text(dvc_stages.dvc_output(["exp", "show", "--json"]))
+    (results / "exp_show.json").write_text(dvc_stages.dvc_output(["exp", "show", "--json", "--rev", baseline]))
     arguments = [*plan_arguments, "--exp-show", f"{results_dir}/exp_show.json", "--out", results_dir]
     dvc_stages.run_cli(["experiment_results", *arguments, "--title", title])
     table = json.loads((results / "results.json").read_text())["summary"]

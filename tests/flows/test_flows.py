@@ -170,6 +170,7 @@ def test_flow_parameters_pick_the_profile_and_bad_overrides_fail_before_any_stag
 def test_toy_flow_runs_the_profile_and_queues_an_isolated_experiment(
     prefect_harness: None, tmp_path: Path, benchmarks_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import flows.toy
     from flows.toy import toy_world
 
     project = copy_project(tmp_path / "project", benchmarks_dir)
@@ -177,6 +178,17 @@ def test_toy_flow_runs_the_profile_and_queues_an_isolated_experiment(
     params_before = (project / "toy/params.yaml").read_text()
     monkeypatch.setenv("ZEROSEARCH_PROJECT_DIR", str(project))
     monkeypatch.chdir(project)  # MLflow's sqlite path in the toy params is relative
+    run_queue = flows.toy.run_queue
+
+    def run_queue_then_commit(names: list[str], tracking_uri: str) -> float:
+        seconds = run_queue(names, tracking_uri)
+        # a commit while the experiments ran: they hang off the commit before it, and must still be read
+        (project / "NOTES.md").write_text("written while the experiments ran\n")
+        for command in (["add", "NOTES.md"], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "notes"]):
+            subprocess.run(["git", *command], cwd=project, check=True)
+        return seconds
+
+    monkeypatch.setattr(flows.toy, "run_queue", run_queue_then_commit)
     result = toy_world()
     assert [s["stage"] for s in result["stages"]] == ["generate_world", *STAGES]
     assert [row["name"] for row in result["results"]] == ["cold_start", "real_search"]
