@@ -197,7 +197,7 @@ def test_toy_flow_runs_the_profile_and_queues_an_isolated_experiment(
     runs = json.loads((project / "toy/results/results.json").read_text())["runs"]
     assert [(r["experiment"], r["seed"]) for r in runs] == [("real_search", 1), ("real_search", 2)]
     # Real DVC experiments, run in temporary copies: the workspace was never touched.
-    listed = dvc(project, "exp", "list", "--name-only").stdout
+    listed = dvc(project, "exp", "list", "--all-commits", "--name-only").stdout  # they hang off the commit before
     assert all(run["dvc_experiment"] in listed for run in runs)
     assert (project / "toy/params.yaml").read_text() == params_before
     assert "Data and pipelines are up to date." in dvc(project, "status", "toy/dvc.yaml").stdout
