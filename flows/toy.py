@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import time
 from typing import Any
 
@@ -67,14 +66,6 @@ def run_queue(names: list[str], tracking_uri: str, poll_s: float = 10.0) -> floa
     return seconds
 
 
-def _captured_git(arguments: list[str]) -> str:
-    """What ``git <arguments>`` prints in the project folder, stripped."""
-    done = subprocess.run(["git", *arguments], cwd=dvc_stages.project_dir(), capture_output=True, text=True)
-    if done.returncode != 0:
-        raise dvc_stages.StageFailed(f"git {' '.join(arguments)} failed: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
 @flow(name="zerosearch-toy", log_prints=True)
 def toy_world(
     pipeline: str = PIPELINE,
@@ -104,7 +95,7 @@ def toy_world(
         logger.info("stage %s: %s", outcome["stage"], "up to date" if outcome["skipped"] else f"{outcome['seconds']}s")
     # The experiments hang off the commit they were queued on; a commit made while they run must not hide them
     # from `dvc exp show`, which lists the current commit's experiments unless told which.
-    baseline = _captured_git(["rev-parse", "HEAD"])
+    baseline = dvc_stages.git_output(["rev-parse", "HEAD"])
     queued = queue_experiments([run for run in plan["runs"] if not run["baseline"]], pipeline)
     if queued:
         run_queue(queued, plan["tracking_uri"])

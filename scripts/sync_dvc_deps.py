@@ -121,7 +121,7 @@ def sync(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def world_pipeline(main_text: str, folder: str = "toy") -> str:
+def world_pipeline(main_text: str, folder: str) -> str:
     """``FOLDER/dvc.yaml`` of a generated-world profile (:data:`WORLD_PROFILES`) derived from the main ``dvc.yaml``
     text."""
     params = f"{folder}/params.yaml"

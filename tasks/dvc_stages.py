@@ -145,6 +145,15 @@ def dvc_output(dvc_args: list[str]) -> str:
     return _captured([sys.executable, "-m", "dvc", *dvc_args], f"dvc {' '.join(dvc_args)}")
 
 
+def git_output(git_args: list[str]) -> str:
+    """What ``git <git_args>`` prints on stdout in the project folder, stripped.
+
+    Raises:
+        StageFailed: git exited non-zero.
+    """
+    return _captured(["git", *git_args], f"git {' '.join(git_args)}").strip()
+
+
 def _captured(command: list[str], what: str) -> str:
     """Run ``command`` in the project folder: stdout returned, stderr to the Prefect log, a failure raised."""
     result = subprocess.run(command, cwd=project_dir(), env=stage_environment(), capture_output=True, text=True)

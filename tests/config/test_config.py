@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scripts.sync_dvc_deps import WORLD_PROFILES  # the generated-world profiles, by folder
 from zerosearch_core.config import ConfigError, PipelineConfig, config_to_dict, flatten_config, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-WORLD_PROFILES = ("toy", "quickstart")  # the generated-world profiles, by folder
 GPU_PROFILES = sorted((ROOT / "profiles").glob("*.yaml"))
 PROFILES = [ROOT / "params.yaml", *GPU_PROFILES, *(ROOT / folder / "params.yaml" for folder in WORLD_PROFILES)]
 OPTIONAL_SECTIONS = {"world"}  # null outside the generated-world profiles

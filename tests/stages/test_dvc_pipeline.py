@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts.sync_dvc_deps import module_deps, stage_params
+from scripts.sync_dvc_deps import WORLD_PROFILES, module_deps, stage_params
 from tests.conftest import dvc
 from zerosearch_core.config import is_service_key, load_config
 from zerosearch_core.stages.registry import STAGES as REGISTERED_STAGES
@@ -165,7 +165,7 @@ def test_stage_params_exist_in_the_config(stage: str) -> None:
             node = node[part]
 
 
-@pytest.mark.parametrize("folder", ["toy", "quickstart"])
+@pytest.mark.parametrize("folder", list(WORLD_PROFILES))
 def test_world_pipelines_are_the_main_pipeline_run_with_their_params(folder: str) -> None:
     from scripts.sync_dvc_deps import world_pipeline
 
