@@ -5,6 +5,7 @@ that the attempts are seeded (the same search gives the same documents)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from zerosearch_core.config import PipelineConfig
@@ -99,3 +100,57 @@ def test_resampling_with_a_real_model_is_seeded(cfg: PipelineConfig, tiny_policy
         result = _search(engine, 0.0, seed=5)  # the untrained model never writes Paris: every attempt runs
         runs.append(([d.text for d in result.documents], engine.stats.type_resamples))
     assert runs[0] == runs[1] and runs[0][1] == 2
+
+
+class TypeObeyingLLM:
+    """Writes a document with the prompt's answer for a useful prompt and one without for a noisy prompt, except
+    the noisy prompts of the queries in ``leak`` (a document that states the answer); records each call's size."""
+
+    def __init__(self, leak: set[str]) -> None:
+        self.leak = leak
+        self.sizes: list[int] = []
+
+    def complete(self, prompts, max_new_tokens, temperature, seed):  # type: ignore[no-untyped-def]
+        self.sizes.append(len(prompts))
+        outputs = []
+        for prompt in prompts:
+            answer = prompt.split("\nAnswer: ")[1].splitlines()[0]
+            query = prompt.rsplit("Query: ", 1)[1].splitlines()[0]
+            useful = "must be useful" in prompt
+            text = f"{query} is {answer}." if useful or query in self.leak else f"{query} is unknown."
+            outputs.append(f"Doc 1: (Title: {query}) {text}")
+        return outputs
+
+
+def test_answer_rates_are_measured_in_batches_useful_beside_noisy(cfg: PipelineConfig, tmp_path: Path) -> None:
+    from zerosearch_core.simulator.finetune import ANSWER_RATE_BATCH, measure_answer_rates
+    from zerosearch_core.simulator.prompts import SIMULATOR_TEMPLATE
+    from zerosearch_core.simulator.sft_data import HELDOUT_FILE
+
+    assert "\nAnswer: {answers}\n" in SIMULATOR_TEMPLATE  # what TypeObeyingLLM reads the answer from
+    queries = [f"person {i}" for i in range(40)]  # 80 searches: more than one batch
+    rows = [
+        {"question": f"Q{i}?", "golden_answers": [f"answer{i}"], "query": q,
+         "documents": [{"id": "1", "title": q, "text": f"{q} is answer{i}." if i % 4 else "nothing", "score": 1.0}]}
+        for i, q in enumerate(queries)
+    ]  # fmt: skip
+    (tmp_path / HELDOUT_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    llm = TypeObeyingLLM(leak={"person 0", "person 1"})
+    bars: list[tuple[int, str, int]] = []
+
+    def progress(total: int, label: str):  # type: ignore[no-untyped-def]
+        def advance(count: int) -> None:
+            bars.append((total, label, count))
+
+        return advance
+
+    engine = _engine(cfg, llm, check="as_written")
+    metrics, samples = measure_answer_rates(engine, tmp_path, 40, 1, seed=3, progress=progress)
+    assert llm.sizes == [ANSWER_RATE_BATCH, 80 - ANSWER_RATE_BATCH]  # one simulator call per batch of searches
+    assert [count for _, _, count in bars] == llm.sizes and {b[:2] for b in bars} == {(80, "simulator answer rates")}
+    assert metrics["useful_answer_rate"] == 1.0 and metrics["noisy_answer_rate"] == 2 / 40
+    assert metrics["real_documents_answer_rate"] == 30 / 40 and metrics["unusable_outputs"] == 0
+    # each sample holds its own query's useful and noisy documents
+    assert samples[5]["useful"] == ["(person 5) person 5 is answer5."]
+    assert samples[5]["noisy"] == ["(person 5) person 5 is unknown."]
+    assert samples[1]["noisy"] == ["(person 1) person 1 is answer1."]

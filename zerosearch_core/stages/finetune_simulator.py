@@ -63,13 +63,17 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     tokenizer = load_tokenizer(base)
     llm = LocalLLM(model, tokenizer)
     engine = SimulatedSearchEngine(llm, sim, cfg.rollout.max_doc_chars, {"model": "fine-tuned"})
-    rates, samples = measure_answer_rates(engine, sft_dir, sim.eval_questions, cfg.search.top_k, cfg.seed)
+    rates, samples = measure_answer_rates(
+        engine, sft_dir, sim.eval_questions, cfg.search.top_k, cfg.seed, hooks.progress
+    )
     stats = engine.stats
     if sim.type_check != "as_written":  # the model's own rates too, so the check's share is visible
         plain = SimulatedSearchEngine(
             llm, dataclasses.replace(sim, type_check="as_written"), cfg.rollout.max_doc_chars, {"model": "fine-tuned"}
         )
-        as_written, _ = measure_answer_rates(plain, sft_dir, sim.eval_questions, cfg.search.top_k, cfg.seed)
+        as_written, _ = measure_answer_rates(
+            plain, sft_dir, sim.eval_questions, cfg.search.top_k, cfg.seed, hooks.progress, "answer rates as written"
+        )
         rates.update({f"{k}_as_written": as_written[k] for k in ("useful_answer_rate", "noisy_answer_rate")})
         rates.update(type_resamples=float(stats.type_resamples), type_unmet=float(stats.type_unmet))
     summary = {
