@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 
 def world_size() -> int:
     """Processes in this launch (1 without a launcher)."""
@@ -28,7 +26,11 @@ def is_main_process() -> bool:
 
 def init_process_group() -> None:
     """Join the launch's process group (gloo on CPU, nccl on GPU) through accelerate, once; nothing to do alone."""
-    if world_size() > 1 and not torch.distributed.is_initialized():
+    if world_size() > 1:
+        import torch  # here, not at the top: the stages without a model start faster without it
+
+        if torch.distributed.is_initialized():
+            return
         from accelerate import PartialState
 
         PartialState()
@@ -36,5 +38,8 @@ def init_process_group() -> None:
 
 def barrier() -> None:
     """Wait for every process of the launch (a no-op alone)."""
-    if world_size() > 1 and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+    if world_size() > 1:
+        import torch
+
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
