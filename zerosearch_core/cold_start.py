@@ -35,7 +35,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from zerosearch_core.config import ColdStartConfig, RolloutConfig
 from zerosearch_core.prompts import PROMPT_TEXTS, build_prompt_ids, render_information_block
-from zerosearch_core.search.base import EpisodeContext, SearchEngine
+from zerosearch_core.search.base import EpisodeContext, SearchBackendError, SearchEngine, run_searches
 from zerosearch_core.simulator.prompts import SIMULATOR_TEXTS
 
 PRETRAIN_BLOCK_TOKENS = 128
@@ -141,18 +141,34 @@ def build_sft_examples(
         for form in sorted(by_form):
             positions = by_form[form]
             searching |= set(rng.sample(positions, round(form_shares.get(form, search_share) * len(positions))))
-    examples = []
-    for position, row in enumerate(questions.itertuples(index=False)):
-        answers = [a for a in row.golden_answers if str(a).strip()]
-        if not answers:
+    rows = list(questions.itertuples(index=False))
+    for row in rows:
+        if not [a for a in row.golden_answers if str(a).strip()]:
             raise ValueError(f"Question {row.id} has no golden answer; validation should have rejected it.")
+    searched = sorted(searching)
+    calls = dict(
+        zip(
+            searched,
+            _search_calls(
+                tokenizer,
+                engine,
+                rollout,
+                top_k,
+                [(str(rows[p].question), [a for a in rows[p].golden_answers if str(a).strip()]) for p in searched],
+            ),
+            strict=True,
+        )
+    )
+    give_up = _encode(tokenizer, f"<answer> {NO_SEARCH_ANSWER} </answer>")
+    examples = []
+    for position, row in enumerate(rows):
+        answers = [a for a in row.golden_answers if str(a).strip()]
         prompt = build_prompt_ids(tokenizer, str(row.question), "search", rollout.use_chat_template)
         if position not in searching:
-            give_up = _encode(tokenizer, f"<answer> {NO_SEARCH_ANSWER} </answer>")
             examples.append(SFTExample(tuple(prompt + give_up), tuple([0] * len(prompt) + [1] * len(give_up)), False))
             continue
         answer = _encode(tokenizer, f"<answer> {answers[0]} </answer>")
-        search, information = _search_call(tokenizer, engine, rollout, top_k, str(row.question), answers)
+        search, information = calls[position]
         ids = prompt + search + information + answer
         search_mask = [int(learn_search_choice)] + [1] * (len(search) - 1)
         mask = [0] * len(prompt) + search_mask + [0] * len(information) + [1] * len(answer)
@@ -197,11 +213,13 @@ def reading_accuracy(
     """
     from zerosearch_core.rewards import answer_metrics, extract_answer
 
+    rows = list(questions.itertuples(index=False))
+    calls = _search_calls(
+        tokenizer, engine, rollout, top_k, [(str(row.question), [str(a) for a in row.golden_answers]) for row in rows]
+    )
     contexts: list[list[int]] = []
-    for row in questions.itertuples(index=False):
+    for row, (search, information) in zip(rows, calls, strict=True):
         prompt = build_prompt_ids(tokenizer, str(row.question), "search", rollout.use_chat_template)
-        answers = [str(a) for a in row.golden_answers]
-        search, information = _search_call(tokenizer, engine, rollout, top_k, str(row.question), answers)
         contexts.append(prompt + search + information)
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     scores: list[float] = []
@@ -218,20 +236,39 @@ def reading_accuracy(
     return sum(scores) / len(scores) if scores else 0.0
 
 
-def _search_call(
+def _search_calls(
     tokenizer: PreTrainedTokenizerBase,
     engine: SearchEngine,
     rollout: RolloutConfig,
     top_k: int,
-    question: str,
-    answers: Sequence[str],
-) -> tuple[list[int], list[int]]:
-    """The ids of ``<search> question </search>`` and of the block the real engine returns for it, as the rollout
-    lays them out."""
-    session = engine.open_session(EpisodeContext(question, tuple(answers), 0.0, 0))
-    documents = session.search(question, top_k).documents
-    search = _encode(tokenizer, f"<search> {question} </search>")
-    return search, _encode(tokenizer, render_information_block(documents, rollout.max_doc_chars))
+    questions: Sequence[tuple[str, Sequence[str]]],
+) -> list[tuple[list[int], list[int]]]:
+    """For each ``(question, answers)``, the ids of ``<search> question </search>`` and of the block the real engine
+    returns for it, as the rollout lays them out; the searches go to the engine together (one retrieval call for
+    the in-process index).
+
+    Raises:
+        SearchBackendError: A search failed.
+    """
+    requests = [
+        (engine.open_session(EpisodeContext(question, tuple(answers), 0.0, 0)), question)
+        for question, answers in questions
+    ]
+    outcomes = run_searches(requests, top_k) if requests else []
+    blocks = []
+    for outcome in outcomes:
+        if isinstance(outcome, SearchBackendError):
+            raise outcome
+        blocks.append(render_information_block(outcome.documents, rollout.max_doc_chars))
+    searches = [f"<search> {question} </search>" for question, _ in questions]
+    encoded = _encode_many(tokenizer, searches + blocks)
+    return list(zip(encoded[: len(searches)], encoded[len(searches) :], strict=True))
+
+
+def _encode_many(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
+    if not texts:
+        return []
+    return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:

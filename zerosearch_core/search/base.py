@@ -77,7 +77,8 @@ def run_searches(requests: Sequence[tuple[SearchSession, str]], top_k: int) -> l
     """Run one turn's searches, together where the engine can batch them, and return each result or its error.
 
     Sessions whose ``engine`` has a ``search_batch`` method (the simulated engine: one generate call for the whole
-    turn) and share that engine are searched in one call; any other session searches on its own, in order.
+    turn; the in-process retriever: one retrieval call) and share that engine are searched in one call; any other
+    session searches on its own, in order.
 
     Args:
         requests: ``(session, query)`` pairs; the queries are non-empty.

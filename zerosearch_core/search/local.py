@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -18,7 +19,7 @@ import bm25s
 import numpy as np
 import pandas as pd
 
-from zerosearch_core.search.base import Document, EpisodeContext, SearchResult
+from zerosearch_core.search.base import Document, EpisodeContext, SearchBackendError, SearchResult, SearchSession
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,23 @@ class LocalSearchEngine:
 
     def open_session(self, ctx: EpisodeContext) -> LocalSearchSession:
         """Real search ignores the episode context (no simulated noise)."""
-        return LocalSearchSession(self.retriever)
+        return LocalSearchSession(self.retriever, self)
+
+    def search_batch(
+        self, requests: Sequence[tuple[SearchSession, str]], top_k: int
+    ) -> list[SearchResult | SearchBackendError]:
+        """Serve several sessions' searches with one retriever call (the same documents as one search at a time);
+        an empty query is an observation, as in :meth:`LocalSearchSession.search`."""
+        started = time.perf_counter()
+        asked = [index for index, (_, query) in enumerate(requests) if query.strip()]
+        found = self.retriever.retrieve([requests[i][1] for i in asked], top_k) if asked else []
+        latency = (time.perf_counter() - started) / max(len(asked), 1)
+        outcomes: list[SearchResult | SearchBackendError] = [
+            SearchResult(documents=(), status="empty_query", latency_s=0.0, message="Empty query.")
+        ] * len(requests)
+        for index, documents in zip(asked, found, strict=True):
+            outcomes[index] = SearchResult(documents=tuple(documents), status="ok", latency_s=latency)
+        return outcomes
 
     def describe(self) -> dict[str, str]:
         """Backend facts for the evaluation card."""
@@ -195,6 +212,8 @@ class LocalSearchSession:
     """One episode's view of a local retriever."""
 
     retriever: Retriever
+    engine: LocalSearchEngine | None = None
+    """The engine that opened it: :func:`~zerosearch_core.search.base.run_searches` batches its sessions' searches."""
 
     def search(self, query: str, top_k: int) -> SearchResult:
         """Search the index; an empty query is an observation, not an error."""
