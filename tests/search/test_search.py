@@ -17,9 +17,9 @@ import requests
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.netutil import free_port
 from zerosearch_core.rewards import normalize_answer
-from zerosearch_core.search.base import EpisodeContext, SearchBackendError, SearchErrorBudget
+from zerosearch_core.search.base import EpisodeContext, SearchBackendError, SearchErrorBudget, run_searches
 from zerosearch_core.search.http import HttpSearchEngine, create_retriever_app, running_server
-from zerosearch_core.search.local import BM25Retriever, DenseRetriever, LocalSearchEngine
+from zerosearch_core.search.local import BM25Retriever, DenseRetriever, LocalSearchEngine, LocalSearchSession
 from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.stages import StageHooks, build_index
 
@@ -59,6 +59,27 @@ def test_local_session_reports_empty_queries_without_searching(bm25: BM25Retriev
     assert session.search("   ", top_k=3).status == "empty_query"
     result = session.search("Tchaikovsky ballet", top_k=2)
     assert result.status == "ok" and len(result.documents) == 2 and result.latency_s >= 0
+
+
+def test_a_turns_local_searches_are_one_retrieval_call_with_the_same_documents(
+    bm25: BM25Retriever, nq_rows: list[dict]
+) -> None:
+    calls: list[list[str]] = []
+
+    class Counting(BM25Retriever):
+        def retrieve(self, queries: list[str], top_k: int):  # type: ignore[no-untyped-def]
+            calls.append(list(queries))
+            return super().retrieve(queries, top_k)
+
+    engine = LocalSearchEngine(Counting(index=bm25.index, passages=bm25.passages), {})
+    queries = [nq_rows[0]["question"], "  ", nq_rows[1]["question"]]
+    requests = [(engine.open_session(CTX), q) for q in queries]
+    outcomes = run_searches(requests, top_k=3)
+    assert calls == [[queries[0], queries[2]]]  # one call, the empty query left out
+    assert outcomes[1].status == "empty_query"  # type: ignore[union-attr]
+    for query, outcome in zip(queries[::2], outcomes[::2], strict=True):
+        alone = LocalSearchSession(bm25).search(query, top_k=3)
+        assert outcome.status == "ok" and outcome.documents == alone.documents  # type: ignore[union-attr]
 
 
 def test_http_server_answers_a_plain_http_client_in_search_r1_shape(bm25: BM25Retriever, nq_rows: list[dict]) -> None:
