@@ -142,27 +142,16 @@ def build_sft_examples(
             positions = by_form[form]
             searching |= set(rng.sample(positions, round(form_shares.get(form, search_share) * len(positions))))
     rows = list(questions.itertuples(index=False))
-    for row in rows:
-        if not [a for a in row.golden_answers if str(a).strip()]:
+    answers_of = [[a for a in row.golden_answers if str(a).strip()] for row in rows]
+    for row, answers in zip(rows, answers_of, strict=True):
+        if not answers:
             raise ValueError(f"Question {row.id} has no golden answer; validation should have rejected it.")
     searched = sorted(searching)
-    calls = dict(
-        zip(
-            searched,
-            _search_calls(
-                tokenizer,
-                engine,
-                rollout,
-                top_k,
-                [(str(rows[p].question), [a for a in rows[p].golden_answers if str(a).strip()]) for p in searched],
-            ),
-            strict=True,
-        )
-    )
+    found = _search_calls(tokenizer, engine, rollout, top_k, [(str(rows[p].question), answers_of[p]) for p in searched])
+    calls = dict(zip(searched, found, strict=True))
     give_up = _encode(tokenizer, f"<answer> {NO_SEARCH_ANSWER} </answer>")
     examples = []
-    for position, row in enumerate(rows):
-        answers = [a for a in row.golden_answers if str(a).strip()]
+    for position, (row, answers) in enumerate(zip(rows, answers_of, strict=True)):
         prompt = build_prompt_ids(tokenizer, str(row.question), "search", rollout.use_chat_template)
         if position not in searching:
             examples.append(SFTExample(tuple(prompt + give_up), tuple([0] * len(prompt) + [1] * len(give_up)), False))

@@ -39,6 +39,10 @@ class SearchResult:
     message: str = ""
 
 
+EMPTY_QUERY = SearchResult(documents=(), status="empty_query", latency_s=0.0, message="Empty query.")
+"""What every engine returns for a blank query: an observation, not an error (nothing is searched)."""
+
+
 @dataclass(frozen=True)
 class EpisodeContext:
     """Per-episode state bound once, like an RL environment's ``reset(**row)``."""

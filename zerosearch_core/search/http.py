@@ -28,7 +28,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from zerosearch_core.search.base import Document, EpisodeContext, SearchBackendError, SearchResult
+from zerosearch_core.search.base import EMPTY_QUERY, Document, EpisodeContext, SearchBackendError, SearchResult
 from zerosearch_core.search.local import Retriever
 
 logger = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class HttpSearchSession:
         """One query through the server; raises :class:`SearchBackendError` after the bounded retries."""
         started = time.perf_counter()
         if not query.strip():
-            return SearchResult(documents=(), status="empty_query", latency_s=0.0, message="Empty query.")
+            return EMPTY_QUERY
         documents = self.engine.retrieve([query], top_k)[0]
         return SearchResult(documents=tuple(documents), status="ok", latency_s=time.perf_counter() - started)
 

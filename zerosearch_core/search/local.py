@@ -19,7 +19,14 @@ import bm25s
 import numpy as np
 import pandas as pd
 
-from zerosearch_core.search.base import Document, EpisodeContext, SearchBackendError, SearchResult, SearchSession
+from zerosearch_core.search.base import (
+    EMPTY_QUERY,
+    Document,
+    EpisodeContext,
+    SearchBackendError,
+    SearchResult,
+    SearchSession,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -195,9 +202,7 @@ class LocalSearchEngine:
         asked = [index for index, (_, query) in enumerate(requests) if query.strip()]
         found = self.retriever.retrieve([requests[i][1] for i in asked], top_k) if asked else []
         latency = (time.perf_counter() - started) / max(len(asked), 1)
-        outcomes: list[SearchResult | SearchBackendError] = [
-            SearchResult(documents=(), status="empty_query", latency_s=0.0, message="Empty query.")
-        ] * len(requests)
+        outcomes: list[SearchResult | SearchBackendError] = [EMPTY_QUERY] * len(requests)
         for index, documents in zip(asked, found, strict=True):
             outcomes[index] = SearchResult(documents=tuple(documents), status="ok", latency_s=latency)
         return outcomes
@@ -219,6 +224,6 @@ class LocalSearchSession:
         """Search the index; an empty query is an observation, not an error."""
         started = time.perf_counter()
         if not query.strip():
-            return SearchResult(documents=(), status="empty_query", latency_s=0.0, message="Empty query.")
+            return EMPTY_QUERY
         documents = self.retriever.retrieve([query], top_k)[0]
         return SearchResult(documents=tuple(documents), status="ok", latency_s=time.perf_counter() - started)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zerosearch_core.config import ConfigError
-from zerosearch_core.search.base import Document, EpisodeContext, SearchBackendError, SearchResult
+from zerosearch_core.search.base import EMPTY_QUERY, Document, EpisodeContext, SearchBackendError, SearchResult
 from zerosearch_core.search.http import post_with_retries
 
 
@@ -67,7 +67,7 @@ class WebSearchSession:
     def search(self, query: str, top_k: int) -> SearchResult:
         """One web search; raises :class:`SearchBackendError` after the bounded retries."""
         if not query.strip():
-            return SearchResult(documents=(), status="empty_query", latency_s=0.0, message="Empty query.")
+            return EMPTY_QUERY
         started = time.perf_counter()
         documents = self.engine.search(query, top_k)
         return SearchResult(documents=tuple(documents), status="ok", latency_s=time.perf_counter() - started)

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zerosearch_core.config import SimulatorConfig
-from zerosearch_core.search.base import Document, EpisodeContext, SearchBackendError, SearchResult, SearchSession
+from zerosearch_core.search.base import (
+    EMPTY_QUERY,
+    Document,
+    EpisodeContext,
+    SearchBackendError,
+    SearchResult,
+    SearchSession,
+)
 from zerosearch_core.simulator.llm import LLMClient, LocalLLM
 from zerosearch_core.simulator.prompts import (
     DocType,
@@ -100,7 +107,7 @@ class SimulatedSearchEngine:
             if not isinstance(session, SimulatedSearchSession) or session.engine is not self:
                 raise TypeError("search_batch serves only sessions this engine opened.")
             if not query.strip():
-                outcomes[index] = SearchResult((), status="empty_query", latency_s=0.0, message="Empty query.")
+                outcomes[index] = EMPTY_QUERY
                 continue
             doc_type = choose_doc_type(session.ctx.noise_prob, session.rng)
             session.calls += 1

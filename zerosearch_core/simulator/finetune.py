@@ -187,9 +187,10 @@ def measure_answer_rates(
     outcomes: list[SearchResult | SearchBackendError] = []
     advance = progress(len(requests), label) if progress is not None else None
     for start in range(0, len(requests), ANSWER_RATE_BATCH):
-        outcomes += engine.search_batch(requests[start : start + ANSWER_RATE_BATCH], top_k)
+        batch = requests[start : start + ANSWER_RATE_BATCH]
+        outcomes += engine.search_batch(batch, top_k)
         if advance is not None:
-            advance(len(requests[start : start + ANSWER_RATE_BATCH]))
+            advance(len(batch))
     for index, item in enumerate(heldout):
         row: dict[str, Any] = {"question": item["question"], "answers": item["golden_answers"], "query": item["query"]}
         hits["real"] += contains_answer(documents_of(item), item["golden_answers"])
