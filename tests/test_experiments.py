@@ -14,6 +14,7 @@ from zerosearch_core.experiments import (
     ExperimentPlan,
     claim_verdicts,
     load_plan,
+    merge_exp_show,
     plan_document,
     render_results,
     rows_from_exp_show,
@@ -242,11 +243,33 @@ def test_the_quickstart_plan_is_the_pipeline_run_alone_and_the_world_plan_change
     assert all(set(e.overrides) <= {"world.seed"} and e.seeds == (cfg.train.seed,) for e in worlds.experiments)
 
 
-def test_the_claims_plan_is_the_full_plans_claim_rows_and_claims() -> None:
-    full, claims = load_plan(ROOT / "toy/experiments.yaml"), load_plan(ROOT / "toy/claims.yaml")
-    rows = {e.name: e for e in full.experiments}
-    for experiment in claims.experiments:  # the same runs, so their results are comparable with the full table's
-        assert (
-            experiment.overrides == rows[experiment.name].overrides and experiment.seeds == rows[experiment.name].seeds
+def test_the_claims_and_ablations_plans_split_the_full_plans_runs_between_them(tmp_path: Path) -> None:
+    full = load_plan(ROOT / "toy/experiments.yaml")
+    parts = [load_plan(ROOT / "toy/claims.yaml"), load_plan(ROOT / "toy/ablations.yaml")]
+
+    def runs(plan: ExperimentPlan) -> list[tuple[str, int, str]]:
+        return [(e.name, s, json.dumps(e.overrides, sort_keys=True)) for e in plan.experiments for s in e.seeds]
+
+    # the same runs with the same overrides, each in one part only, so the merged table is the full plan's
+    assert sorted(runs(parts[0]) + runs(parts[1])) == sorted(runs(full))
+    assert parts[0].claims == full.claims
+    documents = [plan_document(part, "toy/params.yaml", 0, "m.json", f"t{i}") for i, part in enumerate(parts)]
+    shows = [  # both invocations ran on the same workspace (the same cold start)
+        _exp_show(
+            {run["name"]: eval_document(0.5, 0.1 * index) for run in document["runs"]}
+            | {"workspace": eval_document(0.7, 0.3)},
+            "m.json",
         )
-    assert claims.claims == full.claims
+        for index, document in enumerate(documents)
+    ]
+    merged = merge_exp_show(shows, "m.json", "all")
+    rows = rows_from_exp_show(full, plan_document(full, "toy/params.yaml", 0, "m.json", "all"), merged, tmp_path)
+    by_run = {(row["experiment"], row["seed"]): row["em"] for row in rows}
+    assert by_run[("zerosearch", 0)] == 0.5 and by_run[("zerosearch", 1)] == 0.25  # workspace; claims part
+    assert by_run[("ppo", 0)] == 0.3 and by_run[("no_loss_mask", 2)] == 0.3  # the ablations part
+    with pytest.raises(ConfigError, match=r"zerosearch-s1 ran in more than one invocation"):
+        merge_exp_show([shows[0], shows[0]], "m.json", "all")
+    other = json.loads(json.dumps(shows[1]))
+    other[0]["data"]["metrics"]["m.json"]["data"] = eval_document(0.6, 0.3)
+    with pytest.raises(ConfigError, match=r"different m.json .* rerun the older plan"):
+        merge_exp_show([shows[0], other], "m.json", "all")

@@ -414,3 +414,52 @@ def rows_from_exp_show(
         row["dvc_experiment"] = run["name"]
         rows.append(row)
     return rows
+
+
+def merge_exp_show(documents: list[list[dict[str, Any]]], metrics_file: str, tag: str) -> list[dict[str, Any]]:
+    """One ``dvc exp show --json`` document from several flow invocations' (each ran part of a plan on the same
+    workspace), its experiments renamed ``<experiment>-s<seed>-<tag>`` so that :func:`rows_from_exp_show` finds them
+    under one ``tag``. The runs compare only against the same cold start, so the workspaces must agree.
+
+    Raises:
+        ConfigError: The workspaces' ``metrics_file`` differ (the pipeline changed between the invocations: rerun the
+            older plan), or two invocations ran the same experiment and seed (the table would have to pick one).
+
+    >>> def show(ws, *names):
+    ...     revs = [{"name": n, "data": {"metrics": {"m.json": {"data": {"em": 1}}}}} for n in names]
+    ...     return [{"rev": "workspace", "data": {"metrics": {"m.json": {"data": {"em": ws}}}}},
+    ...             {"rev": "abc", "experiments": [{"name": n, "revs": [r]} for n, r in zip(names, revs)]}]
+    >>> merged = merge_exp_show([show(3, "a-s1-t1"), show(3, "b-s0-t2")], "m.json", "all")
+    >>> sorted(metrics_by_experiment(merged, "m.json"))
+    ['a-s1-all', 'b-s0-all', 'workspace']
+    >>> merge_exp_show([show(3, "a-s1-t1"), show(4, "b-s0-t2")], "m.json", "all")
+    Traceback (most recent call last):
+    ...
+    zerosearch_core.config.ConfigError: The invocations' workspaces report different m.json ...
+    """
+    workspaces = [metrics_by_experiment(document, metrics_file).get(WORKSPACE) for document in documents]
+    if any(workspace != workspaces[0] for workspace in workspaces):
+        raise ConfigError(
+            f"The invocations' workspaces report different {metrics_file} (the pipeline changed between them), so "
+            "their runs compare against different cold starts: rerun the older plan on the current workspace."
+        )
+    merged: list[dict[str, Any]] = [
+        next(entry for entry in documents[0] if entry.get("rev") == WORKSPACE),
+    ]
+    seen: set[str] = set()
+    for document in documents:
+        for baseline in document:
+            experiments = []
+            for experiment in baseline.get("experiments") or []:
+                renamed = []
+                for rev in experiment.get("revs") or []:
+                    name = str(rev.get("name") or experiment.get("name"))
+                    stem = name.rsplit("-", 1)[0]
+                    if stem in seen:
+                        raise ConfigError(f"{stem} ran in more than one invocation; keep one of them in the merge.")
+                    seen.add(stem)
+                    renamed.append({**rev, "name": f"{stem}-{tag}"})
+                experiments.append({**experiment, "name": renamed[0]["name"] if renamed else None, "revs": renamed})
+            if experiments:
+                merged.append({**baseline, "rev": baseline.get("rev"), "experiments": experiments})
+    return merged
