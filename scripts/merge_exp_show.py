@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", default="toy/metrics/eval.json", help="the profile's paths.eval_metrics")
     args = parser.parse_args(argv)
     documents = [json.loads(path.read_text()) for path in args.inputs]
-    args.out.write_text(json.dumps(merge_exp_show(documents, args.metrics, args.tag), indent=2) + "\n")
+    args.out.write_text(json.dumps(merge_exp_show(documents, args.metrics, args.tag)))  # one line, as DVC writes it
     print(f"{args.out}: {len(args.inputs)} invocations merged under tag {args.tag!r}")
 
 

@@ -273,3 +273,5 @@ def test_the_claims_and_ablations_plans_split_the_full_plans_runs_between_them(t
     other[0]["data"]["metrics"]["m.json"]["data"] = eval_document(0.6, 0.3)
     with pytest.raises(ConfigError, match=r"different m.json .* rerun the older plan"):
         merge_exp_show([shows[0], other], "m.json", "all")
+    with pytest.raises(ConfigError, match=r"workspace has no m.json"):
+        merge_exp_show([_exp_show({"workspace": None}, "m.json"), shows[1]], "m.json", "all")

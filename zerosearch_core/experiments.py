@@ -438,14 +438,14 @@ def merge_exp_show(documents: list[list[dict[str, Any]]], metrics_file: str, tag
     zerosearch_core.config.ConfigError: The invocations' workspaces report different m.json ...
     """
     workspaces = [metrics_by_experiment(document, metrics_file).get(WORKSPACE) for document in documents]
+    if workspaces[0] is None:
+        raise ConfigError(f"The first file's workspace has no {metrics_file}: is it `dvc exp show --json` output?")
     if any(workspace != workspaces[0] for workspace in workspaces):
         raise ConfigError(
             f"The invocations' workspaces report different {metrics_file} (the pipeline changed between them), so "
             "their runs compare against different cold starts: rerun the older plan on the current workspace."
         )
-    merged: list[dict[str, Any]] = [
-        next(entry for entry in documents[0] if entry.get("rev") == WORKSPACE),
-    ]
+    merged = [next(entry for entry in documents[0] if entry.get("rev") == WORKSPACE)]
     seen: set[str] = set()
     for document in documents:
         for baseline in document:
@@ -461,5 +461,5 @@ def merge_exp_show(documents: list[list[dict[str, Any]]], metrics_file: str, tag
                     renamed.append({**rev, "name": f"{stem}-{tag}"})
                 experiments.append({**experiment, "name": renamed[0]["name"] if renamed else None, "revs": renamed})
             if experiments:
-                merged.append({**baseline, "rev": baseline.get("rev"), "experiments": experiments})
+                merged.append({**baseline, "experiments": experiments})
     return merged
