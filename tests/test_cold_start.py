@@ -16,8 +16,10 @@ from zerosearch_core.cold_start import (
     Drill,
     SFTExample,
     _collate,
+    add_distractors,
     answer_drill_sequences,
     build_sft_examples,
+    drill_form,
     form_search_shares,
     pack_blocks,
     pretrain_sequences,
@@ -73,7 +75,7 @@ def toy_cfg(tmp_path: Path) -> PipelineConfig:
             pretrain_steps=6,
             pretrain_max_steps=10,
             pretrain_check_every=2,
-            pretrain_heldout=5,
+            pretrain_heldout=8,  # four reading drills among them: each with the toy profile's two distractors
             pretrain_reading_bar=1.0,  # out of reach of 10 steps: pre-training runs to pretrain_max_steps
             sft_steps=6,
             sft_max_steps=8,
@@ -187,6 +189,64 @@ def test_answer_loss_learns_only_each_drills_answer_and_bad_records_are_named(tm
         read_drills(path)
 
 
+def test_distractors_follow_each_reading_drills_own_passage_and_leave_search_drills_alone(
+    toy_cfg: PipelineConfig,
+) -> None:
+    path = Path(str(toy_cfg.cold_start.pretrain_texts))
+    drills = read_drills(path)  # the toy world's 30 reading drills, each followed by a search drill
+    mixed = add_distractors(drills, 2, seed=5)
+    assert mixed == add_distractors(drills, 2, seed=5) and mixed != add_distractors(drills, 2, seed=6)
+    passages = {d.prefix.split(" Question: ")[0] for d in drills if not d.prefix.startswith("Question: ")}
+    for old, new in zip(drills, mixed, strict=True):
+        assert new.answer == old.answer and drill_form(new) == drill_form(old)
+        if old.prefix.startswith("Question: "):  # a search drill: nothing to read, kept as it is
+            assert new == old
+            continue
+        own, question = old.prefix.split(" Question: ")
+        assert new.prefix.startswith(own + " ") and new.prefix.endswith(" Question: " + question)
+        others = new.prefix.removeprefix(own + " ").removesuffix(" Question: " + question)
+        # two whole passages of other drills (other people), after the drill's own
+        first, second = others.split(". ")
+        assert {first + ".", second} <= passages and own not in (first + ".", second)
+    assert add_distractors(drills, 0, seed=5) == drills
+    with pytest.raises(ValueError, match="pretrain_distractors=30 needs more than 30 drills with a passage"):
+        add_distractors(drills, 30, seed=0)
+    with pytest.raises(ConfigError, match="pretrain_distractors is set but"):
+        dataclasses.replace(toy_cfg.cold_start, pretrain_distractors=2, pretrain_texts_loss="all")
+
+
+def test_pretraining_stops_only_once_every_question_form_passes_the_bar(
+    toy_cfg: PipelineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, tokenizer = build_tiny_policy(toy_cfg.model, ["one two three four five six"] * 30, seed=2)
+    heldout = [Drill(f"{n} is from Varesk. Question: Which city is {n} from? Answer:", "Varesk") for n in "AB"]
+    heldout += [Drill(f"{n} plays the harp. Question: Which instrument does {n} play? Answer:", "harp") for n in "AB"]
+    # what each check measures per form, in turn: the mean passes 0.9 at the second check, every form at the third
+    table = [{"city": 0.5, "instrument": 0.5}, {"city": 1.0, "instrument": 0.85}, {"city": 1.0, "instrument": 0.95}]
+    asked: list[str] = []
+
+    def scripted(_model: object, _tokenizer: object, drills: list[Drill], batch_size: int = 50) -> float:
+        form = "city" if "city" in drills[0].prefix else "instrument"
+        asked.append(form)
+        return table[asked.count("city") - 1][form]  # the forms are checked in order, city first
+
+    monkeypatch.setattr("zerosearch_core.cold_start.drill_accuracy", scripted)
+    cold = dataclasses.replace(
+        toy_cfg.cold_start,
+        pretrain_steps=2,
+        pretrain_check_every=2,
+        pretrain_max_steps=20,
+        pretrain_reading_bar=0.9,
+        sft_reading_bar=0.0,
+        sft_questions=None,
+    )
+    texts = ["one two three four five six"] * 4
+    curves = run_cold_start(model, tokenizer, cold, texts, [], 0, heldout_drills=heldout)
+    assert curves["reading_step"] == [2.0, 4.0, 6.0] and len(curves["pretrain"]) == 6
+    assert curves["reading"] == [0.5, 0.85, 0.95]  # each check records its least-read form
+    assert asked == ["city", "instrument"] * 3
+
+
 def test_collate_puts_labels_only_where_the_mask_is_one() -> None:
     ids, attention, labels = _collate([[5, 6, 7], [8, 9]], [[0, 1, 1], [1, 0]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [8, 9, 0]]
@@ -245,6 +305,7 @@ def _sft_with_a_bar(cfg: PipelineConfig, **changes: Any) -> ColdStartConfig:
         pretrain_texts=None,
         pretrain_texts_loss="all",
         pretrain_reading_bar=0.0,
+        pretrain_distractors=0,
         sft_steps=3,
         sft_check_every=3,
         sft_reading_bar=0.9,
@@ -357,13 +418,24 @@ def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cf
     assert curves["sft_kept"] == [float(kept)] and result.metrics["cold_start.sft_kept_attempt"] == kept + 1
     assert result.metrics["cold_start.pretrain_steps_run"] == 10.0 and result.metrics["cold_start.sft_steps_run"] == 8
     assert result.metrics["cold_start.sft_attempts_run"] == 2.0
-    # the kept attempt's last SFT check is the stage's own made-to-search reading check: the same model, same lessons
-    assert result.metrics["cold_start.reading_em_made_to_search"] == curves["sft_reading"][2 * kept + 1]
+    # the SFT checks the least-read form of the held-out lessons, as the stage's own check of the saved model does;
+    # the kept attempt's last check measured that very model
+    forms = {k: v for k, v in result.metrics.items() if k.startswith("cold_start.reading_form.")}
+    assert set(forms) == {
+        "cold_start.reading_form.what_is_the_occupation_of",
+        "cold_start.reading_form.which_city_is_from",
+        "cold_start.reading_form.which_instrument_does_play",
+    }
+    assert (
+        result.metrics["cold_start.reading_least_read_form"]
+        == min(forms.values())
+        == curves["sft_reading"][2 * kept + 1]
+    )
     assert (target / "cold_start/losses.png").read_bytes()[:4] == b"\x89PNG"
     assert "<answer>" in (target / "cold_start/sft_example.txt").read_text()
     assert result.metrics["cold_start.sft_examples"] == 12.0 + 10.0  # the world's questions and the lessons
     assert result.metrics["cold_start.reading_examples"] == 10.0
-    assert result.metrics["cold_start.pretrain_texts"] == 55.0  # 30 reading and 30 search drills, 5 held out
+    assert result.metrics["cold_start.pretrain_texts"] == 52.0  # 30 reading and 30 search drills, 8 held out
     for key in ("em", "search_rate", "em_when_searching"):  # the reading check on the 6 held-out lessons
         assert 0.0 <= result.metrics[f"cold_start.reading_{key}"] <= 1.0
     # the restart logs on after the first attempt's sft_max_steps: one increasing axis in MLflow

@@ -200,6 +200,47 @@ def reading_accuracy(
     retrieved block inserted as the rollout does it, and the model's greedy continuation scored by its
     ``<answer>`` span. This measures reading alone, whatever the model would have chosen to do first.
     """
+    scores = reading_scores(model, tokenizer, questions, engine, rollout, top_k, batch_size, max_new_tokens)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def reading_by_form(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: pd.DataFrame,
+    engine: SearchEngine,
+    rollout: RolloutConfig,
+    top_k: int,
+) -> dict[str, float]:
+    """:func:`reading_accuracy` per :func:`question_form` of ``questions``: a start that never reads one kind of
+    question shows here, where the overall figure drops only by that kind's share."""
+    scores = reading_scores(model, tokenizer, questions, engine, rollout, top_k)
+    return mean_by_form(questions["question"].tolist(), scores)
+
+
+def mean_by_form(questions: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
+    """The mean of ``scores`` per :func:`question_form` of the ``questions`` they score, forms sorted.
+
+    >>> mean_by_form(["Where is Ana?", "Where is Bo?", "Who is Cy?"], [1.0, 0.0, 1.0])
+    {'Where is …?': 0.5, 'Who is …?': 1.0}
+    """
+    by_form: dict[str, list[float]] = {}
+    for question, score in zip(questions, scores, strict=True):
+        by_form.setdefault(question_form(str(question)), []).append(score)
+    return {form: sum(values) / len(values) for form, values in sorted(by_form.items())}
+
+
+def reading_scores(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: pd.DataFrame,
+    engine: SearchEngine,
+    rollout: RolloutConfig,
+    top_k: int,
+    batch_size: int = 32,
+    max_new_tokens: int = 16,
+) -> list[float]:
+    """The EM of each question of :func:`reading_accuracy`, in order."""
     from zerosearch_core.rewards import answer_metrics, extract_answer
 
     rows = list(questions.itertuples(index=False))
@@ -222,7 +263,7 @@ def reading_accuracy(
             answers = [str(a) for a in golden[start + row]]
             scores.append(answer_metrics(extract_answer(text), answers)["em"])
     model.train(was_training)
-    return sum(scores) / len(scores) if scores else 0.0
+    return scores
 
 
 def _search_calls(
@@ -445,6 +486,55 @@ def read_drills(path: Path) -> list[Drill]:
     return drills
 
 
+DRILL_QUESTION = " Question: "
+"""What parts a drill's passage from its question (``{passage} Question: {question} Answer:``)."""
+
+
+def add_distractors(drills: Sequence[Drill], count: int, seed: int) -> list[Drill]:
+    """Each drill that has a passage, with ``count`` passages of other drills of ``drills`` (seeded) set after its
+    own, as a search ranks the passage asked for first (``cold_start.pretrain_distractors``); a drill without one
+    (a search drill) is kept as it is.
+
+    Raises:
+        ValueError: Fewer than ``count + 1`` drills have a passage.
+
+    >>> drills = [Drill(f"{n} is a {job}. Question: What is {n}? Answer:", job) for n, job in
+    ...           [("Ana", "baker"), ("Bo", "miner"), ("Cy", "mason")]]
+    >>> mixed = add_distractors(drills, 1, seed=0)
+    >>> [d.answer for d in mixed], all(d.prefix.count(" is a ") == 2 for d in mixed)
+    (['baker', 'miner', 'mason'], True)
+    >>> all(d.prefix.startswith(old.prefix.split(DRILL_QUESTION)[0] + " ") for d, old in zip(mixed, drills))
+    True
+    >>> all(d.prefix.endswith(old.prefix.split(DRILL_QUESTION)[1]) for d, old in zip(mixed, drills))
+    True
+    """
+    parts = [drill.prefix.partition(DRILL_QUESTION) for drill in drills]
+    pool = [i for i, (passage, sep, _) in enumerate(parts) if sep and passage.strip()]
+    if count and len(pool) <= count:
+        raise ValueError(
+            f"cold_start.pretrain_distractors={count} needs more than {count} drills with a passage, and only "
+            f"{len(pool)} have one; lower it or raise cold_start.pretrain_heldout (the held-out drills draw theirs "
+            "from each other)."
+        )
+    rng = random.Random(seed)
+    has_passage = set(pool)
+    mixed = []
+    for index, drill in enumerate(drills):
+        if not count or index not in has_passage:
+            mixed.append(drill)
+            continue
+        others = [i for i in rng.sample(pool, count + 1) if i != index][:count]
+        passages = [parts[i][0] for i in [index, *others]]
+        mixed.append(Drill(prefix=" ".join(passages) + DRILL_QUESTION + parts[index][2], answer=drill.answer))
+    return mixed
+
+
+def drill_form(drill: Drill) -> str:
+    """The :func:`question_form` of a drill's question, with what follows it (``Answer:`` or ``<search>``), so
+    reading and search drills of one question are told apart."""
+    return question_form(drill.prefix.rpartition("Question: ")[2])
+
+
 def split_heldout_drills(drills: Sequence[Drill], count: int, path: Path) -> tuple[list[Drill], list[Drill]]:
     """The drills to pre-train on and the last ``count``, held out for the reading check.
 
@@ -492,6 +582,16 @@ def drill_accuracy(
         continued = greedy_continuations(model, contexts, pad_id, max(len(a) for a in answers))
         correct += sum(ids[: len(answer)] == answer for ids, answer in zip(continued, answers, strict=True))
     return correct / len(drills) if drills else 0.0
+
+
+def drill_accuracy_by_form(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, drills: Sequence[Drill]
+) -> dict[str, float]:
+    """:func:`drill_accuracy` per :func:`drill_form`: each kind of question comes to be read at its own step."""
+    by_form: dict[str, list[Drill]] = {}
+    for drill in drills:
+        by_form.setdefault(drill_form(drill), []).append(drill)
+    return {form: drill_accuracy(model, tokenizer, group) for form, group in sorted(by_form.items())}
 
 
 def read_pretrain_texts(path: Path) -> list[str]:
@@ -600,7 +700,7 @@ def run_cold_start(
             cfg.pretrain_steps,
             cfg.pretrain_check_every,
             cfg.pretrain_reading_bar,
-            lambda: drill_accuracy(model, tokenizer, heldout_drills),
+            lambda: min(drill_accuracy_by_form(model, tokenizer, heldout_drills).values()),
         )
     sft_stop = None
     if cfg.sft_reading_bar > 0 and sft_reading is not None:

@@ -327,9 +327,10 @@ class ColdStartConfig:
     )
     pretrain_reading_bar: float = field(
         metadata={
-            "help": "Held-out drill accuracy that pre-training must reach: from pretrain_steps on, every "
-            "pretrain_check_every steps, the model answers pretrain_heldout drills kept out of training (greedy), "
-            "and pre-training stops once this share is right, or at pretrain_max_steps. Reading emerges abruptly "
+            "help": "Held-out drill accuracy that pre-training must reach on every question form: from "
+            "pretrain_steps on, every pretrain_check_every steps, the model answers pretrain_heldout drills kept "
+            "out of training (greedy), and pre-training stops once this share of each form's drills is right "
+            "(each form comes at its own step), or at pretrain_max_steps. Reading emerges abruptly "
             "after a number of steps that varies with the world, the seed and the CPU's float rounding, so a fixed "
             "step count is a lottery. 0 turns the check off (exactly pretrain_steps)."
         }
@@ -340,6 +341,16 @@ class ColdStartConfig:
         metadata={
             "help": "The last this many records of pretrain_texts (each with an 'answer' its text ends with) are "
             "not trained on but check reading; 0 without pretrain_reading_bar."
+        }
+    )
+    pretrain_distractors: int = field(
+        metadata={
+            "help": "Passages of other drills (seeded) set after each reading drill's own, as a search ranks "
+            "the passage it was asked for first (a drill is '{passage} Question: {question} Answer: {answer}'; "
+            "search drills have no passage and stay as they are). Alone, a drill can be answered by the word "
+            "after the question's last word ('from'), which reads nothing once several passages come back: on "
+            "the toy world such a start never learned to read that question form from the retrieved block. "
+            "Held-out drills draw theirs from the held-out drills. 0: each drill alone."
         }
     )
     pretrain_corpus_repeat: int = field(
@@ -432,6 +443,13 @@ class ColdStartConfig:
             raise ConfigError("cold_start.pretrain_texts_loss is answer but pretrain_texts is null; set both or all.")
         if self.sft_restarts < 0:
             raise ConfigError(f"cold_start.sft_restarts={self.sft_restarts} must be >= 0 (0: one SFT attempt).")
+        if self.pretrain_distractors < 0:
+            raise ConfigError(f"cold_start.pretrain_distractors={self.pretrain_distractors} must be >= 0.")
+        if self.pretrain_distractors and (self.pretrain_texts is None or self.pretrain_texts_loss != "answer"):
+            raise ConfigError(
+                "cold_start.pretrain_distractors is set but pretrain_texts is null or pretrain_texts_loss is not "
+                "answer; the distractors go beside drills learned by their answer, so set both or set it to 0."
+            )
         if min(self.pretrain_heldout, self.pretrain_check_every, self.pretrain_max_steps) < 0:
             raise ConfigError("cold_start.pretrain_heldout, pretrain_check_every and pretrain_max_steps must be >= 0.")
         self._check_bar(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,14 +21,17 @@ from zerosearch_core.cold_start import (
     Drill,
     ReadingLessons,
     SFTExample,
+    add_distractors,
     build_sft_examples,
     form_search_shares,
+    mean_by_form,
     plot_cold_start,
     question_form,
     read_drills,
     read_pretrain_texts,
     read_reading_lessons,
-    reading_accuracy,
+    reading_by_form,
+    reading_scores,
     run_cold_start,
     split_heldout_drills,
     tokenizer_texts,
@@ -91,6 +95,13 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
             heldout = cold.pretrain_heldout if cold.pretrain_reading_bar > 0 else 0
             train_drills, heldout_drills = split_heldout_drills(read_drills(path), heldout, path)
             extra_texts = extra_texts[: len(train_drills)]
+            if cold.pretrain_distractors:
+                train_drills = add_distractors(
+                    train_drills, cold.pretrain_distractors, derive_seed(cfg.seed, "drill_distractors")
+                )
+                heldout_drills = add_distractors(
+                    heldout_drills, cold.pretrain_distractors, derive_seed(cfg.seed, "heldout_drill_distractors")
+                )
             if cold.pretrain_texts_loss == "answer":
                 answer_drills = train_drills
     sft_questions = _sft_questions(cfg)
@@ -155,9 +166,12 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
 
     sft_reading: Callable[[], float] | None = None  # the SFT's reading check: held-out lessons, made to search
     if lessons is not None and lesson_engine is not None and len(lessons.heldout) and cold.sft_reading_bar > 0:
-        sft_reading = functools.partial(
-            reading_accuracy, model, tokenizer, lessons.heldout, lesson_engine, cfg.rollout, cfg.search.top_k
+        read_forms = functools.partial(
+            reading_by_form, model, tokenizer, lessons.heldout, lesson_engine, cfg.rollout, cfg.search.top_k
         )
+
+        def sft_reading() -> float:  # the least-read form: a start that never reads one kind of question fails
+            return min(read_forms().values())
 
     curves = run_cold_start(
         model,
@@ -213,9 +227,7 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
             metrics[f"cold_start.{phase}_final_loss"] = losses[-1]
             logger.info("Cold start %s: %d steps, loss %.3f -> %.3f", phase, len(losses), losses[0], losses[-1])
     if lessons is not None and lesson_engine is not None and len(lessons.heldout):
-        # the kept SFT attempt's last reading check, when it was made after its last step, measured this model
-        forced = curves["sft_final_reading"][0] if curves["sft_final_reading"] else None
-        metrics.update(_reading_check(cfg, model, tokenizer, lessons, lesson_engine, forced))
+        metrics.update(_reading_check(cfg, model, tokenizer, lessons, lesson_engine))
 
     def write(folder: Path) -> None:
         save_policy(model, tokenizer, folder)
@@ -256,11 +268,10 @@ def _reading_check(
     tokenizer: PreTrainedTokenizerBase,
     lessons: ReadingLessons,
     engine: LocalSearchEngine,
-    forced: float | None = None,
 ) -> dict[str, float]:
     """Greedy EM on the held-out lesson questions, searching the lessons' corpus: overall, the share of questions
     searched, and EM on the searched ones (reading itself; the start gives up on the rest by design); and EM made
-    to search (:func:`reading_accuracy`), unless ``forced`` already holds it for this model."""
+    to search (:func:`reading_scores`), overall, per question form and of the least-read form."""
     generator = PolicyBackend(tokenizer).generator(model, 0.0, derive_seed(cfg.seed, "reading_check"))
     run = evaluate_benchmark(
         "reading_heldout",
@@ -279,11 +290,25 @@ def _reading_check(
         100 * run.metrics["search_rate"],
         run.metrics["em_when_searching"],
     )
-    if forced is None:
-        forced = reading_accuracy(model, tokenizer, lessons.heldout, engine, cfg.rollout, cfg.search.top_k)
-    logger.info("Reading check, made to search: EM %.2f", forced)
+    scores = reading_scores(model, tokenizer, lessons.heldout, engine, cfg.rollout, cfg.search.top_k)
+    by_form = mean_by_form(lessons.heldout["question"].tolist(), scores)
+    made_to_search = sum(scores) / len(scores)
+    logger.info("Reading check, made to search: EM %.2f", made_to_search)
+    for form, em in by_form.items():
+        logger.info("Reading check, made to search, form %r: EM %.2f", form, em)
     metrics = {f"cold_start.reading_{key}": run.metrics[key] for key in ("em", "search_rate", "em_when_searching")}
-    return {**metrics, "cold_start.reading_em_made_to_search": forced}
+    metrics.update({f"cold_start.reading_form.{form_slug(form)}": em for form, em in by_form.items()})
+    metrics["cold_start.reading_least_read_form"] = min(by_form.values())
+    return {**metrics, "cold_start.reading_em_made_to_search": made_to_search}
+
+
+def form_slug(form: str) -> str:
+    """A metric-name spelling of a :func:`question_form`.
+
+    >>> form_slug("Which city is … from?")
+    'which_city_is_from'
+    """
+    return re.sub(r"[^a-z0-9]+", "_", form.lower()).strip("_")
 
 
 def _sft_questions(cfg: PipelineConfig) -> pd.DataFrame:
