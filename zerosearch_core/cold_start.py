@@ -791,8 +791,8 @@ def plot_cold_start(curves: dict[str, list[float]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     checks = {
-        "reading": ("cold start: held-out drill accuracy", "pre-training step"),
-        "sft_reading": ("cold start: held-out lessons read (made to search)", "SFT step"),
+        "reading": ("cold start: held-out drill accuracy, least-read form", "pre-training step"),
+        "sft_reading": ("cold start: held-out lessons read (made to search), least-read form", "SFT step"),
     }
     phases = [phase for phase in ("pretrain", "sft", "reading", "sft_reading") if curves.get(phase)]
     fig, axes = plt.subplots(1, max(len(phases), 1), figsize=(5 * max(len(phases), 1), 3.5), squeeze=False)

@@ -158,9 +158,11 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
 
     def on_reading(phase: str, step: int, accuracy: float) -> None:
         if phase == "pretrain":
-            logger.info("Pre-training step %d: held-out drill accuracy %.2f", step, accuracy)
+            logger.info("Pre-training step %d: held-out drill accuracy of the least-read form %.2f", step, accuracy)
         else:
-            logger.info("SFT step %d: held-out lessons read when made to search %.2f", step, accuracy)
+            logger.info(
+                "SFT step %d: held-out lessons of the least-read form read when made to search %.2f", step, accuracy
+            )
         if hooks.log_step is not None:
             hooks.log_step({f"cold_start.{phase}_reading_accuracy": accuracy}, step)
 
@@ -192,8 +194,8 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
         metrics["cold_start.pretrain_reading_accuracy"] = curves["reading"][-1]
         if curves["reading"][-1] < cfg.cold_start.pretrain_reading_bar:
             logger.warning(
-                "Pre-training stopped at pretrain_max_steps=%d with held-out drill accuracy %.2f, below the bar "
-                "%.2f: this cold start may not read; raise cold_start.pretrain_max_steps.",
+                "Pre-training stopped at pretrain_max_steps=%d with held-out drill accuracy %.2f (least-read form), "
+                "below the bar %.2f: this cold start may not read every form; raise cold_start.pretrain_max_steps.",
                 cfg.cold_start.pretrain_max_steps,
                 curves["reading"][-1],
                 cfg.cold_start.pretrain_reading_bar,
@@ -215,9 +217,10 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
             )
         if curves["sft_reading"][-1] < cold.sft_reading_bar and best < cold.sft_reading_bar:
             logger.warning(
-                "SFT ended %d attempt(s) below the bar %.2f (best: %.2f of the held-out lessons read when made to "
-                "search): this cold start may not read every kind of question. On the toy world a longer SFT did "
-                "not mend such a start (a plateau); raise cold_start.sft_restarts for more fresh draws.",
+                "SFT ended %d attempt(s) below the bar %.2f (best: %.2f of the least-read question form's held-out "
+                "lessons read when made to search): this cold start does not read every kind of question (the "
+                "reading check below names the forms). On the toy world a longer SFT did not mend such a start (a "
+                "plateau); raise cold_start.sft_restarts for more fresh draws.",
                 len(set(curves["sft_attempt"])),
                 cold.sft_reading_bar,
                 best,
