@@ -191,7 +191,7 @@ def shrink_toy_params(project: Path) -> None:
         pretrain_steps=2,
         pretrain_max_steps=4,
         pretrain_check_every=2,
-        pretrain_heldout=5,
+        pretrain_heldout=8,  # four reading drills: each takes the toy profile's two distractors from the others
         sft_steps=2,
         sft_max_steps=2,
         sft_check_every=2,
