@@ -215,6 +215,32 @@ def test_distractors_follow_each_reading_drills_own_passage_and_leave_search_dri
         dataclasses.replace(toy_cfg.cold_start, pretrain_distractors=2, pretrain_texts_loss="all")
 
 
+def test_question_first_drills_ask_before_the_passages_as_the_protocol_does(toy_cfg: PipelineConfig) -> None:
+    path = Path(str(toy_cfg.cold_start.pretrain_texts))
+    drills = read_drills(path)
+    for count in (0, 2):
+        asked_first = add_distractors(drills, count, seed=5, question_first=True)
+        asked_last = add_distractors(drills, count, seed=5)
+        for old, first, last in zip(drills, asked_first, asked_last, strict=True):
+            assert first.answer == old.answer and drill_form(first) == drill_form(old)
+            if old.prefix.startswith("Question: "):  # a search drill: already asks first
+                assert first == old
+                continue
+            passages, question = last.prefix.split(" Question: ")
+            # the same passages (the same distractors, in the same order), the question moved before them
+            assert first.prefix == f"Question: {question.removesuffix(' Answer:')} {passages} Answer:"
+            assert first.prefix.count("?") == 1 and first.prefix.index("?") < first.prefix.index(passages)
+    with pytest.raises(ConfigError, match="pretrain_drill_layout='answer_first' is not one of"):
+        dataclasses.replace(toy_cfg.cold_start, pretrain_drill_layout="answer_first")
+    with pytest.raises(ConfigError, match="pretrain_drill_layout is question_first but"):
+        dataclasses.replace(
+            toy_cfg.cold_start,
+            pretrain_drill_layout="question_first",
+            pretrain_distractors=0,
+            pretrain_texts_loss="all",
+        )
+
+
 def test_pretraining_stops_only_once_every_question_form_passes_the_bar(
     toy_cfg: PipelineConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -303,6 +329,7 @@ def _sft_with_a_bar(cfg: PipelineConfig, **changes: Any) -> ColdStartConfig:
         cfg.cold_start,
         pretrain_steps=0,
         pretrain_texts=None,
+        pretrain_drill_layout="passage_first",
         pretrain_texts_loss="all",
         pretrain_reading_bar=0.0,
         pretrain_distractors=0,

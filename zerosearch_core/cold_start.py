@@ -490,10 +490,12 @@ DRILL_QUESTION = " Question: "
 """What parts a drill's passage from its question (``{passage} Question: {question} Answer:``)."""
 
 
-def add_distractors(drills: Sequence[Drill], count: int, seed: int) -> list[Drill]:
+def add_distractors(drills: Sequence[Drill], count: int, seed: int, question_first: bool = False) -> list[Drill]:
     """Each drill that has a passage, with ``count`` passages of other drills of ``drills`` (seeded) set after its
     own, as a search ranks the passage asked for first (``cold_start.pretrain_distractors``); a drill without one
-    (a search drill) is kept as it is.
+    (a search drill) is kept as it is. With ``question_first`` (``cold_start.pretrain_drill_layout:
+    question_first``), each reading drill asks its question before the passages, as the search protocol does
+    (``Question: {question} {passages} Answer:``), even with ``count`` 0.
 
     Raises:
         ValueError: Fewer than ``count + 1`` drills have a passage.
@@ -507,6 +509,8 @@ def add_distractors(drills: Sequence[Drill], count: int, seed: int) -> list[Dril
     True
     >>> all(d.prefix.endswith(old.prefix.split(DRILL_QUESTION)[1]) for d, old in zip(mixed, drills))
     True
+    >>> add_distractors(drills[:1], 0, seed=0, question_first=True)[0].prefix
+    'Question: What is Ana? Ana is a baker. Answer:'
     """
     parts = [drill.prefix.partition(DRILL_QUESTION) for drill in drills]
     pool = [i for i, (passage, sep, _) in enumerate(parts) if sep and passage.strip()]
@@ -520,19 +524,37 @@ def add_distractors(drills: Sequence[Drill], count: int, seed: int) -> list[Dril
     has_passage = set(pool)
     mixed = []
     for index, drill in enumerate(drills):
-        if not count or index not in has_passage:
+        if (not count and not question_first) or index not in has_passage:
             mixed.append(drill)
             continue
-        others = [i for i in rng.sample(pool, count + 1) if i != index][:count]
-        passages = [parts[i][0] for i in [index, *others]]
-        mixed.append(Drill(prefix=" ".join(passages) + DRILL_QUESTION + parts[index][2], answer=drill.answer))
+        others = [i for i in rng.sample(pool, count + 1) if i != index][:count] if count else []
+        passages = " ".join(parts[i][0] for i in [index, *others])
+        if question_first:
+            question, tail = _split_question(parts[index][2])
+            prefix = DRILL_QUESTION.lstrip() + question + " " + passages + tail
+        else:
+            prefix = passages + DRILL_QUESTION + parts[index][2]
+        mixed.append(Drill(prefix=prefix, answer=drill.answer))
     return mixed
+
+
+def _split_question(text: str) -> tuple[str, str]:
+    """``text`` (what follows ``Question:``) as the question, up to its first ``?``, and the rest (``Answer:`` or
+    ``<search>``, or passages then ``Answer:``); with no ``?``, all of it up to ``Answer:``."""
+    mark = text.find("?")
+    if mark < 0:
+        mark = max(text.rfind(" Answer:"), 0) - 1
+    return text[: mark + 1], text[mark + 1 :]
 
 
 def drill_form(drill: Drill) -> str:
     """The :func:`question_form` of a drill's question, with what follows it (``Answer:`` or ``<search>``), so
-    reading and search drills of one question are told apart."""
-    return question_form(drill.prefix.rpartition("Question: ")[2])
+    reading and search drills of one question are told apart; a drill that asks before its passages
+    (``pretrain_drill_layout: question_first``) has the form of the same drill asked after them."""
+    question, rest = _split_question(drill.prefix.partition(DRILL_QUESTION.lstrip())[2])
+    tail = rest.strip()
+    kind = "<search>" if tail.startswith("<search>") else tail.rpartition(" ")[2]
+    return question_form(question + " " + kind)
 
 
 def split_heldout_drills(drills: Sequence[Drill], count: int, path: Path) -> tuple[list[Drill], list[Drill]]:

@@ -295,6 +295,9 @@ class ModelConfig:
             raise ConfigError("model.num_heads must be a multiple of model.num_kv_heads.")
 
 
+DRILL_LAYOUTS: tuple[str, ...] = ("passage_first", "question_first")
+
+
 @dataclass(frozen=True)
 class ColdStartConfig:
     """Optional warm-up of the initial policy in ``init_policy``: language-model pre-training on the corpus, then SFT
@@ -352,6 +355,14 @@ class ColdStartConfig:
             "the toy world such a start never learned to read that question form from the retrieved block. "
             "Held-out drills draw theirs from the held-out drills. 0: each drill alone."
         }
+    )
+    pretrain_drill_layout: str = field(
+        metadata={
+            "help": "Where a reading drill asks its question: passage_first ('{passages} Question: {question} "
+            "Answer: {answer}', the question just before its answer) or question_first ('Question: {question} "
+            "{passages} Answer: {answer}', as the search protocol asks it: the prompt's question, then the "
+            "retrieved block, then the answer). Needs pretrain_texts learned by their answer.",
+        },
     )
     pretrain_corpus_repeat: int = field(
         metadata={
@@ -449,6 +460,18 @@ class ColdStartConfig:
             raise ConfigError(
                 "cold_start.pretrain_distractors is set but pretrain_texts is null or pretrain_texts_loss is not "
                 "answer; the distractors go beside drills learned by their answer, so set both or set it to 0."
+            )
+        if self.pretrain_drill_layout not in DRILL_LAYOUTS:
+            raise ConfigError(
+                f"cold_start.pretrain_drill_layout={self.pretrain_drill_layout!r} is not one of {DRILL_LAYOUTS}."
+            )
+        if self.pretrain_drill_layout != "passage_first" and (
+            self.pretrain_texts is None or self.pretrain_texts_loss != "answer"
+        ):
+            raise ConfigError(
+                f"cold_start.pretrain_drill_layout is {self.pretrain_drill_layout} but pretrain_texts is null or "
+                "pretrain_texts_loss is not answer; the layout shapes drills learned by their answer, so set both "
+                "or use passage_first."
             )
         if min(self.pretrain_heldout, self.pretrain_check_every, self.pretrain_max_steps) < 0:
             raise ConfigError("cold_start.pretrain_heldout, pretrain_check_every and pretrain_max_steps must be >= 0.")

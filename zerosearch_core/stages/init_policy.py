@@ -95,12 +95,19 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
             heldout = cold.pretrain_heldout if cold.pretrain_reading_bar > 0 else 0
             train_drills, heldout_drills = split_heldout_drills(read_drills(path), heldout, path)
             extra_texts = extra_texts[: len(train_drills)]
-            if cold.pretrain_distractors:
+            question_first = cold.pretrain_drill_layout == "question_first"
+            if cold.pretrain_distractors or question_first:
                 train_drills = add_distractors(
-                    train_drills, cold.pretrain_distractors, derive_seed(cfg.seed, "drill_distractors")
+                    train_drills,
+                    cold.pretrain_distractors,
+                    derive_seed(cfg.seed, "drill_distractors"),
+                    question_first,
                 )
                 heldout_drills = add_distractors(
-                    heldout_drills, cold.pretrain_distractors, derive_seed(cfg.seed, "heldout_drill_distractors")
+                    heldout_drills,
+                    cold.pretrain_distractors,
+                    derive_seed(cfg.seed, "heldout_drill_distractors"),
+                    question_first,
                 )
             if cold.pretrain_texts_loss == "answer":
                 answer_drills = train_drills
