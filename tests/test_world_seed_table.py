@@ -1,0 +1,41 @@
+"""scripts/world_seed_table.py: the README's world-seed rows come from the saved runs, not from hand-copied numbers."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "world_seed_table.py"
+SAVED = ROOT / "toy" / "results" / "world_seeds" / "d2faf5c"
+
+
+def _run(*runs: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, runs)], capture_output=True, text=True, check=False, cwd=ROOT
+    )
+
+
+def test_rows_match_the_saved_d2faf5c_runs() -> None:
+    done = _run(SAVED / "world_42", SAVED / "world_5")
+    assert done.returncode == 0, done.stderr
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in done.stdout.splitlines()[2:]}
+    assert set(rows) == {"42", "5"}
+    # world 42 read every form and lifted 54.5 - 26.5; world 5's drills never passed and one form stayed unread
+    assert "| 26.5 | 51%, 100.0 |" in rows["42"] and "**+28.0**" in rows["42"] and rows["42"].endswith("| met |")
+    assert "never (0.78 at 6,000)" in rows["5"] and "occupation 0.09" in rows["5"]
+    assert "| 57%, 49.1 |" in rows["5"] and rows["5"].endswith("| not met |")  # 49.1 < 50 although the lift is +18
+
+
+def test_missing_metrics_name_the_file_and_missing_log_is_said(tmp_path: Path) -> None:
+    run = tmp_path / "world_3"
+    shutil.copytree(SAVED / "world_42", run)
+    (run / "init_policy.log").unlink()
+    done = _run(run)
+    assert done.returncode == 0 and "log not kept | log not kept" in done.stdout
+    assert "init_policy.log: missing" in done.stderr
+    (run / "eval.json").unlink()
+    failed = _run(run)
+    assert failed.returncode != 0 and "eval.json: missing" in failed.stderr
