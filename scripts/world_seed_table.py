@@ -35,7 +35,7 @@ def _get(doc: dict, path: Path, *keys: str) -> float:
     node = doc
     for key in keys:
         if not isinstance(node, dict) or key not in node:
-            raise SystemExit(f"{path}: no {'.'.join(keys)}; was the run's evaluate stage finished?")
+            raise SystemExit(f"{path}: no {'.'.join(keys)}; did the run that wrote it finish?")
         node = node[key]
     return float(node)
 
@@ -50,7 +50,10 @@ def row(run: Path, bar: float, min_lift: float, drill_bar: float) -> str:
             raise SystemExit(f"{log_path}: no pre-training reading checks; is it the init_policy stage's log?")
         passed = next((step for step, acc in drills if acc >= drill_bar), None)
         drill_cell = f"{passed:,}" if passed is not None else f"never ({drills[-1][1]:.2f} at {drills[-1][0]:,})"
-        forms = " / ".join(f"{form} {float(em):.2f}" for form, em in _FORM.findall(log)) or "–"
+        found = _FORM.findall(log)
+        if len(found) != log.count("Reading check, made to search, form "):  # a form the pattern misses is no cell
+            raise SystemExit(f"{log_path}: a reading-check form this script does not know; extend _FORM")
+        forms = " / ".join(f"{form} {float(em):.2f}" for form, em in found) or "–"
     else:  # a run whose log was not kept still has its metrics; its row says so instead of guessing
         sys.stderr.write(f"{log_path}: missing (`grep init_policy RUN.log | cut -c25-` writes it); cells say so\n")
         drill_cell = forms = "log not kept"

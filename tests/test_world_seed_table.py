@@ -39,3 +39,12 @@ def test_missing_metrics_name_the_file_and_missing_log_is_said(tmp_path: Path) -
     (run / "eval.json").unlink()
     failed = _run(run)
     assert failed.returncode != 0 and "eval.json: missing" in failed.stderr
+
+
+def test_a_form_the_pattern_misses_is_an_error_not_a_dropped_cell(tmp_path: Path) -> None:
+    run = tmp_path / "world_3"
+    shutil.copytree(SAVED / "world_42", run)
+    with (run / "init_policy.log").open("a") as log:
+        log.write("INFO init_policy: Reading check, made to search, form 'Where is …?': EM 0.50\n")
+    failed = _run(run)
+    assert failed.returncode != 0 and "does not know" in failed.stderr
