@@ -14,6 +14,7 @@ import torch
 from zerosearch_core.cold_start import (
     NO_SEARCH_ANSWER,
     Drill,
+    Interleaved,
     SFTExample,
     _collate,
     add_distractors,
@@ -273,6 +274,70 @@ def test_pretraining_stops_only_once_every_question_form_passes_the_bar(
     assert asked == ["city", "instrument"] * 3
 
 
+def test_lesson_steps_interleave_their_own_batches_every_nth_pretraining_step(toy_cfg: PipelineConfig) -> None:
+    model, tokenizer = build_tiny_policy(toy_cfg.model, ["one two three four five six"] * 30, seed=2)
+    short = [tokenizer("one two", add_special_tokens=False)["input_ids"]] * 5
+    long = [tokenizer("six five four three two one six five", add_special_tokens=False)["input_ids"]] * 3
+    seen: list[list[list[int]]] = []
+    forward = model.forward
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["input_ids"].tolist())
+        return forward(*args, **kwargs)
+
+    model.forward = spy  # type: ignore[method-assign]
+    lessons = Interleaved(long, [[0] * (len(long[0]) - 2) + [1] * 2] * 3, every=3)
+    train_causal_lm(model, short, None, 7, 2, 1e-3, 0, seed=0, phase="t", interleaved=lessons)
+    # steps 3 and 6 train on the lessons alone (never padded to one width with the short texts); the rest on drills
+    width = len(long[0])
+    assert width > 2 and [len(batch[0]) for batch in seen] == [2, 2, width, 2, 2, width, 2]
+    assert all(row in long for step in (2, 5) for row in seen[step])
+    assert all(row in short for step in (0, 1, 3, 4, 6) for row in seen[step])
+    # without it, the same seed draws the same drill batches as before lessons existed
+    seen.clear()
+    train_causal_lm(model, short, None, 2, 2, 1e-3, 0, seed=0, phase="t")
+    assert [len(batch[0]) for batch in seen] == [2, 2]
+
+
+def test_pretraining_with_lessons_stops_only_once_the_lessons_pass_too(
+    toy_cfg: PipelineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, tokenizer = build_tiny_policy(toy_cfg.model, ["one two three four five six"] * 30, seed=2)
+    heldout = [Drill(f"{n} is from Varesk. Question: Which city is {n} from? Answer:", "Varesk") for n in "AB"]
+    monkeypatch.setattr("zerosearch_core.cold_start.drill_accuracy", lambda *_a, **_k: 1.0)  # drills always read
+    ids = tuple(tokenizer("one two three", add_special_tokens=False)["input_ids"])
+    lessons = [SFTExample(ids, (0, 1, 1), True)] * 4
+    lesson_scores = iter([0.4, 0.9, 0.97])  # the least-read form of the held-out lessons, at each check
+    cold = dataclasses.replace(
+        toy_cfg.cold_start,
+        pretrain_steps=2,
+        pretrain_check_every=2,
+        pretrain_max_steps=20,
+        pretrain_reading_bar=0.95,
+        pretrain_lesson_every=2,
+        sft_reading_bar=0.0,
+        sft_questions=None,
+    )
+    texts = ["one two three four five six"] * 4
+    curves = run_cold_start(
+        model,
+        tokenizer,
+        cold,
+        texts,
+        [],
+        0,
+        heldout_drills=heldout,
+        pretrain_lessons=lessons,
+        pretrain_lesson_reading=lambda: next(lesson_scores),
+    )
+    # the drills pass at every check; pre-training stops only when the lessons pass too, and records the lower
+    assert curves["reading_step"] == [2.0, 4.0, 6.0] and curves["reading"] == [0.4, 0.9, 0.97]
+    with pytest.raises(ConfigError, match="pretrain_lesson_every is set but reading_corpus is null"):
+        dataclasses.replace(cold, reading_corpus=None, reading_questions=None, sft_reading_bar=0.0)
+    with pytest.raises(ConfigError, match="pretrain_lesson_every=-1 must be >= 0"):
+        dataclasses.replace(cold, pretrain_lesson_every=-1)
+
+
 def test_collate_puts_labels_only_where_the_mask_is_one() -> None:
     ids, attention, labels = _collate([[5, 6, 7], [8, 9]], [[0, 1, 1], [1, 0]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [8, 9, 0]]
@@ -328,6 +393,7 @@ def _sft_with_a_bar(cfg: PipelineConfig, **changes: Any) -> ColdStartConfig:
     return dataclasses.replace(
         cfg.cold_start,
         pretrain_steps=0,
+        pretrain_lesson_every=0,
         pretrain_texts=None,
         pretrain_drill_layout="passage_first",
         pretrain_texts_loss="all",
@@ -429,11 +495,20 @@ def test_training_lowers_the_loss_and_ignores_masked_tokens(toy_cfg: PipelineCon
 
 
 @pytest.mark.slow
-def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(toy_cfg: PipelineConfig) -> None:
+def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(
+    toy_cfg: PipelineConfig, caplog: pytest.LogCaptureFixture
+) -> None:
     prepare_data.run(toy_cfg, StageHooks())
     build_index.run(toy_cfg, StageHooks())
     logged: list[tuple[dict[str, float], int]] = []
+    assert toy_cfg.cold_start.pretrain_lesson_every == 4  # the toy profile's: lessons at pre-training steps 4 and 8
+    caplog.set_level("INFO", logger="zerosearch_core")
     result = init_policy.run(toy_cfg, StageHooks(log_step=lambda metrics, step: logged.append((metrics, step))))
+    # every pre-training check (3 per attempt) reads the held-out drills and the held-out lessons; SFT checks (2 per
+    # attempt) the lessons only
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum(m.startswith("Held-out drills read, by form") for m in messages) == 6
+    assert sum(m.startswith("Held-out lessons read when made to search, by form") for m in messages) == 6 + 4
     target = Path(toy_cfg.paths.policy_dir)
     curves = json.loads((target / "cold_start/losses.json").read_text())
     assert len(curves["pretrain"]) == 10 and len(curves["sft"]) == 8  # the bars were never reached

@@ -22,6 +22,7 @@ The point is a *weak* start that can emit the tags; its real-search score is the
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import re
@@ -37,6 +38,8 @@ from zerosearch_core.config import ColdStartConfig, RolloutConfig
 from zerosearch_core.prompts import PROMPT_TEXTS, build_prompt_ids, render_information_block
 from zerosearch_core.search.base import EpisodeContext, SearchBackendError, SearchEngine, run_searches
 from zerosearch_core.simulator.prompts import SIMULATOR_TEXTS
+
+logger = logging.getLogger(__name__)
 
 PRETRAIN_BLOCK_TOKENS = 128
 """Length of one packed pre-training block."""
@@ -318,12 +321,15 @@ def train_causal_lm(
     on_step: StepCallback | None = None,
     schedule: str = "cosine",
     stop: StopCheck | None = None,
+    interleaved: Interleaved | None = None,
 ) -> list[float]:
     """Train ``model`` for ``steps`` AdamW steps on batches drawn (seeded, without replacement per epoch) from
     ``sequences``; the loss covers positions whose mask is 1 (every token when ``masks`` is None). The learning
     rate decays to 0 along a cosine (``schedule="cosine"``) or stays at ``learning_rate`` (``"constant"``).
     ``stop``, called with the step number after every step, ends training early when it returns True (the steps
-    before are those of a run without it).
+    before are those of a run without it). With ``interleaved``, every ``interleaved.every``-th step draws its
+    batch from ``interleaved``'s sequences instead (a pool of its own, so batches of short and long texts are
+    never padded to one width).
 
     Returns:
         The loss of every step.
@@ -339,17 +345,22 @@ def train_causal_lm(
         return 1.0 if schedule == "constant" else 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / max(steps, 1)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    order: list[int] = []
+    pools: list[tuple[Sequence[Sequence[int]], Sequence[Sequence[int]] | None]] = [(sequences, masks)]
+    if interleaved is not None:
+        pools.append((interleaved.sequences, interleaved.masks))
+    orders: list[list[int]] = [[] for _ in pools]
     losses: list[float] = []
     model.train()
     for step in range(1, steps + 1):
+        pool = 1 if interleaved is not None and step % interleaved.every == 0 else 0
+        (texts, text_masks), order = pools[pool], orders[pool]
         if len(order) < batch_size:
-            fresh = list(range(len(sequences)))
+            fresh = list(range(len(texts)))
             rng.shuffle(fresh)
             order.extend(fresh)
-        picked, order = order[:batch_size], order[batch_size:]
+        picked, orders[pool] = order[:batch_size], order[batch_size:]
         input_ids, _, labels = _collate(
-            [sequences[i] for i in picked], None if masks is None else [masks[i] for i in picked], pad_id
+            [texts[i] for i in picked], None if text_masks is None else [text_masks[i] for i in picked], pad_id
         )
         # Right padding under a causal mask: no real token sees a pad, so no attention mask is needed, and without
         # one the attention takes its fast causal path (about a fifth faster on the CPU for SFT batches).
@@ -370,6 +381,16 @@ def train_causal_lm(
                 break
     model.eval()
     return losses
+
+
+@dataclass(frozen=True)
+class Interleaved:
+    """A second pool of training sequences, one batch of which replaces every ``every``-th step's
+    (:func:`train_causal_lm`)."""
+
+    sequences: Sequence[Sequence[int]]
+    masks: Sequence[Sequence[int]]
+    every: int
 
 
 def _collate(
@@ -657,6 +678,8 @@ def run_cold_start(
     on_reading: Callable[[str, int, float], None] | None = None,
     answer_drills: Sequence[Drill] = (),
     sft_reading: Callable[[], float] | None = None,
+    pretrain_lessons: Sequence[SFTExample] = (),
+    pretrain_lesson_reading: Callable[[], float] | None = None,
 ) -> dict[str, list[float]]:
     """Pre-train on ``corpus_texts`` mixed with ``extra_texts`` (if ``cfg.pretrain_steps``; see
     :func:`pretrain_sequences`) and then SFT on ``sft_examples`` (if any).
@@ -665,6 +688,9 @@ def run_cold_start(
     ``heldout_drills`` (checked every ``pretrain_check_every`` steps, each check passed to ``on_reading``) reaches
     the bar, or until ``pretrain_max_steps``. With ``answer_drills`` (``pretrain_texts_loss: answer``), those drills
     replace ``extra_texts`` in the mix and only their answers are learned (:func:`answer_drill_sequences`). In the
+    With ``cfg.pretrain_lesson_every`` set, every that many pre-training steps trains on a batch of
+    ``pretrain_lessons`` (protocol trajectories) instead, and the bar also holds for ``pretrain_lesson_reading``
+    (the least-read form of held-out lessons, made to search): a check scores the lower of the two. In the
     same way, with ``cfg.sft_reading_bar`` set and ``sft_reading`` given (EM on held-out reading lessons made to
     search, :func:`reading_accuracy`), SFT runs from ``sft_steps`` on, checked at each multiple of ``sft_check_every``,
     until that EM reaches the bar or ``sft_max_steps`` (its cosine schedule then spans ``sft_max_steps``). If SFT
@@ -722,7 +748,7 @@ def run_cold_start(
             cfg.pretrain_steps,
             cfg.pretrain_check_every,
             cfg.pretrain_reading_bar,
-            lambda: min(drill_accuracy_by_form(model, tokenizer, heldout_drills).values()),
+            lambda: _least_read(model, tokenizer, heldout_drills, pretrain_lesson_reading),
         )
     sft_stop = None
     if cfg.sft_reading_bar > 0 and sft_reading is not None:
@@ -734,6 +760,11 @@ def run_cold_start(
             blocks, masks = answer_drill_sequences(corpus_texts, answer_drills, tokenizer, cfg.pretrain_corpus_repeat)
         else:
             blocks = pretrain_sequences(corpus_texts, extra_texts, tokenizer, cfg.pretrain_corpus_repeat)
+    interleaved = None
+    if cfg.pretrain_lesson_every and pretrain_lessons:
+        interleaved = Interleaved(
+            [e.input_ids for e in pretrain_lessons], [e.loss_mask for e in pretrain_lessons], cfg.pretrain_lesson_every
+        )
     sft_sequences = [e.input_ids for e in sft_examples]
     sft_masks = [e.loss_mask for e in sft_examples]
     sft = bool(sft_examples) and cfg.sft_steps > 0
@@ -763,6 +794,7 @@ def run_cold_start(
                 shifted_step,
                 cfg.pretrain_schedule,
                 pretrain_stop,
+                interleaved,
             )
             curves["reading_attempt"].extend([float(attempt)] * (len(curves["reading"]) - checks_before))
         if not sft:
@@ -798,6 +830,20 @@ def run_cold_start(
         if steps and steps[-1] == len(curves["sft"]):
             curves["sft_final_reading"] = [last]  # the kept attempt's last check measured these very weights
     return curves
+
+
+def _least_read(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    drills: Sequence[Drill],
+    lesson_reading: Callable[[], float] | None,
+) -> float:
+    """The pre-training check: the held-out drills' least-read form, or the held-out lessons' least-read form
+    (``lesson_reading``) when that is lower."""
+    by_form = drill_accuracy_by_form(model, tokenizer, drills)
+    logger.info("Held-out drills read, by form: %s", ", ".join(f"{f!r} {a:.2f}" for f, a in by_form.items()))
+    least = min(by_form.values())
+    return least if lesson_reading is None else min(least, lesson_reading())
 
 
 def _copy_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:

@@ -135,6 +135,7 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
         for form, share in sorted(form_shares.items()):
             logger.info("Cold start searches %.0f%% of the SFT questions of the form %r", 100 * share, form)
     examples: list[SFTExample] = []
+    lesson_examples: list[SFTExample] = []
     if len(sft_questions):
         with open_search_engine(cfg.search, Path(cfg.paths.index_dir)) as engine:
             examples = build_sft_examples(
@@ -151,9 +152,10 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
         # Every lesson searches; the query and the answer after the retrieved block are learned, the choice to
         # search (the <search> tag) is not: the lessons teach searching and reading, while whether to search is
         # learned from the world's questions alone (sft_search_share).
-        examples += build_sft_examples(
+        lesson_examples = build_sft_examples(
             lessons.train, tokenizer, lesson_engine, cfg.rollout, cfg.search.top_k, 1.0, 0, learn_search_choice=False
         )
+        examples += lesson_examples
         metrics["cold_start.reading_examples"] = float(len(lessons.train))
     if examples:
         metrics["cold_start.sft_examples"] = float(len(examples))
@@ -174,13 +176,21 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
             hooks.log_step({f"cold_start.{phase}_reading_accuracy": accuracy}, step)
 
     sft_reading: Callable[[], float] | None = None  # the SFT's reading check: held-out lessons, made to search
-    if lessons is not None and lesson_engine is not None and len(lessons.heldout) and cold.sft_reading_bar > 0:
+    lesson_reading: Callable[[], float] | None = None  # the same check among the pre-training's drill checks
+    if lessons is not None and lesson_engine is not None and len(lessons.heldout):
         read_forms = functools.partial(
             reading_by_form, model, tokenizer, lessons.heldout, lesson_engine, cfg.rollout, cfg.search.top_k
         )
 
-        def sft_reading() -> float:  # the least-read form: a start that never reads one kind of question fails
-            return min(read_forms().values())
+        def least_read_lesson_form() -> float:  # a start that never reads one kind of question fails
+            by_form = read_forms()
+            logger.info("Held-out lessons read when made to search, by form: %s", _by_form_text(by_form))
+            return min(by_form.values())
+
+        if cold.sft_reading_bar > 0:
+            sft_reading = least_read_lesson_form
+        if cold.pretrain_lesson_every and cold.pretrain_reading_bar > 0:
+            lesson_reading = least_read_lesson_form
 
     curves = run_cold_start(
         model,
@@ -195,6 +205,8 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
         on_reading,
         answer_drills,
         sft_reading,
+        lesson_examples,
+        lesson_reading,
     )
     if curves["reading"]:
         metrics["cold_start.pretrain_steps_run"] = float(len(curves["pretrain"]))
@@ -310,6 +322,11 @@ def _reading_check(
     metrics.update({f"cold_start.reading_form.{form_slug(form)}": em for form, em in by_form.items()})
     metrics["cold_start.reading_least_read_form"] = min(by_form.values())
     return {**metrics, "cold_start.reading_em_made_to_search": made_to_search}
+
+
+def _by_form_text(by_form: dict[str, float]) -> str:
+    """``{form: score}`` as one log line, e.g. ``'Which city is … from?' 0.95, …``."""
+    return ", ".join(f"{form!r} {score:.2f}" for form, score in by_form.items())
 
 
 def form_slug(form: str) -> str:
