@@ -15,11 +15,13 @@ import re
 import sys
 from pathlib import Path
 
-_DRILL = re.compile(r"Pre-training step (\d+): held-out drill accuracy (?:of the least-read form )?([0-9.]+)")
+_DRILL = re.compile(
+    r"Pre-training step (\d+): held-out drill (?:and lesson )?accuracy (?:of the least-read form )?([0-9.]+)"
+)
 _FORM = re.compile(r"Reading check, made to search, form '(?:Which|What) (?:is the )?(\w+)[^']*': EM ([0-9.]+)")
 _ROW_HEADER = (
     "| world seed | cold start EM | its single-hop: searched, EM when searching | two-hop "
-    "| ZeroSearch EM (single-hop, two-hop) | lift | drills: every form at step "
+    "| ZeroSearch EM (single-hop, two-hop) | lift | drills (and lessons): every form at step "
     "| held-out lessons read, made to search | simulator useful / noisy | done-when |\n"
     "|---|---|---|---|---|---|---|---|---|---|"
 )

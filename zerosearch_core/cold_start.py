@@ -687,7 +687,7 @@ def run_cold_start(
     With ``cfg.pretrain_reading_bar`` set, pre-training runs from ``pretrain_steps`` on until the accuracy on
     ``heldout_drills`` (checked every ``pretrain_check_every`` steps, each check passed to ``on_reading``) reaches
     the bar, or until ``pretrain_max_steps``. With ``answer_drills`` (``pretrain_texts_loss: answer``), those drills
-    replace ``extra_texts`` in the mix and only their answers are learned (:func:`answer_drill_sequences`). In the
+    replace ``extra_texts`` in the mix and only their answers are learned (:func:`answer_drill_sequences`).
     With ``cfg.pretrain_lesson_every`` set, every that many pre-training steps trains on a batch of
     ``pretrain_lessons`` (protocol trajectories) instead, and the bar also holds for ``pretrain_lesson_reading``
     (the least-read form of held-out lessons, made to search): a check scores the lower of the two. In the
@@ -841,9 +841,18 @@ def _least_read(
     """The pre-training check: the held-out drills' least-read form, or the held-out lessons' least-read form
     (``lesson_reading``) when that is lower."""
     by_form = drill_accuracy_by_form(model, tokenizer, drills)
-    logger.info("Held-out drills read, by form: %s", ", ".join(f"{f!r} {a:.2f}" for f, a in by_form.items()))
+    logger.info("Held-out drills read, by form: %s", by_form_text(by_form))
     least = min(by_form.values())
     return least if lesson_reading is None else min(least, lesson_reading())
+
+
+def by_form_text(by_form: dict[str, float]) -> str:
+    """``{form: score}`` as one log line.
+
+    >>> by_form_text({"Which city is … from?": 0.5, "Who is …?": 1.0})
+    "'Which city is … from?' 0.50, 'Who is …?' 1.00"
+    """
+    return ", ".join(f"{form!r} {score:.2f}" for form, score in by_form.items())
 
 
 def _copy_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:

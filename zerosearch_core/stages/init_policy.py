@@ -23,6 +23,7 @@ from zerosearch_core.cold_start import (
     SFTExample,
     add_distractors,
     build_sft_examples,
+    by_form_text,
     form_search_shares,
     mean_by_form,
     plot_cold_start,
@@ -167,7 +168,10 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
 
     def on_reading(phase: str, step: int, accuracy: float) -> None:
         if phase == "pretrain":
-            logger.info("Pre-training step %d: held-out drill accuracy of the least-read form %.2f", step, accuracy)
+            checked = "drill and lesson" if lesson_reading is not None else "drill"
+            logger.info(
+                "Pre-training step %d: held-out %s accuracy of the least-read form %.2f", step, checked, accuracy
+            )
         else:
             logger.info(
                 "SFT step %d: held-out lessons of the least-read form read when made to search %.2f", step, accuracy
@@ -184,7 +188,7 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
 
         def least_read_lesson_form() -> float:  # a start that never reads one kind of question fails
             by_form = read_forms()
-            logger.info("Held-out lessons read when made to search, by form: %s", _by_form_text(by_form))
+            logger.info("Held-out lessons read when made to search, by form: %s", by_form_text(by_form))
             return min(by_form.values())
 
         if cold.sft_reading_bar > 0:
@@ -322,11 +326,6 @@ def _reading_check(
     metrics.update({f"cold_start.reading_form.{form_slug(form)}": em for form, em in by_form.items()})
     metrics["cold_start.reading_least_read_form"] = min(by_form.values())
     return {**metrics, "cold_start.reading_em_made_to_search": made_to_search}
-
-
-def _by_form_text(by_form: dict[str, float]) -> str:
-    """``{form: score}`` as one log line, e.g. ``'Which city is … from?' 0.95, …``."""
-    return ", ".join(f"{form!r} {score:.2f}" for form, score in by_form.items())
 
 
 def form_slug(form: str) -> str:
