@@ -17,6 +17,7 @@ from zerosearch_core.models import (
     load_causal_lm,
     load_tokenizer,
     parameter_count,
+    save_policy,
 )
 from zerosearch_core.stages import StageHooks, init_policy
 
@@ -53,6 +54,28 @@ def test_saved_model_loads_by_path_like_a_real_checkpoint_and_trains(tiny_policy
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None for g in grads)
     assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+@pytest.mark.parametrize("architecture", ["qwen2", "llama"])
+def test_a_tokenizer_trained_here_reloads_exactly_as_it_was_trained(
+    cfg: PipelineConfig, corpus: pd.DataFrame, tmp_path: Path, architecture: str
+) -> None:
+    """The stages after init_policy load the policy's tokenizer by path; it must encode what the cold start trained
+    on token for token. AutoTokenizer alone builds Qwen2Tokenizer for a qwen2 model, which splits digits."""
+    texts = [*corpus["text"].tolist(), "Doc 1(Title: A) Doc 2(Title: B) Doc 3(Title: C) in 1987 and 2024"] * 5
+    model, trained = build_tiny_policy(
+        dataclasses.replace(cfg.model, architecture=architecture, vocab_size=400), texts, seed=0
+    )
+    save_policy(model, trained, tmp_path)
+    loaded = load_tokenizer(tmp_path)
+    sample = "<search> Who won in 1987? </search>\n\n<information>Doc 1(Title: A) x\nDoc 2(Title: B) y</information>"
+    expected = trained(sample, add_special_tokens=False)["input_ids"]
+    assert [trained.decode([i]) for i in expected][6:9] != ["1", "9", "8"]  # the trained BPE keeps " 1987" whole
+    assert loaded(sample, add_special_tokens=False)["input_ids"] == expected
+    assert loaded.apply_chat_template(
+        [{"role": "user", "content": "Doc 1"}], tokenize=True, add_generation_prompt=True
+    ) == trained.apply_chat_template([{"role": "user", "content": "Doc 1"}], tokenize=True, add_generation_prompt=True)
+    assert loaded.padding_side == "left"
 
 
 def test_same_seed_same_weights_and_llama_variant(cfg: PipelineConfig, corpus: pd.DataFrame) -> None:

@@ -11,6 +11,7 @@ Stage: ``python -m zerosearch_core.cli init_policy --params params.yaml``.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -144,9 +145,32 @@ def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, targ
     tokenizer.save_pretrained(target_dir)
 
 
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+"""``tokenizer_class`` values of a tokenizer that is its ``tokenizer.json`` and nothing else, as
+:func:`train_tokenizer` saves it."""
+
+
+def saved_tokenizer_class(name_or_path: str | Path) -> str | None:
+    """The ``tokenizer_class`` of a tokenizer saved in a local folder (None for a hub id or a folder without one)."""
+    config = Path(name_or_path) / "tokenizer_config.json"
+    if not config.is_file():
+        return None
+    value = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
+    return value if isinstance(value, str) else None
+
+
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
-    """Load a tokenizer by path (or hub id where the internet is available), left-padded for generation."""
-    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    """Load a tokenizer by path (or hub id where the internet is available), left-padded for generation.
+
+    A tokenizer trained here (:func:`train_tokenizer`) loads from its ``tokenizer.json`` exactly as it was saved.
+    ``AutoTokenizer`` would build the tokenizer class registered for the model's type instead (``Qwen2Tokenizer``
+    for the tiny qwen2 policy), whose own pre-tokenizer splits digits: "Doc 1" became "Doc", " ", "1" in every stage
+    after ``init_policy``, where the cold start had learned "Doc", " 1".
+    """
+    if saved_tokenizer_class(name_or_path) in GENERIC_TOKENIZER_CLASSES:
+        tokenizer: PreTrainedTokenizerBase = PreTrainedTokenizerFast.from_pretrained(str(name_or_path))
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
