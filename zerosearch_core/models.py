@@ -31,6 +31,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from zerosearch_core.artifacts import fingerprint
 from zerosearch_core.config import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -175,6 +176,22 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+TOKENIZER_PROBE = "<search> Doc 1(Title: Ada) born 1815 </search>\n\n<answer> London </answer>"
+"""A text with the protocol's tags and digits, whose ids :func:`tokenizer_identity` hashes."""
+
+
+def tokenizer_identity(name_or_path: str | Path) -> str:
+    """What the stages read a local checkpoint's text as: the class :func:`load_tokenizer` builds and its ids for
+    :data:`TOKENIZER_PROBE`; a hub id is its own identity. A resumed run must have seen its text as the policy
+    now sees it: the same tokenizer files loaded another way (Qwen2Tokenizer instead of the tokenizer trained here)
+    gave other ids for every "Doc 1"."""
+    if not Path(name_or_path).is_dir():
+        return str(name_or_path)
+    tokenizer = load_tokenizer(name_or_path)
+    ids = tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+    return fingerprint({"class": type(tokenizer).__name__, "probe": list(ids)})
 
 
 def load_causal_lm(name_or_path: str | Path, dtype: str = "float32") -> PreTrainedModel:

@@ -323,6 +323,32 @@ def test_new_simulator_weights_or_training_data_start_afresh(
     assert not (checkpoints / "checkpoint-6").exists()
 
 
+def test_a_policy_whose_text_now_reads_as_other_ids_starts_afresh(
+    cfg: PipelineConfig, tiny_policy_dir: Path, tmp_path: Path
+) -> None:
+    """The same weights and tokenizer files, loaded another way (AutoTokenizer's Qwen2Tokenizer instead of the
+    tokenizer trained here, as before load_tokenizer was fixed), give other ids: a run trained on those must not be
+    resumed or republished."""
+    import json
+    import shutil
+
+    from zerosearch_core.models import tokenizer_identity
+    from zerosearch_core.stages.train_policy import prepare_checkpoints_dir
+
+    policy = tmp_path / "policy"
+    shutil.copytree(tiny_policy_dir, policy)
+    run_cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, policy_dir=str(policy)))
+    checkpoints = prepare_checkpoints_dir(run_cfg)
+    (checkpoints / "checkpoint-6").mkdir()
+    before = tokenizer_identity(policy)
+    config = policy / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "tokenizer_class": "Qwen2Tokenizer"}))
+    assert tokenizer_identity(policy) != before  # digits are split: "Doc 1" reads as other ids
+    prepare_checkpoints_dir(run_cfg)
+    assert not (checkpoints / "checkpoint-6").exists()
+    assert tokenizer_identity("Qwen/Qwen2.5-3B-Instruct") == "Qwen/Qwen2.5-3B-Instruct"  # a hub id, not loaded
+
+
 def test_training_against_a_missing_simulator_says_what_to_run(cfg: PipelineConfig) -> None:
     from zerosearch_core.stages.sections import open_training_engine
 

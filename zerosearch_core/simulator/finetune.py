@@ -28,7 +28,7 @@ from zerosearch_core.artifacts import (
     prepare_resumable_dir,
 )
 from zerosearch_core.config import SimulatorConfig, config_to_dict, is_service_key
-from zerosearch_core.models import load_causal_lm, load_tokenizer
+from zerosearch_core.models import load_causal_lm, load_tokenizer, tokenizer_identity
 from zerosearch_core.search.base import Document, EpisodeContext, SearchBackendError, SearchResult, SearchSession
 from zerosearch_core.seeding import derive_seed
 from zerosearch_core.simulator.engine import SimulatedSearchEngine
@@ -91,6 +91,7 @@ def train_simulator(
         "seed": seed,
         "data": file_sha256(sft_dir / TRAIN_FILE),
         "base_weights": checkpoint_identity(base),  # a rebuilt base policy must not resume old checkpoints
+        "base_tokenizer": tokenizer_identity(base),  # nor one whose text now reads as other ids
     }
     start = prepare_resumable_dir(output_dir, fingerprint(run_identity))
     logger.info("Simulator fine-tuning in %s: %s", output_dir, start)

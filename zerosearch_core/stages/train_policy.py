@@ -28,7 +28,7 @@ from zerosearch_core.artifacts import (
 )
 from zerosearch_core.config import PipelineConfig, config_values, tracked_keys
 from zerosearch_core.data import benchmarks as benchmark_data
-from zerosearch_core.models import save_policy
+from zerosearch_core.models import save_policy, tokenizer_identity
 from zerosearch_core.rl.registry import get_trainer
 from zerosearch_core.rl.report import latest_by_step, plot_training_curves, summarize_history
 from zerosearch_core.search.registry import open_search_engine
@@ -74,6 +74,7 @@ def run_fingerprint(cfg: PipelineConfig) -> str:
     fingerprint differs starts afresh instead of resuming (or republishing) another run's checkpoints."""
     relevant: dict[str, object] = config_values(cfg, [key for entry in PARAMS for key in tracked_keys(entry)])
     relevant["policy_weights"] = checkpoint_identity(cfg.paths.policy_dir)
+    relevant["policy_tokenizer"] = tokenizer_identity(cfg.paths.policy_dir)
     if cfg.train.search_engine == "simulated" and cfg.simulator.url is None:
         relevant["simulator_weights"] = checkpoint_identity(cfg.paths.simulator_dir)
     benchmarks_dir = Path(cfg.paths.benchmarks_dir)
