@@ -48,3 +48,15 @@ def test_a_form_the_pattern_misses_is_an_error_not_a_dropped_cell(tmp_path: Path
         log.write("INFO init_policy: Reading check, made to search, form 'Where is …?': EM 0.50\n")
     failed = _run(run)
     assert failed.returncode != 0 and "does not know" in failed.stderr
+
+
+def test_rows_match_the_saved_runs_with_lesson_steps_and_either_tokenizer_loader() -> None:
+    saved = ROOT / "toy" / "results" / "world_seeds" / "16c7f73"
+    done = _run(saved / "world_1", saved / "world_42", saved / "world_42_autotokenizer")
+    assert done.returncode == 0, done.stderr
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in done.stdout.splitlines()[2:]}
+    # world 1 read every form of drills and lessons at step 3,500; world 42's city lessons never passed by 10,000
+    assert "| 3,500 |" in rows["1"] and "**+37.5**" in rows["1"] and rows["1"].endswith("| met |")
+    assert "never (0.81 at 10,000)" in rows["42"] and "city 0.84" in rows["42"] and "| 68%, 100.0 |" in rows["42"]
+    # the same cold start evaluated when AutoTokenizer split 'Doc 1': 30.9 when searching, not met
+    assert "| 68%, 30.9 |" in rows["42_autotokenizer"] and rows["42_autotokenizer"].endswith("| not met |")
