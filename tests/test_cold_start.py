@@ -242,6 +242,19 @@ def test_question_first_drills_ask_before_the_passages_as_the_protocol_does(toy_
         )
 
 
+def _pretraining_checked_every_2_steps(cfg: PipelineConfig, **changes: Any) -> ColdStartConfig:
+    """The cold start with pre-training checked every 2 steps from step 2 (at most 20) and no SFT."""
+    return dataclasses.replace(
+        cfg.cold_start,
+        pretrain_steps=2,
+        pretrain_check_every=2,
+        pretrain_max_steps=20,
+        sft_reading_bar=0.0,
+        sft_questions=None,
+        **changes,
+    )
+
+
 def test_pretraining_stops_only_once_every_question_form_passes_the_bar(
     toy_cfg: PipelineConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -258,15 +271,7 @@ def test_pretraining_stops_only_once_every_question_form_passes_the_bar(
         return table[asked.count("city") - 1][form]  # the forms are checked in order, city first
 
     monkeypatch.setattr("zerosearch_core.cold_start.drill_accuracy", scripted)
-    cold = dataclasses.replace(
-        toy_cfg.cold_start,
-        pretrain_steps=2,
-        pretrain_check_every=2,
-        pretrain_max_steps=20,
-        pretrain_reading_bar=0.9,
-        sft_reading_bar=0.0,
-        sft_questions=None,
-    )
+    cold = _pretraining_checked_every_2_steps(toy_cfg, pretrain_reading_bar=0.9)
     texts = ["one two three four five six"] * 4
     curves = run_cold_start(model, tokenizer, cold, texts, [], 0, heldout_drills=heldout)
     assert curves["reading_step"] == [2.0, 4.0, 6.0] and len(curves["pretrain"]) == 6
@@ -308,16 +313,7 @@ def test_pretraining_with_lessons_stops_only_once_the_lessons_pass_too(
     ids = tuple(tokenizer("one two three", add_special_tokens=False)["input_ids"])
     lessons = [SFTExample(ids, (0, 1, 1), True)] * 4
     lesson_scores = iter([0.4, 0.9, 0.97])  # the least-read form of the held-out lessons, at each check
-    cold = dataclasses.replace(
-        toy_cfg.cold_start,
-        pretrain_steps=2,
-        pretrain_check_every=2,
-        pretrain_max_steps=20,
-        pretrain_reading_bar=0.95,
-        pretrain_lesson_every=2,
-        sft_reading_bar=0.0,
-        sft_questions=None,
-    )
+    cold = _pretraining_checked_every_2_steps(toy_cfg, pretrain_reading_bar=0.95, pretrain_lesson_every=2)
     texts = ["one two three four five six"] * 4
     curves = run_cold_start(
         model,
