@@ -315,6 +315,15 @@ def test_pretraining_with_lessons_stops_only_once_the_lessons_pass_too(
     lesson_scores = iter([0.4, 0.9, 0.97])  # the least-read form of the held-out lessons, at each check
     cold = _pretraining_checked_every_2_steps(toy_cfg, pretrain_reading_bar=0.95, pretrain_lesson_every=2)
     texts = ["one two three four five six"] * 4
+    trained_on: list[list[list[int]]] = []
+    forward = model.forward
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        if model.training:  # a training step, not a check's generation
+            trained_on.append(kwargs["input_ids"].tolist())
+        return forward(*args, **kwargs)
+
+    model.forward = spy  # type: ignore[method-assign]
     curves = run_cold_start(
         model,
         tokenizer,
@@ -326,6 +335,10 @@ def test_pretraining_with_lessons_stops_only_once_the_lessons_pass_too(
         pretrain_lessons=lessons,
         pretrain_lesson_reading=lambda: next(lesson_scores),
     )
+    # every second step (pretrain_lesson_every=2) trained on the lessons, the others on the corpus blocks
+    assert len(trained_on) == 6
+    assert all(row == list(ids) for step in (1, 3, 5) for row in trained_on[step])
+    assert all(list(ids) not in trained_on[step] for step in (0, 2, 4))
     # the drills pass at every check; pre-training stops only when the lessons pass too, and records the lower
     assert curves["reading_step"] == [2.0, 4.0, 6.0] and curves["reading"] == [0.4, 0.9, 0.97]
     with pytest.raises(ConfigError, match="pretrain_lesson_every is set but reading_corpus is null"):
