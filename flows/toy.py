@@ -14,7 +14,8 @@ Run::
    seeds, read from ``dvc exp show --json`` and also logged to MLflow.
 
 Like the pipeline flow, this holds no logic of its own: DVC runs the stages and experiments, and the CLI commands
-``experiment_plan`` and ``experiment_results`` (zerosearch_core.experiments) plan the runs and write the table.
+``experiment_plan`` and ``experiment_results`` (zerosearch_core.evaluation.experiments) plan the runs and write
+the table.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def toy_world(
     Args:
         pipeline: The toy ``dvc.yaml``.
         params: Its parameter file.
-        plan_file: The experiment plan (see ``zerosearch_core.experiments.load_plan``).
+        plan_file: The experiment plan (see ``zerosearch_core.evaluation.experiments.load_plan``).
         results_dir: Where the table goes (``results.md``, ``.json``, ``.png``, ``runs/``).
         title: The table's title.
 

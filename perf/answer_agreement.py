@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zerosearch_core.agent.rewards import answer_metrics  # noqa: E402
 from zerosearch_core.data.benchmarks import split_aliases  # noqa: E402
-from zerosearch_core.rewards import answer_metrics  # noqa: E402
 
 SYSTEMS = ("fid", "gpt35", "chatgpt", "gpt4", "newbing")
 DEFAULT_FILE = ROOT.parent / "shared/data/benchmarks/triviaqa/EVOUNA_TQ.json"

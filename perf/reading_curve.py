@@ -23,10 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zerosearch_core.cold_start import pretrain_sequences, tokenizer_texts, train_causal_lm  # noqa: E402
 from zerosearch_core.config import load_config  # noqa: E402
 from zerosearch_core.data.toyworld import generate_world, reading_drills  # noqa: E402
-from zerosearch_core.models import build_tiny_policy  # noqa: E402
+from zerosearch_core.models.build import build_tiny_policy
+from zerosearch_core.policy.cold_start.drills import pretrain_sequences
+from zerosearch_core.policy.cold_start.recipe import tokenizer_texts
+from zerosearch_core.policy.cold_start.training import train_causal_lm
 
 ANSWER_MARK = " Answer:"
 

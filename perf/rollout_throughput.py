@@ -29,15 +29,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from zerosearch_core.agent.loop import run_episodes
+from zerosearch_core.agent.prompts import build_prompt_ids
 from zerosearch_core.config import PipelineConfig, load_config  # noqa: E402
 from zerosearch_core.data.benchmarks import (
     load_benchmark,  # noqa: E402
     sample_questions,  # noqa: E402
 )
-from zerosearch_core.models import load_causal_lm, load_tokenizer  # noqa: E402
-from zerosearch_core.prompts import build_prompt_ids  # noqa: E402
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer
+from zerosearch_core.models.generation import open_policy_backend
 from zerosearch_core.rl.registry import get_trainer  # noqa: E402
-from zerosearch_core.rollout import open_policy_backend, run_episodes  # noqa: E402
 from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget  # noqa: E402
 from zerosearch_core.stages.sections import open_training_engine, rl_setup  # noqa: E402
 
@@ -102,7 +103,7 @@ def rollout_vs_generate_with(  # type: ignore[no-untyped-def]
 
 
 class TimedGenerator:
-    """A :class:`~zerosearch_core.rollout.PolicyGenerator` that adds up the time spent generating, so that the
+    """A :class:`~zerosearch_core.agent.loop.PolicyGenerator` that adds up the time spent generating, so that the
     protocol's own overhead (turns, stops, re-reading the prompt) can be told from the searches' time."""
 
     def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]

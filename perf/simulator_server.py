@@ -29,11 +29,11 @@ import uvicorn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zerosearch_core.config import load_config  # noqa: E402
-from zerosearch_core.models import load_causal_lm, load_tokenizer  # noqa: E402
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer
 from zerosearch_core.netutil import free_port, wait_until_healthy  # noqa: E402
 from zerosearch_core.simulator.llm import LocalLLM  # noqa: E402
 from zerosearch_core.simulator.prompts import render_simulator_prompt  # noqa: E402
-from zerosearch_core.simulator.server import create_simulator_app  # noqa: E402
+from zerosearch_core.simulator.server import create_simulator_app
 
 
 def measure(url: str, clients: int, requests_total: int, max_tokens: int, seed_base: int) -> tuple[float, float, float]:
@@ -111,8 +111,8 @@ def main() -> int:
 
 
 def _vllm_server(params: Path, model_dir: Path, cfg) -> AbstractContextManager[str]:  # type: ignore[no-untyped-def]
+    from zerosearch_core.models.vllm_backend import running_vllm_server
     from zerosearch_core.simulator.engine import simulator_vllm_settings
-    from zerosearch_core.vllm_engine import running_vllm_server
 
     return running_vllm_server(model_dir, simulator_vllm_settings(cfg.simulator, cfg.model.dtype), "simulator")
 

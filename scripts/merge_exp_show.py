@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zerosearch_core.experiments import merge_exp_show  # noqa: E402
+from zerosearch_core.evaluation.experiments import merge_exp_show  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

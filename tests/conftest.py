@@ -95,7 +95,7 @@ def corpus() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def tiny_policy_dir(tmp_path_factory: pytest.TempPathFactory, corpus: pd.DataFrame) -> Path:
     """A tiny Qwen2 policy and a tokenizer trained on 500 real passages, saved with save_pretrained."""
-    from zerosearch_core.models import build_tiny_policy, save_policy
+    from zerosearch_core.models.build import build_tiny_policy, save_policy
 
     base = load_config(PROJECT_ROOT / "params.yaml").model
     model_cfg = dataclasses.replace(base, vocab_size=1000, hidden_size=32, intermediate_size=64)
@@ -109,7 +109,7 @@ def tiny_policy_dir(tmp_path_factory: pytest.TempPathFactory, corpus: pd.DataFra
 @pytest.fixture(scope="session")
 def vllm_policy_dir(tmp_path_factory: pytest.TempPathFactory, corpus: pd.DataFrame) -> Path:
     """A tiny Qwen2 with head size 32 (hidden 128 / 4 heads), which vLLM's CPU attention supports."""
-    from zerosearch_core.models import build_tiny_policy, save_policy
+    from zerosearch_core.models.build import build_tiny_policy, save_policy
 
     model_cfg = dataclasses.replace(
         load_config(PROJECT_ROOT / "params.yaml").model,

@@ -1,4 +1,5 @@
-"""Cold start (zerosearch_core.cold_start and the init_policy stage): real toy world, real BM25, real tiny model."""
+"""Cold start (zerosearch_core.policy.cold_start and the init_policy stage): real toy world, real BM25, real tiny
+model."""
 
 from __future__ import annotations
 
@@ -11,31 +12,31 @@ import pandas as pd
 import pytest
 import torch
 
-from zerosearch_core.cold_start import (
-    NO_SEARCH_ANSWER,
-    Drill,
-    Interleaved,
-    SFTExample,
-    _collate,
-    add_distractors,
-    answer_drill_sequences,
-    build_sft_examples,
-    drill_form,
-    form_search_shares,
-    pack_blocks,
-    pretrain_sequences,
-    question_form,
-    read_drills,
-    read_pretrain_texts,
-    reading_accuracy,
-    run_cold_start,
-    split_heldout_drills,
-    train_causal_lm,
-)
+from zerosearch_core.agent.prompts import build_prompt_ids
 from zerosearch_core.config import ColdStartConfig, ConfigError, PipelineConfig, WorldConfig, load_config
 from zerosearch_core.data.toyworld import generate_world, write_world
-from zerosearch_core.models import build_tiny_policy, load_causal_lm, load_tokenizer
-from zerosearch_core.prompts import build_prompt_ids
+from zerosearch_core.models.build import build_tiny_policy, load_causal_lm, load_tokenizer
+from zerosearch_core.policy.cold_start.drills import (
+    Drill,
+    add_distractors,
+    answer_drill_sequences,
+    drill_form,
+    pack_blocks,
+    pretrain_sequences,
+    read_drills,
+    read_pretrain_texts,
+    split_heldout_drills,
+)
+from zerosearch_core.policy.cold_start.reading import reading_accuracy
+from zerosearch_core.policy.cold_start.recipe import open_reading_lessons
+from zerosearch_core.policy.cold_start.sft_data import (
+    NO_SEARCH_ANSWER,
+    SFTExample,
+    build_sft_examples,
+    form_search_shares,
+    question_form,
+)
+from zerosearch_core.policy.cold_start.training import Interleaved, _collate, run_cold_start, train_causal_lm
 from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.stages import StageHooks, build_index, init_policy, prepare_data
 
@@ -270,7 +271,7 @@ def test_pretraining_stops_only_once_every_question_form_passes_the_bar(
         asked.append(form)
         return table[asked.count("city") - 1][form]  # the forms are checked in order, city first
 
-    monkeypatch.setattr("zerosearch_core.cold_start.drill_accuracy", scripted)
+    monkeypatch.setattr("zerosearch_core.policy.cold_start.reading.drill_accuracy", scripted)
     cold = _pretraining_checked_every_2_steps(toy_cfg, pretrain_reading_bar=0.9)
     texts = ["one two three four five six"] * 4
     curves = run_cold_start(model, tokenizer, cold, texts, [], 0, heldout_drills=heldout)
@@ -309,7 +310,9 @@ def test_pretraining_with_lessons_stops_only_once_the_lessons_pass_too(
 ) -> None:
     model, tokenizer = build_tiny_policy(toy_cfg.model, ["one two three four five six"] * 30, seed=2)
     heldout = [Drill(f"{n} is from Varesk. Question: Which city is {n} from? Answer:", "Varesk") for n in "AB"]
-    monkeypatch.setattr("zerosearch_core.cold_start.drill_accuracy", lambda *_a, **_k: 1.0)  # drills always read
+    monkeypatch.setattr(
+        "zerosearch_core.policy.cold_start.reading.drill_accuracy", lambda *_a, **_k: 1.0
+    )  # drills always read
     ids = tuple(tokenizer("one two three", add_special_tokens=False)["input_ids"])
     lessons = [SFTExample(ids, (0, 1, 1), True)] * 4
     lesson_scores = iter([0.4, 0.9, 0.97])  # the least-read form of the held-out lessons, at each check
@@ -566,7 +569,7 @@ def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(
     assert tokenizer.convert_tokens_to_ids("<search>") != tokenizer.unk_token_id
     assert model.config.hidden_size == 32
     # the stage reuses its last SFT check (made after the last step) as the metric: it is the saved model's own
-    lessons, engine = init_policy._reading_lessons(toy_cfg)
+    lessons, engine = open_reading_lessons(toy_cfg.cold_start, toy_cfg.seed)
     assert lessons is not None and engine is not None
     measured = reading_accuracy(model, tokenizer, lessons.heldout, engine, toy_cfg.rollout, toy_cfg.search.top_k)
     assert result.metrics["cold_start.reading_em_made_to_search"] == measured
@@ -576,7 +579,7 @@ def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(
 def test_reading_lessons_search_their_own_corpus_and_hold_out_questions(toy_cfg: PipelineConfig) -> None:
     cold = toy_cfg.cold_start
     assert cold.reading_corpus is not None and cold.reading_questions is not None
-    lessons, engine = init_policy._reading_lessons(toy_cfg)
+    lessons, engine = open_reading_lessons(toy_cfg.cold_start, toy_cfg.seed)
     assert lessons is not None and engine is not None
     assert len(lessons.train) == 10 and len(lessons.heldout) == 6
     assert set(lessons.train["id"]).isdisjoint(lessons.heldout["id"])
@@ -599,13 +602,9 @@ def test_reading_lessons_search_their_own_corpus_and_hold_out_questions(toy_cfg:
     assert learned.strip() == f"{question} </search><answer> {answer} </answer>"
     # A file asked for but missing, or more questions asked for than there are, is a clear error.
     with pytest.raises(FileNotFoundError, match="world.reading_people"):
-        init_policy._reading_lessons(
-            dataclasses.replace(toy_cfg, cold_start=dataclasses.replace(cold, reading_corpus="missing.jsonl"))
-        )
+        open_reading_lessons(dataclasses.replace(cold, reading_corpus="missing.jsonl"), toy_cfg.seed)
     with pytest.raises(ValueError, match="exceeds the 60 questions"):
-        init_policy._reading_lessons(
-            dataclasses.replace(toy_cfg, cold_start=dataclasses.replace(cold, reading_examples=58))
-        )
+        open_reading_lessons(dataclasses.replace(cold, reading_examples=58), toy_cfg.seed)
 
 
 def test_cold_start_on_evaluated_questions_is_refused(toy_cfg: PipelineConfig) -> None:

@@ -12,15 +12,12 @@ import yaml
 
 from tests.fakes import AnsweringPolicy
 from zerosearch_core import cli
+from zerosearch_core.agent.loop import SearchProtocol
 from zerosearch_core.config import PipelineConfig, config_to_dict
 from zerosearch_core.data.benchmarks import normalize, read_raw, sample_questions
-from zerosearch_core.evaluation import (
-    evaluate_benchmark,
-    metrics_document,
-    render_eval_card,
-)
-from zerosearch_core.models import load_tokenizer
-from zerosearch_core.rollout import SearchProtocol
+from zerosearch_core.evaluation.benchmarks import evaluate_benchmark, metrics_document
+from zerosearch_core.evaluation.card import render_eval_card
+from zerosearch_core.models.build import load_tokenizer
 from zerosearch_core.search.base import Document, SearchErrorBudget, SearchResult
 from zerosearch_core.stages import StageHooks, build_index, evaluate, init_policy, prepare_data
 
@@ -88,7 +85,7 @@ def test_sample_is_seeded_and_bounded(bamboogle: pd.DataFrame) -> None:
 
 
 def test_metrics_document_names_missing_benchmarks() -> None:
-    from zerosearch_core.evaluation import BenchmarkRun
+    from zerosearch_core.evaluation.benchmarks import BenchmarkRun
 
     runs = [
         BenchmarkRun("nq_dev", "search", pd.DataFrame(), {"em": 0.5, "cover_em": 1.0, "f1": 0.6, "n": 2.0}),
@@ -180,7 +177,7 @@ def test_card_lists_protocol_and_results(cfg: PipelineConfig) -> None:
 
 
 def test_a_given_prompt_template_replaces_the_search_prompt_only(tiny_policy_dir: Path) -> None:
-    from zerosearch_core.prompts import build_prompt_ids
+    from zerosearch_core.agent.prompts import build_prompt_ids
 
     tokenizer = load_tokenizer(tiny_policy_dir)
     template = "Use <search> query </search> as needed. Question: {question}\n"

@@ -1,4 +1,5 @@
-"""Experiment plans and the results table (zerosearch_core.experiments), on the shipped toy plan and real files."""
+"""Experiment plans and the results table (zerosearch_core.evaluation.experiments), on the shipped toy plan and real
+files."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import yaml
 
 from zerosearch_core.config import ConfigError, load_config
-from zerosearch_core.experiments import (
+from zerosearch_core.evaluation.experiments import (
     Experiment,
     ExperimentPlan,
     claim_verdicts,

@@ -18,10 +18,10 @@ import torch
 import transformers
 
 from tests.fakes import FakeSession, ScriptedPolicy
-from zerosearch_core.cold_start import train_causal_lm
+from zerosearch_core.agent.loop import run_episodes
 from zerosearch_core.config import PipelineConfig
-from zerosearch_core.models import build_tiny_policy, load_tokenizer
-from zerosearch_core.rollout import run_episodes
+from zerosearch_core.models.build import build_tiny_policy, load_tokenizer
+from zerosearch_core.policy.cold_start.training import train_causal_lm
 from zerosearch_core.search.base import SearchErrorBudget
 
 GOLDEN_DIR = Path(__file__).parent / "golden"

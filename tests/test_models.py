@@ -11,7 +11,7 @@ import torch
 from transformers import AutoConfig
 
 from zerosearch_core.config import PipelineConfig
-from zerosearch_core.models import (
+from zerosearch_core.models.build import (
     PROTOCOL_TAGS,
     build_tiny_policy,
     load_causal_lm,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from zerosearch_core.models import load_causal_lm, load_tokenizer
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer
 from zerosearch_core.netutil import free_port
 from zerosearch_core.search.http import create_retriever_app, running_server
 from zerosearch_core.search.local import BM25Retriever

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch_core.rewards import (
+from zerosearch_core.agent.rewards import (
     answer_metrics,
     answer_reward,
     count_answer_spans,
@@ -117,9 +117,9 @@ def test_the_reward_of_every_trajectory_is_the_metric_evaluation_reports(cfg, ti
 
     import pandas as pd
 
-    from zerosearch_core.evaluation import evaluate_benchmark
-    from zerosearch_core.models import load_tokenizer
-    from zerosearch_core.rollout import SearchProtocol
+    from zerosearch_core.agent.loop import SearchProtocol
+    from zerosearch_core.evaluation.benchmarks import evaluate_benchmark
+    from zerosearch_core.models.build import load_tokenizer
     from zerosearch_core.search.base import SearchErrorBudget
 
     tokenizer = load_tokenizer(tiny_policy_dir)

@@ -9,15 +9,16 @@ import pytest
 import torch
 
 from tests.fakes import DOCS, FakeSession, ScriptedPolicy
-from zerosearch_core.config import PipelineConfig
-from zerosearch_core.models import load_causal_lm, load_tokenizer
-from zerosearch_core.prompts import (
+from zerosearch_core.agent.loop import run_episodes
+from zerosearch_core.agent.prompts import (
     EMPTY_QUERY_OBSERVATION,
     INVALID_ACTION_OBSERVATION,
     SEARCH_FAILED_OBSERVATION,
     render_information_block,
 )
-from zerosearch_core.rollout import HFPolicyGenerator, run_episodes
+from zerosearch_core.config import PipelineConfig
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer
+from zerosearch_core.models.generation import HFPolicyGenerator
 from zerosearch_core.search.base import (
     EpisodeContext,
     SearchBackendError,

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from tests.fakes import AnsweringPolicy, ScriptedPolicy
+from zerosearch_core.agent.loop import run_episodes
 from zerosearch_core.config import MAX_TOP_K, ConfigError, PipelineConfig, load_config
-from zerosearch_core.models import load_tokenizer
+from zerosearch_core.models.build import load_tokenizer
 from zerosearch_core.netutil import free_port
-from zerosearch_core.rollout import run_episodes
 from zerosearch_core.search.base import EpisodeContext, SearchErrorBudget
 from zerosearch_core.search.http import HttpSearchEngine, create_retriever_app, running_server
 from zerosearch_core.search.local import BM25Retriever
@@ -85,8 +85,8 @@ def test_evaluation_searches_with_twenty_documents(cfg: PipelineConfig, corpus, 
     (three with top-k 3), and the score follows what those documents held."""
     import pandas as pd
 
-    from zerosearch_core.evaluation import evaluate_benchmark
-    from zerosearch_core.rollout import SearchProtocol
+    from zerosearch_core.agent.loop import SearchProtocol
+    from zerosearch_core.evaluation.benchmarks import evaluate_benchmark
     from zerosearch_core.search.local import LocalSearchEngine
 
     retriever = BM25Retriever.build(corpus)

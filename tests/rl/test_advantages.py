@@ -73,7 +73,7 @@ def test_ppo_loss_clips_and_masked_tokens_get_zero_gradient() -> None:
 
 
 def test_masked_tokens_get_zero_gradient_through_a_real_model(tiny_policy_dir) -> None:
-    from zerosearch_core.models import load_causal_lm
+    from zerosearch_core.models.build import load_causal_lm
 
     model = load_causal_lm(tiny_policy_dir)
     model.train()

@@ -19,13 +19,14 @@ import pytest
 import torch
 import yaml
 
+from zerosearch_core.agent.loop import Trajectory
 from zerosearch_core.config import PipelineConfig, config_to_dict
 from zerosearch_core.data.benchmarks import normalize, read_raw
-from zerosearch_core.models import load_causal_lm, load_tokenizer
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer
+from zerosearch_core.models.generation import PolicyBackend
 from zerosearch_core.rl.curriculum import noise_probability
 from zerosearch_core.rl.grpo import SearchRollout, make_reward_func
 from zerosearch_core.rl.ppo import PolicyTrainer, build_token_batch, token_logprobs
-from zerosearch_core.rollout import PolicyBackend, Trajectory
 from zerosearch_core.search.local import BM25Retriever, LocalSearchEngine
 from zerosearch_core.stages import StageHooks, build_index, init_policy, prepare_data
 from zerosearch_core.stages.sections import rl_setup
@@ -332,7 +333,7 @@ def test_a_policy_whose_text_now_reads_as_other_ids_starts_afresh(
     import json
     import shutil
 
-    from zerosearch_core.models import tokenizer_identity
+    from zerosearch_core.models.build import tokenizer_identity
     from zerosearch_core.stages.train_policy import prepare_checkpoints_dir
 
     policy = tmp_path / "policy"

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import requests
 
+from zerosearch_core.agent.rewards import normalize_answer
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.netutil import free_port
-from zerosearch_core.rewards import normalize_answer
 from zerosearch_core.search.base import EpisodeContext, SearchBackendError, SearchErrorBudget, run_searches
 from zerosearch_core.search.http import HttpSearchEngine, create_retriever_app, running_server
 from zerosearch_core.search.local import BM25Retriever, DenseRetriever, LocalSearchEngine, LocalSearchSession

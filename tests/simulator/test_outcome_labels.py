@@ -15,7 +15,7 @@ import yaml
 from tests.fakes import AnsweringPolicy
 from zerosearch_core.config import ConfigError, PipelineConfig, load_config
 from zerosearch_core.data import benchmarks as benchmark_data
-from zerosearch_core.models import load_tokenizer
+from zerosearch_core.models.build import load_tokenizer
 from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.simulator.prompts import contains_answer
 from zerosearch_core.simulator.sft_data import build_sft_data, documents_of, lower_ranked_noisy

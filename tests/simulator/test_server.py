@@ -13,15 +13,16 @@ import openai
 import pytest
 import requests
 
+from zerosearch_core.agent.loop import run_episodes
 from zerosearch_core.config import PipelineConfig
-from zerosearch_core.models import load_causal_lm, load_tokenizer
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer
 from zerosearch_core.netutil import free_port
-from zerosearch_core.rollout import run_episodes
 from zerosearch_core.search.base import EpisodeContext, SearchBackendError, SearchErrorBudget
 from zerosearch_core.search.http import running_server
+from zerosearch_core.simulator.client import OpenAICompatibleLLM
 from zerosearch_core.simulator.engine import SimulatedSearchEngine
 from zerosearch_core.simulator.llm import LocalLLM
-from zerosearch_core.simulator.server import OpenAICompatibleLLM, ServerLimits, create_simulator_app
+from zerosearch_core.simulator.server import ServerLimits, create_simulator_app
 
 
 @pytest.fixture(scope="module")

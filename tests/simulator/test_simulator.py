@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fakes import ScriptedPolicy
+from zerosearch_core.agent.loop import run_episodes
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.data.validation import validate_simulator_sft
-from zerosearch_core.models import load_causal_lm, load_tokenizer
-from zerosearch_core.rollout import run_episodes
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer
 from zerosearch_core.search.base import (
     Document,
     EpisodeContext,

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from zerosearch_core.config import PipelineConfig
-from zerosearch_core.models import load_causal_lm, load_tokenizer
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer
 from zerosearch_core.search.base import EpisodeContext
 from zerosearch_core.simulator.engine import SimulatedSearchEngine
 from zerosearch_core.simulator.llm import LocalLLM

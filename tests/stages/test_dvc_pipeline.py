@@ -219,6 +219,37 @@ def test_service_knobs_and_the_tracking_experiment_re_run_nothing(reproduced: tu
     assert "train_policy" in changed and "finetune_simulator" in changed and "prepare_data" not in changed
 
 
+def _changed_stages(project: Path) -> set[str]:
+    """The stages `dvc status` says would re-run."""
+    report = json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout or "{}")
+    return {name.split(":")[-1] for name in report}
+
+
+@pytest.mark.slow
+def test_cosmetic_code_re_runs_no_training_and_the_code_a_stage_runs_does(reproduced: tuple[Path, float]) -> None:
+    """Rewording the evaluation card or editing the simulator's server re-runs neither the cold start nor RL; an edit
+    of the simulator's client (the training path) re-runs training."""
+    project, _ = reproduced
+    dvc(project, "repro", "dvc.yaml")  # other tests may have touched an output; start from an up-to-date project
+    edits = {
+        "cosmetic": ["zerosearch_core/evaluation/card.py", "zerosearch_core/simulator/server.py"],
+        "training path": ["zerosearch_core/simulator/client.py"],
+    }
+    changed: dict[str, set[str]] = {}
+    for kind, files in edits.items():
+        originals = {name: (project / name).read_text() for name in files}
+        try:
+            for name, text in originals.items():
+                (project / name).write_text(text + "\n# reworded\n")
+            changed[kind] = _changed_stages(project)
+        finally:
+            for name, text in originals.items():
+                (project / name).write_text(text)
+    assert changed["cosmetic"] == {"evaluate"}
+    assert {"train_policy", "finetune_simulator"} <= changed["training path"]
+    assert "init_policy" not in changed["training path"]
+
+
 @pytest.mark.slow
 def test_a_teammates_fresh_clone_pulls_the_outputs_and_repro_is_a_no_op(
     reproduced: tuple[Path, float], tmp_path: Path

@@ -2,7 +2,7 @@
 clipped value loss and KL estimators. No model, no I/O, no RNG.
 
 Shapes: ``B`` trajectories, ``T`` response tokens (right-padded). ``mask`` is the loss mask of
-:mod:`zerosearch_core.rollout`: 1 for tokens the policy sampled, 0 for retrieved documents, observations and
+:mod:`zerosearch_core.agent.loop`: 1 for tokens the policy sampled, 0 for retrieved documents, observations and
 padding. Masked tokens are not actions: they get no advantage, no loss and hence no gradient, and GAE steps over
 them from one sampled token to the next.
 """

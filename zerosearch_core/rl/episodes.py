@@ -15,18 +15,12 @@ from pathlib import Path
 import pandas as pd
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from zerosearch_core.agent.loop import PolicyGenerator, SearchProtocol, Trajectory, episode_statistics, run_episodes
+from zerosearch_core.agent.prompts import build_prompt_ids
 from zerosearch_core.config import CurriculumConfig, RewardConfig, TrainConfig
-from zerosearch_core.evaluation import validate_policy
-from zerosearch_core.prompts import build_prompt_ids
+from zerosearch_core.evaluation.benchmarks import validate_policy
+from zerosearch_core.models.generation import PolicyBackend
 from zerosearch_core.rl.curriculum import noise_probability
-from zerosearch_core.rollout import (
-    PolicyBackend,
-    PolicyGenerator,
-    SearchProtocol,
-    Trajectory,
-    episode_statistics,
-    run_episodes,
-)
 from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget, SearchSession
 from zerosearch_core.seeding import derive_seed
 

@@ -1,11 +1,11 @@
 """GRPO through TRL's ``GRPOTrainer`` (pinned trl==1.16.0), via its public extension points only.
 
-* ``rollout_func`` runs this project's multi-turn search protocol (:func:`zerosearch_core.rollout.run_episodes`) on
+* ``rollout_func`` runs this project's multi-turn search protocol (:func:`zerosearch_core.agent.loop.run_episodes`) on
   the trainer's own model and returns the sampled ids with ``env_mask`` = the loss mask, so retrieved-document
   tokens get no loss (TRL multiplies it into the completion mask and the loss normaliser). TRL hands each prompt
   already repeated ``num_generations`` times; one completion is returned per prompt, in order.
 * The curriculum's noise probability comes from ``trainer.state.global_step``, so a resumed run gets the same value.
-* ``reward_funcs`` is :func:`zerosearch_core.rewards.answer_reward` on the text the policy sampled.
+* ``reward_funcs`` is :func:`zerosearch_core.agent.rewards.answer_reward` on the text the policy sampled.
 * Checkpoints are TRL's own (``checkpoint-N``: weights, optimizer, scheduler, RNG states, trainer state);
   a rerun resumes from the last one.
 """
@@ -23,12 +23,13 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from zerosearch_core import distributed
+from zerosearch_core.agent.loop import sampled_ids
+from zerosearch_core.agent.rewards import answer_reward
 from zerosearch_core.artifacts import checkpoint_is_final, last_complete_checkpoint
-from zerosearch_core.models import load_causal_lm, load_tokenizer
-from zerosearch_core.rewards import answer_reward
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer
+from zerosearch_core.models.generation import PolicyBackend, open_policy_backend
+from zerosearch_core.rl import distributed
 from zerosearch_core.rl.episodes import EpisodeRequest, RLSetup, run_step_episodes, validate_step
-from zerosearch_core.rollout import PolicyBackend, open_policy_backend, sampled_ids
 from zerosearch_core.search.base import SearchEngine, SearchErrorBudget
 from zerosearch_core.seeding import derive_seed
 

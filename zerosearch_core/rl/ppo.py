@@ -27,11 +27,13 @@ import torch
 from torch import nn
 from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 
-from zerosearch_core import distributed
+from zerosearch_core.agent.loop import PolicyGenerator, Trajectory, sampled_ids
+from zerosearch_core.agent.rewards import answer_reward
 from zerosearch_core.artifacts import remove_path, write_dir_atomically
 from zerosearch_core.config import TrainConfig
-from zerosearch_core.models import load_causal_lm, load_tokenizer, save_policy
-from zerosearch_core.rewards import answer_reward
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer, save_policy
+from zerosearch_core.models.generation import HFPolicyGenerator, PolicyBackend, open_policy_backend
+from zerosearch_core.rl import distributed
 from zerosearch_core.rl.advantages import (
     compute_gae,
     group_advantages,
@@ -44,14 +46,6 @@ from zerosearch_core.rl.advantages import (
     value_loss,
 )
 from zerosearch_core.rl.episodes import EpisodeRequest, RLSetup, StepEpisodes, run_step_episodes, validate_step
-from zerosearch_core.rollout import (
-    HFPolicyGenerator,
-    PolicyBackend,
-    PolicyGenerator,
-    Trajectory,
-    open_policy_backend,
-    sampled_ids,
-)
 from zerosearch_core.search.base import SearchEngine, SearchErrorBudget
 from zerosearch_core.seeding import derive_seed
 

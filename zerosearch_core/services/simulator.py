@@ -3,7 +3,7 @@
 Run: ``zerosearch serve_simulator --params params.yaml``; it binds ``simulator.serve_host``:``simulator.serve_port``
 (127.0.0.1:8001 by default). Point training at it with ``simulator.url: http://127.0.0.1:8001``. With
 ``simulator.engine: vllm`` (or ``vllm_server``) the same command runs vLLM's OpenAI server instead of this project's
-(the command it runs is logged; it is :func:`zerosearch_core.vllm_engine.server_command`).
+(the command it runs is logged; it is :func:`zerosearch_core.models.vllm_backend.server_command`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import uvicorn
 
 from zerosearch_core.config import PipelineConfig
-from zerosearch_core.models import load_causal_lm, load_tokenizer
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer
 from zerosearch_core.simulator.llm import LocalLLM
 from zerosearch_core.simulator.server import ServerLimits, create_simulator_app
 
@@ -43,8 +43,8 @@ def run(cfg: PipelineConfig) -> None:
 
 def serve_with_vllm(cfg: PipelineConfig) -> None:
     """Run vLLM's OpenAI server for the simulator in the foreground (until it exits or is interrupted)."""
+    from zerosearch_core.models.vllm_backend import check_model_supported, import_vllm, server_command
     from zerosearch_core.simulator.engine import simulator_vllm_settings
-    from zerosearch_core.vllm_engine import check_model_supported, import_vllm, server_command
 
     sim, simulator_dir = cfg.simulator, Path(cfg.paths.simulator_dir)
     import_vllm()

@@ -42,7 +42,7 @@ from zerosearch_core.simulator.prompts import (
 )
 
 if TYPE_CHECKING:
-    from zerosearch_core.vllm_engine import VLLMSettings
+    from zerosearch_core.models.vllm_backend import VLLMSettings
 
 logger = logging.getLogger(__name__)
 
@@ -240,13 +240,13 @@ def open_simulated_engine(
     """
     llm: LLMClient
     if cfg.url is not None:
-        from zerosearch_core.simulator.server import OpenAICompatibleLLM
+        from zerosearch_core.simulator.client import OpenAICompatibleLLM
 
         client = OpenAICompatibleLLM(cfg.url, "simulator", cfg.request_timeout_s, cfg.max_retries)
         client.check_health()
         llm, where = client, cfg.url
     else:
-        from zerosearch_core.models import load_causal_lm, load_tokenizer
+        from zerosearch_core.models.build import load_causal_lm, load_tokenizer
 
         if not (simulator_dir / "config.json").is_file():
             raise FileNotFoundError(
@@ -254,8 +254,8 @@ def open_simulated_engine(
                 "running simulator server, or train against real search with train.search_engine: real."
             )
         if cfg.engine != "hf":  # vllm; vllm_server reaches here only outside a stage that starts the server
+            from zerosearch_core.models.vllm_backend import VLLMEngine
             from zerosearch_core.simulator.llm import VLLMChat
-            from zerosearch_core.vllm_engine import VLLMEngine
 
             settings = simulator_vllm_settings(cfg, dtype)
             llm = VLLMChat(VLLMEngine(simulator_dir, settings), load_tokenizer(simulator_dir))
@@ -269,7 +269,7 @@ def simulator_vllm_settings(cfg: SimulatorConfig, dtype: str) -> VLLMSettings:
     """How the simulator's vLLM engine starts: room for a prompt as long as the SFT sequences plus the budget."""
     import torch
 
-    from zerosearch_core.vllm_engine import VLLMSettings
+    from zerosearch_core.models.vllm_backend import VLLMSettings
 
     return VLLMSettings(
         dtype=dtype,

@@ -28,7 +28,7 @@ from zerosearch_core.artifacts import (
     prepare_resumable_dir,
 )
 from zerosearch_core.config import SimulatorConfig, config_to_dict, is_service_key
-from zerosearch_core.models import load_causal_lm, load_tokenizer, tokenizer_identity
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer, tokenizer_identity
 from zerosearch_core.search.base import Document, EpisodeContext, SearchBackendError, SearchResult, SearchSession
 from zerosearch_core.seeding import derive_seed
 from zerosearch_core.simulator.engine import SimulatedSearchEngine

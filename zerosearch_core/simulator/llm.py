@@ -1,6 +1,6 @@
 """The simulator's LLM clients: :class:`LLMClient` is what the simulated engine and the server generate through;
 :class:`LocalLLM` runs a transformers model in this process, :class:`VLLMChat` a vLLM engine in this process (the
-OpenAI-compatible client is :class:`zerosearch_core.simulator.server.OpenAICompatibleLLM`).
+OpenAI-compatible client is :class:`zerosearch_core.simulator.client.OpenAICompatibleLLM`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 if TYPE_CHECKING:
-    from zerosearch_core.vllm_engine import VLLMEngine
+    from zerosearch_core.models.vllm_backend import VLLMEngine
 
 
 class LLMClient(Protocol):

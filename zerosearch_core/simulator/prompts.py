@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from zerosearch_core.rewards import normalize_answer
+from zerosearch_core.agent.rewards import normalize_answer
 from zerosearch_core.search.base import Document
 
 DocType = Literal["useful", "noisy"]

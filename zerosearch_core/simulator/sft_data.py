@@ -77,7 +77,7 @@ def label_interactions(
         return [label_by_containment(documents_of(i), i["golden_answers"]) for i in interactions], 0
     if sim.labeller == "outcome":
         return [label_by_outcome(i, sim.outcome_threshold) for i in interactions], 0
-    from zerosearch_core.models import load_causal_lm, load_tokenizer
+    from zerosearch_core.models.build import load_causal_lm, load_tokenizer
     from zerosearch_core.simulator.llm import LocalLLM
 
     assert sim.judge_model is not None  # checked by SimulatorConfig

@@ -21,13 +21,14 @@ from pathlib import Path
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
+from zerosearch_core.agent.loop import PolicyGenerator, run_episodes, sampled_ids
+from zerosearch_core.agent.prompts import build_prompt_ids
+from zerosearch_core.agent.rewards import answer_reward
 from zerosearch_core.artifacts import write_text_atomically
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.data import benchmarks as benchmark_data
-from zerosearch_core.models import load_causal_lm, load_tokenizer
-from zerosearch_core.prompts import build_prompt_ids
-from zerosearch_core.rewards import answer_reward
-from zerosearch_core.rollout import PolicyGenerator, open_policy_backend, run_episodes, sampled_ids
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer
+from zerosearch_core.models.generation import open_policy_backend
 from zerosearch_core.search.base import (
     Document,
     EpisodeContext,

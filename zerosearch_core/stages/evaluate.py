@@ -14,18 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from zerosearch_core.agent.loop import SearchProtocol
 from zerosearch_core.artifacts import file_sha256, write_dir_atomically, write_text_atomically
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.data import benchmarks as benchmark_data
-from zerosearch_core.evaluation import (
-    BenchmarkRun,
-    evaluate_benchmark,
-    metrics_document,
-    plot_metrics,
-    render_eval_card,
-)
-from zerosearch_core.models import load_causal_lm, load_tokenizer
-from zerosearch_core.rollout import SearchProtocol, open_policy_backend
+from zerosearch_core.evaluation.benchmarks import BenchmarkRun, evaluate_benchmark, metrics_document
+from zerosearch_core.evaluation.card import plot_metrics, render_eval_card
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer
+from zerosearch_core.models.generation import open_policy_backend
 from zerosearch_core.search.base import SearchEngine, SearchErrorBudget
 from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.seeding import derive_seed

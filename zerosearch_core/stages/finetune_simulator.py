@@ -13,7 +13,7 @@ from pathlib import Path
 
 from zerosearch_core.artifacts import write_dir_atomically, write_text_atomically
 from zerosearch_core.config import PipelineConfig
-from zerosearch_core.models import load_causal_lm, load_tokenizer, save_policy
+from zerosearch_core.models.build import load_causal_lm, load_tokenizer, save_policy
 from zerosearch_core.simulator.engine import SimulatedSearchEngine
 from zerosearch_core.simulator.finetune import measure_answer_rates, render_samples, train_simulator
 from zerosearch_core.simulator.llm import LocalLLM

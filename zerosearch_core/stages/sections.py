@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from zerosearch_core.agent.loop import SearchProtocol
 from zerosearch_core.config import PipelineConfig
+from zerosearch_core.models.vllm_backend import running_vllm_server
 from zerosearch_core.rl.episodes import RLSetup
-from zerosearch_core.rollout import SearchProtocol
 from zerosearch_core.search.base import SearchEngine
 from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.simulator.engine import open_simulated_engine, simulator_vllm_settings
-from zerosearch_core.vllm_engine import running_vllm_server
 
 
 def rl_setup(cfg: PipelineConfig) -> RLSetup:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from zerosearch_core import distributed
 from zerosearch_core.artifacts import (
     AFRESH_CLEARED,
     RESUMED,
@@ -28,7 +27,8 @@ from zerosearch_core.artifacts import (
 )
 from zerosearch_core.config import PipelineConfig, config_values, tracked_keys
 from zerosearch_core.data import benchmarks as benchmark_data
-from zerosearch_core.models import save_policy, tokenizer_identity
+from zerosearch_core.models.build import save_policy, tokenizer_identity
+from zerosearch_core.rl import distributed
 from zerosearch_core.rl.registry import get_trainer
 from zerosearch_core.rl.report import latest_by_step, plot_training_curves, summarize_history
 from zerosearch_core.search.registry import open_search_engine
