@@ -14,7 +14,6 @@ tests/stages/test_dvc_pipeline.py fails when either file and the code disagree; 
 
 from __future__ import annotations
 
-import ast
 import importlib
 import re
 import sys
@@ -26,46 +25,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zerosearch_core import artifacts  # noqa: E402
+from zerosearch_core.artifacts import UNTRACKED_MODULES  # noqa: E402
 from zerosearch_core.config import tracked_keys  # noqa: E402
-
-UNTRACKED_MODULES = frozenset({"zerosearch_core/cli.py", "zerosearch_core/config.py"})
-"""Imported by every stage but computing none of its outputs: editing a help text or a validation message must not
-re-run GPU-hours of training. Every config *value* is still tracked, as a param."""
-
-
-def _imports(path: Path) -> set[str]:
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return {name for name in found if name.split(".")[0] == "zerosearch_core"}
-
-
-def _module_file(module: str) -> Path | None:
-    base = ROOT / Path(*module.split("."))
-    for candidate in (base / "__init__.py", base.with_suffix(".py")):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def import_closure(*modules: str) -> set[str]:
     """Every zerosearch_core file reachable by imports (any depth, parent packages included), as repo paths."""
-    seen: set[Path] = set()
-    todo = list(modules)
-    while todo:
-        module = todo.pop()
-        path = _module_file(module)
-        if path is None or path in seen:
-            continue
-        seen.add(path)
-        parts = module.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
-        todo += sorted(_imports(path))
-    return {str(p.relative_to(ROOT)) for p in seen}
+    return {str(p.relative_to(ROOT)) for p in artifacts.import_closure(ROOT, *modules)}
 
 
 WORLD_PROFILES: dict[str, str] = {

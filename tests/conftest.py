@@ -50,6 +50,7 @@ def shrink_config(cfg: PipelineConfig, root: Path) -> PipelineConfig:
     """params.yaml made small (few questions, short turns) with every path under ``root``."""
     paths = dataclasses.replace(
         cfg.paths,
+        outside_project=True,  # tmp_path lies outside the project
         benchmarks_dir=str(root / "data/benchmarks"),
         reports_dir=str(root / "data/reports"),
         corpus_dir=str(root / "data/corpus"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch_core.artifacts import write_dir_atomically, write_text_atomically
+from zerosearch_core.artifacts import OWNER_MARKER, mark_owned, write_dir_atomically, write_text_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,8 +52,9 @@ def test_concurrent_writers_of_one_artifact_leave_one_whole_version(tmp_path: Pa
     ]
     errors = [w.communicate(timeout=120)[1] for w in writers]
     assert [w.returncode for w in writers] == [0, 0, 0], errors
-    contents = {p.read_text() for p in target.iterdir()}
-    assert len(list(target.iterdir())) == 20 and len(contents) == 1  # all parts from one writer
+    parts = [p for p in target.iterdir() if p.name != OWNER_MARKER]
+    assert len(parts) == 20 and len({p.read_text() for p in parts}) == 1  # all parts from one writer
+    assert (target / OWNER_MARKER).is_file()
     assert _leftovers(target) == []
 
 
@@ -71,7 +72,7 @@ def test_a_failed_swap_puts_the_previous_version_back(tmp_path: Path, monkeypatc
     with pytest.raises(OSError, match="cross-device"):
         write_dir_atomically(target, _write_version("new"))
     monkeypatch.undo()
-    assert {p.read_text() for p in target.iterdir()} == {"old"}
+    assert {p.read_text() for p in target.iterdir() if p.name != OWNER_MARKER} == {"old"}
     assert _leftovers(target) == []
 
 
@@ -84,6 +85,7 @@ def test_the_next_writer_repairs_what_a_killed_one_left(tmp_path: Path) -> None:
     staging = tmp_path / f".model.staging-{dead.pid}-x2"
     previous.mkdir()
     (previous / "part-0.txt").write_text("old")
+    mark_owned(previous)  # the pipeline wrote the old version
     staging.mkdir()
     (staging / "part-0.txt").write_text("half")
     alive = tmp_path / f".model.staging-{os.getpid()}-x3"  # a live writer's folder is not touched
@@ -106,3 +108,109 @@ def test_a_failed_text_write_keeps_the_old_file_and_no_temporary(tmp_path: Path)
         write_text_atomically(path, "bad \ud800 surrogate")
     assert path.read_text() == "old"
     assert _leftovers(path) == []
+
+
+# --- The pipeline replaces only what it made (issue: existing folders were deleted whole) -------------------------
+
+
+def test_a_folder_of_someone_elses_files_is_never_replaced_and_nothing_is_written(tmp_path: Path) -> None:
+    from zerosearch_core.config import ConfigError
+
+    target = tmp_path / "results"
+    target.mkdir()
+    (target / "thesis.tex").write_text("years of work")
+    with pytest.raises(ConfigError, match=r"--out=.*thesis\.tex.*empty or new folder"):
+        write_dir_atomically(target, _write_version("new"), "--out")
+    assert [p.name for p in target.iterdir()] == ["thesis.tex"] and _leftovers(target) == []
+    # a file where a folder should go is refused the same way (a variant)
+    single = tmp_path / "notes.txt"
+    single.write_text("mine")
+    with pytest.raises(ConfigError, match="not a folder the pipeline wrote"):
+        write_dir_atomically(single, _write_version("new"))
+    assert single.read_text() == "mine"
+
+
+def test_an_empty_folder_or_one_the_pipeline_wrote_is_replaced(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_dir_atomically(empty, _write_version("first"))
+    write_dir_atomically(empty, _write_version("second"))  # it carries the marker now
+    assert {p.read_text() for p in empty.iterdir() if p.name != OWNER_MARKER} == {"second"}
+
+
+def test_checkpoints_dir_holding_a_users_files_is_refused_not_cleared(tmp_path: Path) -> None:
+    from zerosearch_core.artifacts import prepare_resumable_dir
+    from zerosearch_core.config import ConfigError
+
+    folder = tmp_path / "ckpt"
+    (folder / "checkpoint-5").mkdir(parents=True)  # looks like checkpoints, but no run of the pipeline made it
+    (folder / "checkpoint-5" / "weights.bin").write_text("someone's")
+    with pytest.raises(ConfigError, match=r"paths\.checkpoints_dir=.*did not write"):
+        prepare_resumable_dir(folder, {"config": 1}, what="paths.checkpoints_dir")
+    assert (folder / "checkpoint-5" / "weights.bin").read_text() == "someone's"
+    # a folder the pipeline made for another run is cleared, and the log names what changed
+    ours = tmp_path / "ours"
+    assert prepare_resumable_dir(ours, {"config": 1, "code": "a"}) == "afresh"
+    (ours / "checkpoint-2").mkdir()
+    assert prepare_resumable_dir(ours, {"config": 1, "code": "a"}) == "resumed"
+    assert prepare_resumable_dir(ours, {"config": 1, "code": "b"}).startswith("afresh (")
+    assert not (ours / "checkpoint-2").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("", "is empty"),
+        (".", "project folder or one of its parents"),
+        ("/", "project folder or one of its parents"),
+        ("data/..", "project folder or one of its parents"),
+        ("../../etc", "outside the project"),
+        ("/tmp/elsewhere", "outside the project"),
+    ],
+)
+def test_output_paths_that_could_delete_the_project_are_refused_at_load(
+    value: str, match: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from zerosearch_core.config import ConfigError, load_config
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["paths"]["checkpoints_dir"] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ConfigError, match=rf"paths\.checkpoints_dir.*{match}"):
+        load_config(path)
+
+
+def test_outside_project_allows_a_scratch_disk_but_never_a_parent_of_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from zerosearch_core.config import ConfigError, load_config
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["paths"].update(outside_project=True, checkpoints_dir=str(tmp_path / "scratch"))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(ROOT)
+    assert load_config(path).paths.checkpoints_dir == str(tmp_path / "scratch")
+    raw["paths"]["eval_dir"] = str(ROOT.parent)
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"paths\.eval_dir.*one of its parents"):
+        load_config(path)
+
+
+# --- Run identity includes code (issue: a resume after a code change republished the old policy) ----------------
+
+
+def test_the_code_digest_follows_every_file_a_stage_imports_and_nothing_else(tmp_path: Path) -> None:
+    from zerosearch_core.artifacts import UNTRACKED_MODULES, import_closure
+
+    closure = {str(p.relative_to(ROOT)) for p in import_closure(ROOT, "zerosearch_core.stages.train_policy")}
+    assert "zerosearch_core/agent/rewards.py" in closure  # the reward RL optimises
+    assert "zerosearch_core/simulator/client.py" in closure  # the simulator it trains against
+    assert "zerosearch_core/evaluation/card.py" not in closure  # rendering only
+    assert UNTRACKED_MODULES <= {"zerosearch_core/cli.py", "zerosearch_core/config.py"}

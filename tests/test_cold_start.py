@@ -63,9 +63,12 @@ def toy_cfg(tmp_path: Path) -> PipelineConfig:
     world_dir.mkdir()
     write_world(generate_world(world), world_dir)
     files = tuple(dataclasses.replace(f, expected_rows=None) for f in cfg.data.files)
-    paths = {
-        f.name: str(tmp_path / getattr(cfg.paths, f.name).removeprefix("toy/")) for f in dataclasses.fields(cfg.paths)
+    paths: dict[str, object] = {
+        f.name: str(tmp_path / getattr(cfg.paths, f.name).removeprefix("toy/"))
+        for f in dataclasses.fields(cfg.paths)
+        if f.name != "outside_project"
     }
+    paths["outside_project"] = True  # tmp_path lies outside the project
     return dataclasses.replace(
         cfg,
         world=world,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import errno
 import hashlib
@@ -13,6 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from zerosearch_core.config import ConfigError
+
 logger = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)
@@ -20,6 +23,41 @@ os.umask(_UMASK)  # read once: tempfile creates owner-only files and folders, ar
 
 
 _SWAP_ATTEMPTS = 20
+
+OWNER_MARKER = ".zerosearch-artifact"
+"""The file every folder the pipeline writes carries: only a folder that has it (or is empty) is ever replaced."""
+
+
+def check_replaceable(target: Path, what: str) -> None:
+    """Refuse to replace or clear ``target`` unless the pipeline made it: it is missing, empty, or carries
+    :data:`OWNER_MARKER`.
+
+    Args:
+        target: The folder about to be replaced or cleared.
+        what: The setting or option that named it, for the message (``paths.checkpoints_dir``, ``--out``).
+
+    Raises:
+        ConfigError: ``target`` is a file, or a non-empty folder the pipeline did not write.
+    """
+    if not target.exists() and not target.is_symlink():
+        return
+    if not target.is_dir() or target.is_symlink():
+        raise ConfigError(
+            f"{what}={target} is a file or a link, not a folder the pipeline wrote; point {what} at "
+            "an empty or new folder."
+        )
+    entries = sorted(p.name for p in target.iterdir())
+    if entries and OWNER_MARKER not in entries:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise ConfigError(
+            f"{what}={target} already holds files the pipeline did not write ({shown}); it replaces only folders it "
+            f"made (they carry {OWNER_MARKER}). Point {what} at an empty or new folder, or move those files away."
+        )
+
+
+def mark_owned(folder: Path) -> None:
+    """Put :data:`OWNER_MARKER` into a folder the pipeline writes."""
+    (folder / OWNER_MARKER).write_text("written by the zerosearch pipeline; it may replace this folder\n")
 
 
 def _sibling(target: Path, role: str) -> Path:
@@ -61,7 +99,7 @@ def recover_interrupted_swap(target: Path) -> None:
             remove_path(path)
 
 
-def write_dir_atomically(target_dir: Path, write: Callable[[Path], None]) -> None:
+def write_dir_atomically(target_dir: Path, write: Callable[[Path], None], what: str | None = None) -> None:
     """Fill a fresh staging folder with ``write(staging)``, then swap it into place of ``target_dir``.
 
     If ``write`` raises, ``target_dir`` is left exactly as it was and the staging folder is removed. If the swap itself
@@ -72,11 +110,18 @@ def write_dir_atomically(target_dir: Path, write: Callable[[Path], None]) -> Non
     Args:
         target_dir: The folder that will hold exactly what ``write`` wrote.
         write: Writes the artifact files into the folder it is given.
+        what: The setting or option that named ``target_dir``, for the refusal's message.
+
+    Raises:
+        ConfigError: ``target_dir`` holds files the pipeline did not write (:func:`check_replaceable`); nothing is
+            written then.
     """
     recover_interrupted_swap(target_dir)
+    check_replaceable(target_dir, what or "the output folder")
     staging = _sibling(target_dir, "staging")
     try:
         write(staging)
+        mark_owned(staging)
     except BaseException:
         remove_path(staging)
         raise
@@ -178,21 +223,106 @@ def has_checkpoints(folder: Path) -> bool:
     return folder.is_dir() and any(p.is_dir() and p.name.startswith(("checkpoint-", "step-")) for p in folder.iterdir())
 
 
-def prepare_resumable_dir(folder: Path, fingerprint: str, marker_name: str = "run_fingerprint") -> str:
-    """Keep ``folder`` (checkpoints to resume) when it was made for ``fingerprint``; otherwise empty it.
+def prepare_resumable_dir(
+    folder: Path, identity: dict[str, object], marker_name: str = "run_fingerprint", what: str | None = None
+) -> str:
+    """Keep ``folder`` (checkpoints to resume) when it was made for the same run ``identity``; otherwise empty it,
+    provided the pipeline made it (:func:`check_replaceable`).
+
+    Args:
+        folder: The checkpoints folder.
+        identity: What a checkpoint's validity depends on, by part (config, weights, data, ``code``: see
+            :func:`code_digest`); the log names the parts that changed.
+        marker_name: The file in ``folder`` that holds the fingerprint of ``identity``.
+        what: The setting that named ``folder``, for messages.
 
     Returns:
         How the run starts (:func:`run_start`): ``resumed`` when checkpoints of this run were kept, else afresh
         (saying so when another run's checkpoints were cleared).
+
+    Raises:
+        ConfigError: ``folder`` holds files the pipeline did not write.
     """
     existed = has_checkpoints(folder)
     marker = folder / marker_name
-    kept = folder.exists() and marker.is_file() and marker.read_text().strip() == fingerprint
+    parts_file = folder / f"{marker_name}.json"
+    wanted = fingerprint(identity)
+    kept = folder.exists() and marker.is_file() and marker.read_text().strip() == wanted
     if folder.exists() and not kept:
+        if not marker.is_file():
+            check_replaceable(folder, what or str(folder))
+        changed = _changed_parts(parts_file, identity)
+        if existed:
+            logger.warning("Clearing the checkpoints in %s: they belong to another run (changed: %s)", folder, changed)
         remove_path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fingerprint + "\n")
+    mark_owned(folder)
+    marker.write_text(wanted + "\n")
+    parts_file.write_text(json.dumps({key: fingerprint(value) for key, value in identity.items()}, sort_keys=True))
     return run_start(kept and existed, existed)
+
+
+def _changed_parts(parts_file: Path, identity: dict[str, object]) -> str:
+    """The parts of a run identity that differ from the ones recorded beside earlier checkpoints, as text."""
+    try:
+        recorded = json.loads(parts_file.read_text())
+    except (OSError, ValueError):
+        return "unknown: no readable record of the earlier run"
+    if not isinstance(recorded, dict):
+        return "unknown: no readable record of the earlier run"
+    changed = [key for key, value in identity.items() if recorded.get(key) != fingerprint(value)]
+    return ", ".join(changed) or "unknown"
+
+
+def import_closure(root: Path, *modules: str) -> set[Path]:
+    """Every ``zerosearch_core`` source file reachable from ``modules`` by imports (any depth, function-level imports
+    and parent packages included), as paths under ``root``."""
+    seen: set[Path] = set()
+    todo = list(modules)
+    while todo:
+        module = todo.pop()
+        base = root / Path(*module.split("."))
+        path = next((c for c in (base / "__init__.py", base.with_suffix(".py")) if c.is_file()), None)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        todo += sorted(_imports(path))
+    return seen
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.split(".")[0] == "zerosearch_core"}
+
+
+UNTRACKED_MODULES = frozenset({"zerosearch_core/cli.py", "zerosearch_core/config.py"})
+"""Imported by every stage but computing none of its outputs: editing a help text or a validation message must not
+re-run (or restart) training. Every config *value* is still tracked, as a param and in the run identity."""
+
+
+def code_digest(module: str, root: Path | None = None) -> str:
+    """SHA-256 of the source of every ``zerosearch_core`` file ``module`` runs (its import closure, less
+    :data:`UNTRACKED_MODULES`): the same files DVC tracks as the stage's code deps, so a code change that re-runs a
+    stage also starts its training afresh instead of resuming (or republishing) checkpoints of the old code.
+
+    Args:
+        module: The dotted module a stage runs (``zerosearch_core.stages.train_policy``).
+        root: The folder that holds ``zerosearch_core`` (default: this installation's).
+
+    >>> code_digest("zerosearch_core.seeding") == code_digest("zerosearch_core.seeding")
+    True
+    """
+    root = root or Path(__file__).resolve().parents[1]
+    files = sorted(str(p.relative_to(root)) for p in import_closure(root, module))
+    return fingerprint({name: file_sha256(root / name) for name in files if name not in UNTRACKED_MODULES})
 
 
 def checkpoint_is_final(checkpoint: Path) -> bool:

@@ -46,7 +46,7 @@ except ModuleNotFoundError as exc:  # a Python without the project installed: sa
 import yaml
 
 import mlflow
-from zerosearch_core.artifacts import file_sha256
+from zerosearch_core.artifacts import check_replaceable, file_sha256
 from zerosearch_core.config import ConfigError, PipelineConfig, config_to_dict, flatten_config, load_config
 from zerosearch_core.data.benchmarks import SourceFileError
 from zerosearch_core.data.corpus import CorpusError
@@ -396,6 +396,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"--benchmarks names {unknown}, which data.files of {args.params} lacks; use {known}.")
     out = Path(args.out) if args.out else Path("data/eval_checkpoints") / model_dir.name
+    check_replaceable(out, "--out")  # before the evaluation, not after it
     template = None
     if args.prompt_file:
         template = Path(args.prompt_file).read_text(encoding="utf-8")

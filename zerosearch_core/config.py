@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import sys
 import types
@@ -865,6 +866,45 @@ class PathsConfig:
     train_metrics: str = field(metadata={"help": "DVC metrics file of the training run."})
     eval_dir: str = field(metadata={"help": "Predictions and the evaluation card."})
     eval_metrics: str = field(metadata={"help": "DVC metrics file with EM/F1 per benchmark and mode."})
+    outside_project: bool = field(
+        metadata=service_knob(
+            "Allow paths outside the working folder (e.g. checkpoints on a scratch disk). The working folder itself "
+            "and its parents are refused either way: the pipeline replaces the folders it writes."
+        )
+    )
+
+    def __post_init__(self) -> None:
+        root = Path.cwd()
+        for item in dataclasses.fields(self):
+            if item.name != "outside_project":
+                check_output_path(f"paths.{item.name}", getattr(self, item.name), self.outside_project, root)
+
+
+def check_output_path(key: str, value: str, outside_ok: bool, root: Path) -> None:
+    """Refuse an output path that could make the pipeline replace what it does not own.
+
+    Args:
+        key: The setting, for the message (``paths.checkpoints_dir``).
+        value: The path as written (relative to ``root``, or absolute).
+        outside_ok: Whether a path outside ``root`` is allowed (``paths.outside_project``).
+        root: The working folder stages run in (the project).
+
+    Raises:
+        ConfigError: The path is empty, is ``root`` or one of its parents, or lies outside ``root`` unless allowed.
+    """
+    if not str(value).strip():
+        raise ConfigError(f"{key} is empty; name a folder inside the project, such as data/{key.split('.')[-1]}.")
+    target = Path(os.path.abspath(root / value))  # normalised (.., .), links left as they are
+    if target == root or root.is_relative_to(target):
+        raise ConfigError(
+            f"{key}={value!r} is the project folder or one of its parents ({target}); the pipeline replaces the "
+            f"folders it writes, so name one inside the project, such as data/{key.split('.')[-1]}."
+        )
+    if not outside_ok and not target.is_relative_to(root):
+        raise ConfigError(
+            f"{key}={value!r} lies outside the project ({root}); name a folder inside it, or set "
+            "paths.outside_project: true to allow it (e.g. checkpoints on a scratch disk)."
+        )
 
 
 @dataclass(frozen=True)

@@ -391,3 +391,33 @@ def test_two_ranks_under_accelerate_launch_train_one_policy(
     saved = sorted(p.name for p in checkpoints.iterdir() if p.is_dir())
     assert saved, "no checkpoint"
     assert load_causal_lm(cfg.paths.trained_policy_dir).config.model_type == "qwen2"
+
+
+def test_a_code_change_on_the_training_path_starts_afresh_and_a_cosmetic_one_resumes(
+    cfg: PipelineConfig, tiny_policy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reward changed to return 0 used to resume the finished checkpoint and republish the old policy: the run
+    identity now covers the code the stage runs (the same files DVC tracks as its deps)."""
+    import shutil
+
+    from zerosearch_core import artifacts
+    from zerosearch_core.stages import train_policy
+
+    copy = tmp_path / "code"
+    shutil.copytree(Path(artifacts.__file__).parents[1] / "zerosearch_core", copy / "zerosearch_core")
+    monkeypatch.setattr(train_policy, "code_digest", lambda module: artifacts.code_digest(module, copy))
+    run_cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, policy_dir=str(tiny_policy_dir)))
+    checkpoints = train_policy.prepare_checkpoints_dir(run_cfg)
+    (checkpoints / "checkpoint-6").mkdir()
+    card = copy / "zerosearch_core/evaluation/card.py"
+    card.write_text(card.read_text() + "\n# the card reworded\n")
+    train_policy.prepare_checkpoints_dir(run_cfg)
+    assert (checkpoints / "checkpoint-6").is_dir()  # rendering code is not on the training path: resumed
+    rewards = copy / "zerosearch_core/agent/rewards.py"
+    rewards.write_text(
+        rewards.read_text().replace("def answer_reward(", "def _old_answer_reward(", 1)
+        + ("\n\ndef answer_reward(response, golden_answers, metric='f1', yes_no_exact=True):\n    return 0.0\n")
+    )
+    train_policy.prepare_checkpoints_dir(run_cfg)
+    assert not (checkpoints / "checkpoint-6").exists()  # the reward's code changed: started afresh
+    assert json.loads((checkpoints / "run_fingerprint.json").read_text())["code"]

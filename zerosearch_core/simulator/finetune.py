@@ -22,8 +22,8 @@ from transformers.trainer_callback import ProgressCallback
 from zerosearch_core.artifacts import (
     checkpoint_identity,
     checkpoint_is_final,
+    code_digest,
     file_sha256,
-    fingerprint,
     last_complete_checkpoint,
     prepare_resumable_dir,
 )
@@ -92,8 +92,9 @@ def train_simulator(
         "data": file_sha256(sft_dir / TRAIN_FILE),
         "base_weights": checkpoint_identity(base),  # a rebuilt base policy must not resume old checkpoints
         "base_tokenizer": tokenizer_identity(base),  # nor one whose text now reads as other ids
+        "code": code_digest(__name__),  # nor checkpoints of other code
     }
-    start = prepare_resumable_dir(output_dir, fingerprint(run_identity))
+    start = prepare_resumable_dir(output_dir, run_identity, what="paths.simulator_checkpoints_dir")
     logger.info("Simulator fine-tuning in %s: %s", output_dir, start)
     tokenizer = load_tokenizer(base)
     tokenizer.padding_side = "right"

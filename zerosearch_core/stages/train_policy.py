@@ -19,8 +19,8 @@ from zerosearch_core.artifacts import (
     AFRESH_CLEARED,
     RESUMED,
     checkpoint_identity,
+    code_digest,
     file_sha256,
-    fingerprint,
     prepare_resumable_dir,
     write_dir_atomically,
     write_text_atomically,
@@ -67,12 +67,13 @@ PARAMS = (
 )
 
 
-def run_fingerprint(cfg: PipelineConfig) -> str:
-    """A hash of everything a checkpoint's validity depends on: every config key the stage reads (the ones DVC
-    tracks: service knobs aside), the weights it starts from and searches with, and the data it trains and
-    validates on. A rerun whose
-    fingerprint differs starts afresh instead of resuming (or republishing) another run's checkpoints."""
+def run_identity(cfg: PipelineConfig) -> dict[str, object]:
+    """Everything a checkpoint's validity depends on: every config key the stage reads (the ones DVC tracks: service
+    knobs aside), the code it runs (:func:`~zerosearch_core.artifacts.code_digest`), the weights it starts from and
+    searches with, and the data it trains and validates on. A rerun whose identity differs starts afresh instead of
+    resuming (or republishing) another run's checkpoints."""
     relevant: dict[str, object] = config_values(cfg, [key for entry in PARAMS for key in tracked_keys(entry)])
+    relevant["code"] = code_digest(__name__)
     relevant["policy_weights"] = checkpoint_identity(cfg.paths.policy_dir)
     relevant["policy_tokenizer"] = tokenizer_identity(cfg.paths.policy_dir)
     if cfg.train.search_engine == "simulated" and cfg.simulator.url is None:
@@ -83,23 +84,25 @@ def run_fingerprint(cfg: PipelineConfig) -> str:
         relevant[role] = file_sha256(path) if path.is_file() else name
     manifest = Path(cfg.paths.index_dir) / "manifest.json"
     relevant["index"] = file_sha256(manifest) if manifest.is_file() else cfg.paths.index_dir
-    return fingerprint(relevant)
+    return relevant
 
 
 def prepare_checkpoints_dir(cfg: PipelineConfig) -> Path:
-    """Keep checkpoints of the same run for resuming; clear those of a different config, data or weights."""
+    """Keep checkpoints of the same run for resuming; clear those of a different config, code, data or weights."""
     return _prepare_checkpoints(cfg)[0]
 
 
 def _prepare_checkpoints(cfg: PipelineConfig) -> tuple[Path, str]:
     """The checkpoints folder and how the run starts (:func:`~zerosearch_core.artifacts.run_start`)."""
     checkpoints_dir = Path(cfg.paths.checkpoints_dir)
-    start = prepare_resumable_dir(checkpoints_dir, run_fingerprint(cfg), FINGERPRINT_FILE)
+    start = prepare_resumable_dir(checkpoints_dir, run_identity(cfg), FINGERPRINT_FILE, "paths.checkpoints_dir")
     if start == RESUMED:
-        logger.info("Checkpoints in %s belong to this run (same config, data and weights): resuming", checkpoints_dir)
+        logger.info(
+            "Checkpoints in %s belong to this run (same config, code, data and weights): resuming", checkpoints_dir
+        )
     elif start == AFRESH_CLEARED:
         logger.warning(
-            "Checkpoints in %s belonged to another run (config, data or weights changed); started afresh",
+            "Checkpoints in %s belonged to another run (config, code, data or weights changed); started afresh",
             checkpoints_dir,
         )
     return checkpoints_dir, start
