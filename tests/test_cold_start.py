@@ -59,6 +59,7 @@ def toy_cfg(tmp_path: Path) -> PipelineConfig:
         reading_drills=30,
         search_drills=30,
         reading_people=20,
+        mentor_backlinks=False,
     )
     world_dir.mkdir()
     write_world(generate_world(world), world_dir)

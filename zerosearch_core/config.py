@@ -178,6 +178,15 @@ class WorldConfig:
         },
     )
 
+    mentor_backlinks: bool = field(
+        metadata={
+            "help": "Whether a mentor's passage also names the people they mentored ('... was the mentor of X'). "
+            "True: a search for a two-hop question's person often retrieves the mentor's passage too, so one "
+            "search can answer it. False: as in real bridge questions (HotpotQA), the passage that states the "
+            "answer does not name the question's person, and a second search for the mentor is needed."
+        },
+    )
+
     def __post_init__(self) -> None:
         if self.entities < 4:
             raise ConfigError(f"world.entities={self.entities} is too small; use at least 4.")
@@ -399,6 +408,16 @@ class ColdStartConfig:
             "some kinds of question more often than others, so its greedy choice is no coin toss per question "
             "that a float rounding can tip. 0 gives every question sft_search_share."
         }
+    )
+    sft_multi_hop_share: float = field(
+        metadata=bounded(
+            "Of the searching SFT questions that have a multi-hop decomposition (the toy world's two-hop "
+            "questions), the share whose trajectory searches every hop (the question, then the bridge person's "
+            "question, then the answer); the rest search once and give up. Below 1 the start searches again only "
+            "sometimes, and RL has to learn that it pays. No effect on questions without a decomposition.",
+            ge=0.0,
+            le=1.0,
+        )
     )
     reading_corpus: str | None = field(
         metadata={

@@ -48,6 +48,7 @@ def _config(tmp_path: Path, **overrides: object) -> WorldConfig:
         "reading_drills": 50,
         "search_drills": 20,
         "reading_people": 30,
+        "mentor_backlinks": True,
     }
     settings.update(overrides)
     return WorldConfig(**settings)  # type: ignore[arg-type]

@@ -153,6 +153,7 @@ def episode_statistics(trajectories: Sequence[Trajectory], noise_prob: float) ->
         "noise_prob": noise_prob,
         "turns_mean": sum(t.turns for t in trajectories) / count,
         "searches_mean": sum(t.searches for t in trajectories) / count,
+        "multi_search_rate": sum(t.searches > 1 for t in trajectories) / count,
         "response_tokens_mean": sum(len(t.response_ids) for t in trajectories) / count,
         "answer_rate": sum(t.answer is not None for t in trajectories) / count,
         "malformed_rate": sum(t.answer_spans != 1 for t in trajectories) / count,

@@ -4,6 +4,7 @@ Every source (NQ-open jsonl, SearchAgentReview jsonl, the Bamboogle CSV, or a Fl
 hub) becomes a DataFrame with the columns of :data:`NORMALIZED_COLUMNS`::
 
     id, question, golden_answers (list[str]), dataset, split, supporting_doc_ids (list[str]),
+    decomposition (list[str]: one search query per hop, where the source gives them; else empty),
     source_file, source_row (1-based line in the source file)
 
 Reading never drops or repairs a row: malformed content is kept as it is so that the Great Expectations suites in
@@ -36,6 +37,7 @@ NORMALIZED_COLUMNS: tuple[str, ...] = (
     "dataset",
     "split",
     "supporting_doc_ids",
+    "decomposition",
     "source_file",
     "source_row",
 )
@@ -240,6 +242,7 @@ def normalize(raw: pd.DataFrame, spec: BenchmarkFileConfig) -> pd.DataFrame:
             "dataset": [_row_dataset(row, spec) for row in rows],
             "split": spec.split,
             "supporting_doc_ids": [_as_answer_list(row.get("positive_doc_ids")) for row in rows],
+            "decomposition": [_as_answer_list(row.get("decomposition")) for row in rows],
             "source_file": source_label(spec),
             "source_row": [int(row["source_row"]) for row in rows],
         },

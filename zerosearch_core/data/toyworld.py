@@ -152,6 +152,9 @@ class Question:
     dataset: str
     positive_doc_ids: tuple[str, ...]
     split: str
+    decomposition: tuple[str, ...] = ()
+    """One search query per hop, in order: the question itself, then (two-hop) the single-hop question about the
+    mentor, whose passage states the answer. The cold start's multi-hop SFT trajectories search these."""
 
     def record(self) -> dict[str, Any]:
         """The JSON record written to the question files."""
@@ -164,6 +167,7 @@ class Question:
             "split": self.split,
             "hops": self.hops,
             "attribute": self.attribute,
+            "decomposition": list(self.decomposition),
         }
 
 
@@ -239,7 +243,10 @@ def generate_world(cfg: WorldConfig) -> World:
     mentees: dict[str, list[Person]] = {person.id: [] for person in people}
     for person in people:
         mentees[person.mentor_id].append(person)
-    passages = tuple(render_passage(person, by_id[person.mentor_id], mentees[person.id]) for person in people)
+    passages = tuple(
+        render_passage(person, by_id[person.mentor_id], mentees[person.id] if cfg.mentor_backlinks else ())
+        for person in people
+    )
     questions = [q for person in people for q in render_questions(person, by_id[person.mentor_id])]
     assigned, unused = assign_splits(questions, plan, rng)
     if unused:
@@ -490,6 +497,8 @@ def render_questions(person: Person, mentor: Person) -> list[Question]:
     >>> two_hop = render_questions(alira, doran)[1]
     >>> two_hop.id, two_hop.question, two_hop.answer, two_hop.positive_doc_ids
     ('toy-2hop-city-0007', 'Which city is the mentor of Alira Venhold from?', ('Varesk',), ('toy-0007', 'toy-0001'))
+    >>> two_hop.decomposition
+    ('Which city is the mentor of Alira Venhold from?', 'Which city is Doranor Kelby from?')
     """
     number = person.id.removeprefix("toy-")
     questions = []
@@ -505,6 +514,8 @@ def render_questions(person: Person, mentor: Person) -> list[Question]:
                     dataset=DATASET,
                     positive_doc_ids=(person.id,) if hops == 1 else (person.id, mentor.id),
                     split=UNASSIGNED,
+                    decomposition=(template.format(subject=subject),)
+                    + (() if hops == 1 else (template.format(subject=mentor.name),)),
                 )
             )
     return questions
@@ -553,7 +564,7 @@ def plan_splits(cfg: WorldConfig) -> dict[str, HopCounts]:
 
     >>> cfg = WorldConfig(seed=0, entities=10, two_hop_share=0.5, val_questions=4, test_questions=6,
     ...                   train_questions=None, output_dir="unused", reading_drills=0, search_drills=0,
-    ...                   reading_people=0)
+    ...                   reading_people=0, mentor_backlinks=False)
     >>> plan_splits(cfg)["train"]
     HopCounts(one_hop=25, two_hop=25)
     """

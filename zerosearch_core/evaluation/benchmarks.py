@@ -58,6 +58,7 @@ def evaluate_benchmark(
     error_budget: SearchErrorBudget,
     on_batch_done: Callable[[int], None] | None = None,
     yes_no_exact: bool = True,
+    bridges: Sequence[str | None] | None = None,
 ) -> BenchmarkRun:
     """Run the policy on ``questions`` in ``mode`` and score every answer.
 
@@ -73,6 +74,8 @@ def evaluate_benchmark(
         error_budget: Shared search-failure budget.
         on_batch_done: Progress callback, called with the number of episodes finished.
         yes_no_exact: HotpotQA's yes/no rule for F1 (``reward.yes_no_exact``).
+        bridges: Per question, the bridge entity a multi-hop question's later search should name
+            (:func:`bridge_names`), or None; adds ``bridge_query_rate`` to the metrics.
 
     Returns:
         Per-question predictions and aggregate metrics.
@@ -100,6 +103,12 @@ def evaluate_benchmark(
         seeds=[derive_seed(seed, "policy", row_id) for row_id in questions["id"].tolist()],
     )
     predictions = _predictions_frame(name, mode, questions, trajectories, yes_no_exact)
+    if bridges is not None:
+        predictions["bridge"] = list(bridges)
+        predictions["bridge_queried"] = [
+            bridge is not None and any(bridge.lower() in str(q).lower() for q in list(queries)[1:])
+            for bridge, queries in zip(bridges, predictions["queries"], strict=True)
+        ]
     return BenchmarkRun(benchmark=name, mode=mode, predictions=predictions, metrics=summarize(predictions))
 
 
@@ -182,7 +191,17 @@ def summarize(predictions: pd.DataFrame) -> dict[str, float]:
     """
     count = len(predictions)
     searched = predictions[predictions["searches"] > 0]
+    searched_again = predictions[predictions["searches"] > 1]
+    multi_hop: dict[str, float] = {
+        "multi_search_rate": len(searched_again) / count if count else 0.0,
+        "em_when_multi_search": float(searched_again["em"].mean()) if len(searched_again) else 0.0,
+    }
+    if "bridge" in predictions.columns:
+        bridged = predictions[predictions["bridge"].notna()]
+        if len(bridged):
+            multi_hop["bridge_query_rate"] = float(bridged["bridge_queried"].mean())
     return {
+        **multi_hop,
         **{metric: float(predictions[metric].mean()) if count else 0.0 for metric in METRICS},
         "n": float(count),
         "answer_rate": float(predictions["prediction"].notna().mean()) if count else 0.0,
@@ -194,6 +213,19 @@ def summarize(predictions: pd.DataFrame) -> dict[str, float]:
         "search_failures": float(predictions["search_failures"].sum()),
         "mean_response_tokens": float(predictions["response_tokens"].mean()) if count else 0.0,
     }
+
+
+def bridge_names(questions: pd.DataFrame, titles: dict[str, str]) -> list[str | None]:
+    """The bridge entity of each multi-hop question: the title of its last supporting passage (the one that states
+    the answer, which a second search must find), or None for a question with fewer than two supporting passages.
+
+    >>> frame = pd.DataFrame({"supporting_doc_ids": [["p1"], ["p1", "p2"]]})
+    >>> bridge_names(frame, {"p1": "Alira Venhold", "p2": "Doranor Kelby"})
+    [None, 'Doranor Kelby']
+    """
+    if "supporting_doc_ids" not in questions.columns:
+        return [None] * len(questions)
+    return [titles.get(str(list(docs)[-1])) if len(docs) >= 2 else None for docs in questions["supporting_doc_ids"]]
 
 
 def metrics_document(runs: Sequence[BenchmarkRun], benchmark_datasets: dict[str, str]) -> dict[str, Any]:

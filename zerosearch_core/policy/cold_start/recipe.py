@@ -208,6 +208,7 @@ def _sft_examples(
                 cold.sft_search_share,
                 derive_seed(setup.seed, "cold_start_search"),
                 form_shares,
+                multi_hop_share=cold.sft_multi_hop_share,
             )
     if lessons is not None and lesson_engine is not None:
         # Every lesson searches; the query and the answer after the retrieved block are learned, the choice to

@@ -60,9 +60,15 @@ def build_sft_examples(
     seed: int = 0,
     form_shares: dict[str, float] | None = None,
     learn_search_choice: bool = True,
+    multi_hop_share: float = 0.0,
 ) -> list[SFTExample]:
     """One trajectory per question: search the question with the real engine, then answer with the first golden
     answer; or, for a seeded ``1 - search_share`` of the questions, give up at once (:data:`NO_SEARCH_ANSWER`).
+
+    A multi-hop question (a ``decomposition`` of two or more queries) that searches searches every hop in a seeded
+    ``multi_hop_share`` of cases: the question, then each later query of its decomposition (the bridge entity's
+    question, written from what the first search returned), then the answer. In the other cases it searches once
+    and gives up, so the start searches again only sometimes and RL has room to learn that it pays.
 
     Args:
         questions: Normalised benchmark rows (``question``, ``golden_answers``, ``id``).
@@ -77,6 +83,8 @@ def build_sft_examples(
         learn_search_choice: Whether the choice to search, the ``<search>`` tag (the first token the policy
             writes), is learned. False makes reading lessons: the query (the question copied) and the answer after
             the retrieved block are learned, the choice to search is not.
+        multi_hop_share: Share of the searching multi-hop questions that search every hop (the rest search once
+            and give up). Rows without a ``decomposition`` column, or with fewer than two queries, are single-hop.
     """
     rng = random.Random(seed)
     if form_shares is None:
@@ -94,9 +102,16 @@ def build_sft_examples(
     for row, answers in zip(rows, answers_of, strict=True):
         if not answers:
             raise ValueError(f"Question {row.id} has no golden answer; validation should have rejected it.")
-    searched = sorted(searching)
-    found = search_calls(tokenizer, engine, rollout, top_k, [(str(rows[p].question), answers_of[p]) for p in searched])
-    calls = dict(zip(searched, found, strict=True))
+    decompositions = _decompositions(questions)
+    multi_hop = sorted(p for p in searching if len(decompositions[p]) >= 2)
+    every_hop = set(rng.sample(multi_hop, round(multi_hop_share * len(multi_hop)))) if multi_hop else set()
+    hop_queries = {
+        p: [str(rows[p].question), *decompositions[p][1:]] if p in every_hop else [str(rows[p].question)]
+        for p in sorted(searching)
+    }
+    requests = [(query, answers_of[p]) for p, queries in hop_queries.items() for query in queries]
+    found = iter(search_calls(tokenizer, engine, rollout, top_k, requests))
+    calls = {p: [next(found) for _ in queries] for p, queries in hop_queries.items()}
     give_up = encode_text(tokenizer, f"<answer> {NO_SEARCH_ANSWER} </answer>")
     examples = []
     for position, (row, answers) in enumerate(zip(rows, answers_of, strict=True)):
@@ -104,13 +119,22 @@ def build_sft_examples(
         if position not in searching:
             examples.append(SFTExample(tuple(prompt + give_up), tuple([0] * len(prompt) + [1] * len(give_up)), False))
             continue
-        answer = encode_text(tokenizer, f"<answer> {answers[0]} </answer>")
-        search, information = calls[position]
-        ids = prompt + search + information + answer
-        search_mask = [int(learn_search_choice)] + [1] * (len(search) - 1)
-        mask = [0] * len(prompt) + search_mask + [0] * len(information) + [1] * len(answer)
-        examples.append(SFTExample(tuple(ids), tuple(mask), True))
+        gives_up = position in multi_hop and position not in every_hop
+        answer = give_up if gives_up else encode_text(tokenizer, f"<answer> {answers[0]} </answer>")
+        ids, mask = list(prompt), [0] * len(prompt)
+        for hop, (search, information) in enumerate(calls[position]):
+            learn_tag = int(learn_search_choice or hop > 0)
+            ids += search + information
+            mask += [learn_tag] + [1] * (len(search) - 1) + [0] * len(information)
+        examples.append(SFTExample(tuple(ids + answer), tuple(mask + [1] * len(answer)), True))
     return examples
+
+
+def _decompositions(questions: pd.DataFrame) -> list[list[str]]:
+    """Each row's search query per hop (empty where the benchmark gives none)."""
+    if "decomposition" not in questions.columns:
+        return [[] for _ in range(len(questions))]
+    return [[str(q) for q in queries] for queries in questions["decomposition"].tolist()]
 
 
 def search_calls(
