@@ -127,6 +127,40 @@ def test_sft_trajectory_has_the_rollout_layout_and_masks_only_inserted_documents
         assert f"(Title: {person})" in inserted  # real search found the person
 
 
+def test_two_hop_sft_searches_the_bridge_person_for_its_share_and_gives_up_otherwise(toy_cfg: PipelineConfig) -> None:
+    """A two-hop trajectory searches the question, then (from what came back) the mentor's own question, then
+    answers; where it is not in sft_multi_hop_share it searches once and gives up. Real world, real BM25."""
+    prepare_data.run(toy_cfg, StageHooks())
+    build_index.run(toy_cfg, StageHooks())
+    passages = pd.read_parquet(Path(toy_cfg.paths.index_dir) / "passages.parquet")
+    titles = dict(zip(passages["id"], passages["title"], strict=True))
+    _, tokenizer = build_tiny_policy(toy_cfg.model, passages["text"].tolist(), seed=1)
+    train = pd.read_parquet(Path(toy_cfg.paths.benchmarks_dir) / "toy_train.parquet")
+    questions = train[train["supporting_doc_ids"].map(len) == 2].head(4).reset_index(drop=True)
+    with open_search_engine(toy_cfg.search, Path(toy_cfg.paths.index_dir)) as engine:
+
+        def build(share: float) -> list[SFTExample]:
+            return build_sft_examples(questions, tokenizer, engine, toy_cfg.rollout, 3, multi_hop_share=share)
+
+        every_hop, once = build(1.0), build(0.0)
+    for example, row in zip(every_hop, questions.itertuples(), strict=True):
+        person, mentor = (titles[doc] for doc in row.supporting_doc_ids)
+        text = tokenizer.decode(list(example.input_ids))
+        learned = tokenizer.decode([t for t, m in zip(example.input_ids, example.loss_mask, strict=True) if m])
+        second = row.decomposition[1]
+        assert mentor in second and person not in second
+        assert learned == (
+            f"<search> {row.question} </search><search> {second} </search><answer> {row.golden_answers[0]} </answer>"
+        )
+        first_block, second_block = text.split("<information>")[-2:]  # the prompt names the tag too
+        assert f"(Title: {person})" in first_block and f"mentored by {mentor}" in first_block
+        assert f"(Title: {mentor})" in second_block  # real search for the bridge finds the answer's passage
+        assert text.count("<search>") == 3  # the prompt names the tag once, then two searches
+    for example, row in zip(once, questions.itertuples(), strict=True):
+        learned = tokenizer.decode([t for t, m in zip(example.input_ids, example.loss_mask, strict=True) if m])
+        assert learned == f"<search> {row.question} </search><answer> unknown </answer>"
+
+
 def test_sft_search_share_gives_up_on_a_seeded_share_without_searching(toy_cfg: PipelineConfig) -> None:
     prepare_data.run(toy_cfg, StageHooks())
     build_index.run(toy_cfg, StageHooks())

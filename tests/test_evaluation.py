@@ -185,3 +185,27 @@ def test_a_given_prompt_template_replaces_the_search_prompt_only(tiny_policy_dir
     assert search == template.replace("{question}", "Who wrote Hamlet?")
     direct = build_prompt_ids(tokenizer, "Who wrote Hamlet?", "direct", False, template)
     assert direct == build_prompt_ids(tokenizer, "Who wrote Hamlet?", "direct", False)
+
+
+def test_multi_hop_metrics_count_second_searches_and_later_queries_that_name_the_bridge() -> None:
+    from zerosearch_core.evaluation.benchmarks import summarize
+
+    frame = pd.DataFrame(
+        {
+            "em": [1.0, 0.0, 1.0],
+            "cover_em": [1.0, 0.0, 1.0],
+            "f1": [1.0, 0.0, 1.0],
+            "prediction": ["a", "b", "c"],
+            "turns": [3, 2, 2],
+            "searches": [2, 1, 1],
+            "invalid_actions": [0, 0, 0],
+            "search_failures": [0, 0, 0],
+            "response_tokens": [9, 5, 5],
+            "bridge": ["Doran Kelby", "Doran Kelby", None],
+            "bridge_queried": [True, False, False],
+        }
+    )
+    metrics = summarize(frame)
+    assert metrics["multi_search_rate"] == 1 / 3 and metrics["em_when_multi_search"] == 1.0
+    assert metrics["bridge_query_rate"] == 0.5  # over the two questions that have a bridge
+    assert "bridge_query_rate" not in summarize(frame.drop(columns=["bridge", "bridge_queried"]))

@@ -156,3 +156,15 @@ def test_the_reward_of_every_trajectory_is_the_metric_evaluation_reports(cfg, ti
     scores = run.predictions.set_index("question")
     assert scores.loc["Capital of Italy?", "em"] == 1.0  # the last span, Rome
     assert scores.loc["Who wrote Hamlet?", "cover_em"] == 1.0 and scores.loc["Who wrote Hamlet?", "em"] == 0.0
+
+
+def test_the_bridge_bonus_is_added_to_the_answer_reward_only_when_a_later_search_names_the_bridge() -> None:
+    from zerosearch_core.rl.grpo import make_reward_func
+
+    reward = make_reward_func("f1", True, bridge_bonus=0.25)
+    texts = ["<answer> Varesk </answer>", "<answer> Varesk </answer>", "<answer> wrong </answer>"]
+    queries = [["mentor of Alira", "Which city is Doran Kelby from?"], ["Doran Kelby"], ["a", "doran kelby"]]
+    scores = reward([], [], texts, [["Varesk"]] * 3, queries=queries, bridge=["Doran Kelby"] * 3)
+    assert scores == [1.25, 1.0, 0.25]  # the first search naming the bridge earns nothing: it was in the question
+    plain = make_reward_func("f1", True)
+    assert plain([], [], texts, [["Varesk"]] * 3, queries=queries, bridge=["Doran Kelby"] * 3) == [1.0, 1.0, 0.0]

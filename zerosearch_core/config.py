@@ -671,6 +671,15 @@ class SimulatorConfig:
             "as it is (no fine-tuning) and every search prompts it with a worked example (few-shot)."
         }
     )
+    answer_aware: bool = field(
+        metadata={
+            "help": "Whether the simulator's prompt states the question's final answer for every query, as "
+            "ZeroSearch's does (true, the paper). Then a 'useful' document for a multi-hop question's first query "
+            "can already state the final answer, which real search will not. False (the answer-leak comparison "
+            "row) writes 'Answer: (not given)': useful documents state what the query itself asks, and only "
+            "noisy documents are checked against the golden answers. Applies to the SFT data and to serving."
+        }
+    )
     max_new_tokens: int = field(metadata={"help": "Generation budget of one simulated search."})
     temperature: float = field(metadata=bounded("Sampling temperature of the simulator.", ge=0))
     type_check: Literal["as_written", "resample"] = field(
@@ -762,6 +771,15 @@ class RewardConfig:
             "help": "HotpotQA's F1 rule: yes/no/noanswer only match themselves (true, the default, also in "
             "evaluation's F1); false gives partial credit ('yes, he did' vs 'yes'), as ZeroSearch's F1 reward does."
         }
+    )
+    bridge_bonus: float = field(
+        metadata=bounded(
+            "Added to the answer reward when a search after the first names the question's bridge entity (the "
+            "title of its last supporting passage, for questions with two or more): a per-search process term in "
+            "the spirit of StepSearch's information gain, for comparison rows. 0, the paper's answer-only reward, "
+            "is the default.",
+            ge=0.0,
+        )
     )
 
 

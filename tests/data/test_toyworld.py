@@ -323,3 +323,24 @@ def test_stage_writes_the_world_and_a_failed_rerun_leaves_it_untouched(
 def test_stage_without_a_world_section_says_how_to_fix_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="set a world: section"):
         generate_world_stage.run(_stage_config(tmp_path, None), StageHooks())  # type: ignore[arg-type]
+
+
+def test_without_backlinks_a_two_hop_answer_passage_never_names_the_questions_person(tmp_path: Path) -> None:
+    """world.mentor_backlinks false: the mentor's passage does not name the mentee, so one search for the question
+    cannot find it; the question's decomposition names the bridge person for the second search."""
+    world = generate_world(_config(tmp_path, mentor_backlinks=False))
+    texts = {p.id: p.text for p in world.passages}
+    names = {p.id: p.name for p in world.entities}
+    two_hop = [q for q in world.questions if q.hops == 2]
+    assert two_hop and not any("was the mentor of" in text for text in texts.values())
+    mentor_of = {p.id: p.mentor_id for p in world.entities}
+    reciprocal = [q for q in two_hop if mentor_of[q.positive_doc_ids[1]] == q.positive_doc_ids[0]]
+    assert len(reciprocal) <= len(two_hop) // 10  # two people who mentored each other name each other anyway
+    for question in two_hop:
+        person, mentor = question.positive_doc_ids
+        assert (names[person] in texts[mentor]) == (question in reciprocal)
+        assert f"mentored by {names[mentor]}" in texts[person]
+        assert question.decomposition[0] == question.question
+        assert names[mentor] in question.decomposition[1] and question.answer[0] in texts[mentor]
+    with_links = generate_world(_config(tmp_path, mentor_backlinks=True))
+    assert any("was the mentor of" in p.text for p in with_links.passages)

@@ -482,3 +482,21 @@ def test_prompted_mode_saves_the_base_as_it_is_and_measures_it_few_shot(
     assert not Path(run_cfg.paths.simulator_checkpoints_dir).exists()
     saved, base = load_causal_lm(run_cfg.paths.simulator_dir), load_causal_lm(tiny_policy_dir)
     assert all(torch.equal(a, b) for a, b in zip(saved.parameters(), base.parameters(), strict=True))
+
+
+def test_an_answer_blind_simulator_prompt_never_states_the_answer() -> None:
+    from zerosearch_core.simulator.prompts import NO_ANSWER_GIVEN, render_simulator_prompt
+    from zerosearch_core.simulator.sft_data import sft_row
+
+    aware = render_simulator_prompt("Which city is Doran from?", "Q about Alira?", ["Varesk"], "useful", 3, 30)
+    blind = render_simulator_prompt("Which city is Doran from?", "Q about Alira?", ["Varesk"], "useful", 3, 30, False)
+    assert "Varesk" in aware and "Varesk" not in blind and f"Answer: {NO_ANSWER_GIVEN}" in blind
+    interaction = {
+        "id": "q1",
+        "query": "Which city is Doran from?",
+        "question": "Q about Alira?",
+        "golden_answers": ["Varesk"],
+        "documents": [{"id": "d", "title": "Doran", "text": "Doran is from Varesk.", "score": 1.0}],
+    }
+    row = sft_row(interaction, "useful", 0, 30, answer_aware=False)
+    assert "Varesk" not in row["prompt"][0]["content"] and "Varesk" in row["completion"][0]["content"]

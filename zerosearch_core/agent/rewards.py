@@ -169,6 +169,20 @@ def answer_metrics(
     }
 
 
+def bridge_search_bonus(queries: Sequence[str], bridge: str | None, weight: float) -> float:
+    """``weight`` when a search after the first names ``bridge`` (case-insensitive), else 0: the process term of
+    ``reward.bridge_bonus`` for multi-hop questions (``bridge`` None or empty for the others).
+
+    >>> bridge_search_bonus(["mentor of Alira Venhold", "Which city is Doran Kelby from?"], "Doran Kelby", 0.2)
+    0.2
+    >>> bridge_search_bonus(["Doran Kelby"], "Doran Kelby", 0.2), bridge_search_bonus(["a", "b"], None, 0.2)
+    (0.0, 0.0)
+    """
+    if not bridge or weight == 0:
+        return 0.0
+    return weight if any(bridge.lower() in query.lower() for query in list(queries)[1:]) else 0.0
+
+
 def answer_reward(response: str, golden_answers: Sequence[str], metric: str = "f1", yes_no_exact: bool = True) -> float:
     """The RL reward of one response: ``metric`` of its extracted (last) answer, the very number evaluation reports
     for it; 0 without an answer span. A response with several spans is scored on its last one (and counted as

@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from zerosearch_core.agent.loop import sampled_ids
-from zerosearch_core.agent.rewards import answer_reward
+from zerosearch_core.agent.rewards import answer_reward, bridge_search_bonus
 from zerosearch_core.artifacts import checkpoint_is_final, last_complete_checkpoint
 from zerosearch_core.models.build import load_causal_lm, load_tokenizer
 from zerosearch_core.models.generation import PolicyBackend, open_policy_backend
@@ -115,18 +115,29 @@ class SearchRollout:
             "logprobs": [list(e.logprobs) for e in episodes],  # sampling log-probs; 0 on masked (inserted) tokens
             "env_mask": masks,
             "sampled_text": sampled,
+            "queries": [list(e.queries) for e in episodes],
         }
 
 
-def make_reward_func(metric: str, yes_no_exact: bool) -> Callable[..., list[float | None]]:
-    """A TRL reward function: the answer reward of the text each episode sampled."""
+def make_reward_func(metric: str, yes_no_exact: bool, bridge_bonus: float = 0.0) -> Callable[..., list[float | None]]:
+    """A TRL reward function: the answer reward of the text each episode sampled, plus ``bridge_bonus`` when a later
+    search names the question's bridge entity (:func:`~zerosearch_core.agent.rewards.bridge_search_bonus`)."""
 
     def answer_f1(
-        prompts: list[Any], completions: list[Any], sampled_text: list[str], golden_answers: list[Any], **_: Any
+        prompts: list[Any],
+        completions: list[Any],
+        sampled_text: list[str],
+        golden_answers: list[Any],
+        queries: list[list[str]] | None = None,
+        bridge: list[str] | None = None,
+        **_: Any,
     ) -> list[float | None]:
+        episode_queries = queries if queries is not None else [[] for _ in sampled_text]
+        bridges = bridge if bridge is not None else [""] * len(sampled_text)
         return [
             answer_reward(text, [str(a) for a in gold], metric, yes_no_exact)
-            for text, gold in zip(sampled_text, golden_answers, strict=True)
+            + bridge_search_bonus(asked, name, bridge_bonus)
+            for text, gold, asked, name in zip(sampled_text, golden_answers, episode_queries, bridges, strict=True)
         ]
 
     answer_f1.__name__ = f"answer_{metric}"
@@ -187,6 +198,7 @@ def run_grpo(
         {
             "prompt": questions["question"].astype(str).tolist(),
             "golden_answers": [list(g) for g in questions["golden_answers"]],
+            "bridge": [str(b) if isinstance(b, str) else "" for b in questions.get("bridge", [None] * len(questions))],
         }
     )
     resume = last_complete_checkpoint(output_dir)
@@ -202,7 +214,7 @@ def run_grpo(
 
         trainer = GRPOTrainer(
             model=model,
-            reward_funcs=make_reward_func(setup.reward.metric, setup.reward.yes_no_exact),
+            reward_funcs=make_reward_func(setup.reward.metric, setup.reward.yes_no_exact, setup.reward.bridge_bonus),
             args=make_grpo_config(setup, output_dir),
             train_dataset=dataset,
             processing_class=tokenizer,

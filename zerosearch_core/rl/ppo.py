@@ -28,7 +28,7 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from zerosearch_core.agent.loop import PolicyGenerator, Trajectory, sampled_ids
-from zerosearch_core.agent.rewards import answer_reward
+from zerosearch_core.agent.rewards import answer_reward, bridge_search_bonus
 from zerosearch_core.artifacts import remove_path, write_dir_atomically
 from zerosearch_core.config import TrainConfig
 from zerosearch_core.models.build import load_causal_lm, load_tokenizer, save_policy
@@ -231,22 +231,23 @@ class PolicyTrainer:
 
     def rollout(self, questions: pd.DataFrame) -> tuple[StepEpisodes, list[float]]:
         """``group_size`` episodes per question at this step's noise probability, and their rewards."""
-        requests, golds = [], []
+        requests, golds, bridges = [], [], []
         for row in questions.itertuples(index=False):
             for sample in range(self.train.group_size):
                 seed = derive_seed(self.setup.rl_seed, self.state.step, row.id, sample)
                 requests.append(EpisodeRequest(str(row.question), tuple(row.golden_answers), seed))
                 golds.append([str(a) for a in row.golden_answers])
+                bridges.append(getattr(row, "bridge", None))
         self.policy.eval()
         generator = self.rollout_generator()
         episodes = run_step_episodes(
             generator, self.tokenizer, self.engine, requests, self.state.step, self.setup, self.error_budget
         )
+        reward = self.setup.reward
         scores = [
-            answer_reward(
-                self.generator.decode(sampled_ids(t)), gold, self.setup.reward.metric, self.setup.reward.yes_no_exact
-            )
-            for t, gold in zip(episodes.trajectories, golds, strict=True)
+            answer_reward(self.generator.decode(sampled_ids(t)), gold, reward.metric, reward.yes_no_exact)
+            + bridge_search_bonus(t.queries, bridge, reward.bridge_bonus)
+            for t, gold, bridge in zip(episodes.trajectories, golds, bridges, strict=True)
         ]
         return episodes, scores
 

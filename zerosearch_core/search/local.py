@@ -45,6 +45,15 @@ class Retriever(Protocol):
         ...
 
 
+def passage_titles(index_dir: Path) -> dict[str, str]:
+    """Passage id to title of a built index (empty when ``index_dir`` holds no passages table)."""
+    path = index_dir / PASSAGES_FILE
+    if not path.is_file():
+        return {}
+    passages = pd.read_parquet(path, columns=["id", "title"])
+    return dict(zip(passages["id"].astype(str), passages["title"].astype(str), strict=True))
+
+
 @dataclass
 class BM25Retriever:
     """Lucene-flavoured BM25 from ``bm25s`` with English stop words removed."""

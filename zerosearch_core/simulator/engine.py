@@ -111,7 +111,8 @@ class SimulatedSearchEngine:
                 continue
             doc_type = choose_doc_type(session.ctx.noise_prob, session.rng)
             session.calls += 1
-            asked.append(_Asked(index, session, doc_type, self.render_prompt(session.ctx, query, doc_type, top_k)))
+            prompt = self.render_prompt(session.ctx, query, doc_type, top_k)
+            asked.append(_Asked(index, session, doc_type, prompt, answer_aware=self.cfg.answer_aware))
         started = time.perf_counter()
         resample = self.cfg.type_check == "resample"
         pending = asked
@@ -162,7 +163,15 @@ class SimulatedSearchEngine:
 
     def render_prompt(self, ctx: EpisodeContext, query: str, doc_type: str, top_k: int) -> str:
         """The simulator prompt of one search (with a worked example in prompted mode)."""
-        prompt = render_simulator_prompt(query, ctx.question, ctx.gold_answers, doc_type, top_k, self.cfg.doc_words)  # type: ignore[arg-type]
+        prompt = render_simulator_prompt(
+            query,
+            ctx.question,
+            ctx.gold_answers,
+            doc_type,  # type: ignore[arg-type]
+            top_k,
+            self.cfg.doc_words,
+            self.cfg.answer_aware,
+        )
         return FEW_SHOT_EXAMPLE + prompt if self.cfg.mode == "prompted" else prompt
 
 
@@ -174,6 +183,8 @@ class _Asked:
     session: SimulatedSearchSession
     doc_type: DocType
     prompt: str
+    answer_aware: bool = True
+    """False: the prompt gave no answer, so a useful output is not checked against the golden answers."""
     last: ParsedDocuments | None = None
     clean: list[Document] = field(default_factory=list)
 
@@ -192,6 +203,8 @@ class _Asked:
         """Whether the output obeys its type: useful contains a golden answer; noisy has top_k clean documents."""
         if self.doc_type == "noisy":
             return len(self.clean) >= top_k
+        if not self.answer_aware:
+            return self.last is not None
         return self.last is not None and contains_answer(self.last.documents, self.session.ctx.gold_answers)
 
     def result(self, top_k: int) -> ParsedDocuments:

@@ -51,8 +51,18 @@ _DOC_LINE = re.compile(r"^\s*(?:Doc(?:ument)?\s*)?(\d+)\s*[:.)]\s*(.*)$", re.IGN
 _TITLE = re.compile(r"^\(Title:\s*(.*?)\)\s*(.*)$", re.DOTALL)
 
 
+NO_ANSWER_GIVEN = "(not given)"
+"""What an answer-blind simulator prompt (``simulator.answer_aware: false``) writes after ``Answer:``."""
+
+
 def render_simulator_prompt(
-    query: str, question: str, golden_answers: Sequence[str], doc_type: DocType, num_documents: int, doc_words: int
+    query: str,
+    question: str,
+    golden_answers: Sequence[str],
+    doc_type: DocType,
+    num_documents: int,
+    doc_words: int,
+    answer_aware: bool = True,
 ) -> str:
     """The user message that asks the simulator for documents.
 
@@ -63,16 +73,20 @@ def render_simulator_prompt(
         doc_type: ``"useful"`` or ``"noisy"``.
         num_documents: How many documents to write.
         doc_words: Their approximate length in words.
+        answer_aware: Whether the prompt states the golden answers (the paper's simulator) or
+            :data:`NO_ANSWER_GIVEN` (documents that state only what the query asks).
 
     >>> render_simulator_prompt("q", "Q?", ["A"], "useful", 2, 30).splitlines()[-2]
     'Query: q'
+    >>> render_simulator_prompt("q", "Q?", ["A"], "useful", 2, 30, answer_aware=False).splitlines()[-3]
+    'Answer: (not given)'
     """
     return SIMULATOR_TEMPLATE.format(
         num_documents=num_documents,
         doc_words=doc_words,
         type_instruction=_TYPE_INSTRUCTIONS[doc_type],
         question=question.strip(),
-        answers=" | ".join(a.strip() for a in golden_answers),
+        answers=" | ".join(a.strip() for a in golden_answers) if answer_aware else NO_ANSWER_GIVEN,
         query=query.strip(),
     )
 

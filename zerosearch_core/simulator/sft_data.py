@@ -131,7 +131,9 @@ def lower_ranked_noisy(interaction: dict[str, Any]) -> dict[str, Any] | None:
     return {**interaction, "documents": clean[: len(shown)], "lower_ranked": [], "derived": "lower_ranked"}
 
 
-def sft_row(interaction: dict[str, Any], doc_type: str, index: int, doc_words: int) -> dict[str, Any]:
+def sft_row(
+    interaction: dict[str, Any], doc_type: str, index: int, doc_words: int, answer_aware: bool = True
+) -> dict[str, Any]:
     """One chat-format SFT example with the fields its validation needs."""
     documents = documents_of(interaction)
     prompt = render_simulator_prompt(
@@ -141,6 +143,7 @@ def sft_row(interaction: dict[str, Any], doc_type: str, index: int, doc_words: i
         doc_type,  # type: ignore[arg-type]
         len(documents),
         doc_words,
+        answer_aware,
     )
     completion = render_documents_target(documents, doc_words)
     return {
@@ -224,7 +227,10 @@ def build_sft_data(interactions: list[dict[str, Any]], sim: SimulatorConfig, dty
     by_label = {kind: [pair for pair in train if pair[1] == kind] for kind in ("useful", "noisy")}
     balanced = balance_classes(by_label, sim.balance, rng)
     distinct = len({id(pair) for pair in balanced})  # a repeated row is the same (interaction, label) object
-    rows = [sft_row(interaction, label, n, sim.doc_words) for n, (interaction, label) in enumerate(balanced)]
+    rows = [
+        sft_row(interaction, label, n, sim.doc_words, sim.answer_aware)
+        for n, (interaction, label) in enumerate(balanced)
+    ]
     frame = pd.DataFrame(rows, columns=list(SFT_COLUMNS))
     counts = Counter(labels)
     agree = sum((label == "useful") == leaks for label, leaks in zip(labels, contained, strict=True))

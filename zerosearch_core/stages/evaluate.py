@@ -23,7 +23,7 @@ from zerosearch_core.evaluation.card import plot_metrics, render_eval_card
 from zerosearch_core.models.build import load_causal_lm, load_tokenizer
 from zerosearch_core.models.generation import open_policy_backend
 from zerosearch_core.search.base import SearchEngine, SearchErrorBudget
-from zerosearch_core.search.local import PASSAGES_FILE
+from zerosearch_core.search.local import passage_titles
 from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.seeding import derive_seed
 from zerosearch_core.stages import StageHooks, StageResult
@@ -102,11 +102,7 @@ def evaluate_models(
     )
     runs: list[BenchmarkRun] = []
     engine_facts = engine.describe()
-    passages_file = Path(cfg.paths.index_dir) / PASSAGES_FILE
-    titles: dict[str, str] = {}
-    if passages_file.is_file():  # the bridge entity of multi-hop questions, by passage title
-        passages = pd.read_parquet(passages_file, columns=["id", "title"])
-        titles = dict(zip(passages["id"].astype(str), passages["title"].astype(str), strict=True))
+    titles = passage_titles(Path(cfg.paths.index_dir))  # the bridge entity of multi-hop questions
     for prefix, policy_dir in models.items():
         tokenizer = load_tokenizer(policy_dir)
         with open_policy_backend(cfg.rollout, Path(policy_dir), tokenizer, cfg.model.dtype, cfg.seed) as backend:

@@ -27,10 +27,12 @@ from zerosearch_core.artifacts import (
 )
 from zerosearch_core.config import PipelineConfig, config_values, tracked_keys
 from zerosearch_core.data import benchmarks as benchmark_data
+from zerosearch_core.evaluation.benchmarks import bridge_names
 from zerosearch_core.models.build import save_policy, tokenizer_identity
 from zerosearch_core.rl import distributed
 from zerosearch_core.rl.registry import get_trainer
 from zerosearch_core.rl.report import latest_by_step, plot_training_curves, summarize_history
+from zerosearch_core.search.local import passage_titles
 from zerosearch_core.search.registry import open_search_engine
 from zerosearch_core.seeding import derive_seed
 from zerosearch_core.stages import StageHooks, StageResult
@@ -122,6 +124,7 @@ def run(cfg: PipelineConfig, hooks: StageHooks) -> StageResult:
     history_path = checkpoints_dir / HISTORY_FILE
     benchmarks_dir = Path(cfg.paths.benchmarks_dir)
     questions = benchmark_data.load_benchmark(benchmarks_dir, cfg.train.questions)
+    questions["bridge"] = bridge_names(questions, passage_titles(Path(cfg.paths.index_dir)))  # reward.bridge_bonus
     validation = benchmark_data.sample_questions(
         benchmark_data.load_benchmark(benchmarks_dir, cfg.train.validation_questions),
         cfg.train.validation_size,
