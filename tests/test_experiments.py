@@ -114,12 +114,15 @@ def test_summary_has_cold_start_first_then_mean_and_spread_per_experiment(tmp_pa
     assert zerosearch["em_std"] == pytest.approx(0.1414, abs=1e-3)  # sample std of 0.6 and 0.4
     assert zerosearch["per_benchmark"] == pytest.approx({"toy_test_1hop": 0.7, "toy_test_2hop": 0.3})
     assert real_row["em_std"] == 0.0
-    write_results(plan, rows, tmp_path / "results", "Toy")
+    write_results(plan, rows, tmp_path / "results", "Toy", "Generated at commit abc on 2026-12-07.")
     markdown = (tmp_path / "results/results.md").read_text()
-    assert f"| {zs.label} | 50.0 ± 14.1 | 70.0 | 30.0 | +45.0 ± 14.1 | 2 | 60.0, 40.0 |" in markdown
+    assert markdown.startswith("# Toy\n\nGenerated at commit abc on 2026-12-07.\n")
+    assert json.loads((tmp_path / "results/results.json").read_text())["provenance"].startswith("Generated")
+    assert f"| {zs.label} | 50.0 ± 14.1, n=2 | 70.0 | 30.0 | +45.0 ± 14.1 | 2 | 60.0, 40.0 |" in markdown
     assert "its cold start" not in markdown  # every row shares the table's cold start
     assert "simulated search is at least as good as real search (zerosearch 50.0 ± 14.1, n=2" in markdown
-    assert "| cold start (before RL) | 5.0 ± 0.0 |" in markdown
+    assert "| cold start (before RL) | 5.0, n=1 |" in markdown
+    assert "real search (n=1 seed)" not in markdown and "not separable (n=1)" in markdown  # real search has one seed
     assert (tmp_path / "results/results.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -134,7 +137,7 @@ def test_a_row_with_another_cold_start_is_compared_with_its_own(tmp_path: Path) 
     assert table[2]["cold_start_em_when_searching"] == {"toy_test_1hop": pytest.approx(0.8)}
     markdown = render_results(table, "Worlds", [])
     # 50.0 EM against its own cold start of 20.0 (not the table's 5.0), which read 80% of what it searched.
-    assert "| world seed 11 | 50.0 ± 0.0 | 70.0 | 30.0 | 20.0 | 80.0 (50% searched) | +30.0 | 1 | 50.0 |" in markdown
+    assert "| world seed 11 | 50.0, n=1 | 70.0 | 30.0 | 20.0 | 80.0 (50% searched) | +30.0 | 1 | 50.0 |" in markdown
 
 
 def test_a_run_without_the_trained_search_mode_is_an_error() -> None:

@@ -201,9 +201,11 @@ def _summary_row(name: str, label: str, values: list[float], per_benchmark: dict
 def claim_verdicts(plan: ExperimentPlan, table: list[dict[str, Any]]) -> list[str]:
     """One sentence per claim: the two rows' mean EM with spread and seeds, their difference, and the verdict.
 
-    The difference counts only beyond the spread: with ``s`` the larger of the two rows' sample std (0 for a single
-    seed), ``better`` is *reproduced* when the difference exceeds ``s``, *contradicted* when it is below ``-s`` and
-    *not separable* between; ``at_least`` is *reproduced* unless the row falls behind by more than ``s``.
+    The rule (:func:`verdict`) is strict: a row with fewer than two seeds has no spread, so a claim on it is *not
+    separable*; otherwise, with ``s`` the larger of the two rows' sample std, ``better`` is *reproduced* only when
+    the difference exceeds ``s``, *contradicted* when it is below ``-s``, and *not separable* between; ``at_least``
+    is *reproduced* when the row is not behind at all, *contradicted* when it is behind by more than ``s``, and *not
+    separable* between (so a row 5 points behind is never "reproduced").
 
     >>> rows = [{"name": "a", "em_mean": 0.3, "em_std": 0.02, "n": 3},
     ...         {"name": "b", "em_mean": 0.2, "em_std": 0.01, "n": 3}]
@@ -219,16 +221,40 @@ def claim_verdicts(plan: ExperimentPlan, table: list[dict[str, Any]]) -> list[st
         a, b = by_name[claim.row], by_name[claim.against]
         diff = a["em_mean"] - b["em_mean"]
         spread = max(a["em_std"], b["em_std"])
-        if claim.relation == "better":
-            verdict = "reproduced" if diff > spread else "contradicted" if diff < -spread else "not separable"
-        else:
-            verdict = "contradicted" if diff < -spread else "reproduced"
+        found = verdict(claim.relation, diff, spread, min(a["n"], b["n"]))
         sentences.append(
-            f"- {claim.text} ({claim.row} {100 * a['em_mean']:.1f} ± {100 * a['em_std']:.1f}, n={a['n']}, against "
-            f"{claim.against} {100 * b['em_mean']:.1f} ± {100 * b['em_std']:.1f}, n={b['n']}): "
-            f"{verdict} ({100 * diff:+.1f} points, spread {100 * spread:.1f})"
+            f"- {claim.text} ({claim.row} {em_text(a)}, against {claim.against} {em_text(b)}): "
+            f"{found} ({100 * diff:+.1f} points, spread {100 * spread:.1f})"
         )
     return sentences
+
+
+def verdict(relation: str, diff: float, spread: float, seeds: int) -> str:
+    """The verdict of one claim (see :func:`claim_verdicts`).
+
+    >>> verdict("better", 0.10, 0.02, 3), verdict("better", 0.01, 0.02, 3), verdict("better", 0.10, 0.0, 1)
+    ('reproduced', 'not separable', 'not separable (n=1)')
+    >>> verdict("at_least", -0.05, 0.06, 3), verdict("at_least", 0.0, 0.06, 3), verdict("at_least", -0.07, 0.06, 3)
+    ('not separable', 'reproduced', 'contradicted')
+    """
+    if seeds < 2:
+        return "not separable (n=1)"
+    if diff < -spread:
+        return "contradicted"
+    if relation == "better":
+        return "reproduced" if diff > spread else "not separable"
+    return "reproduced" if diff >= 0 else "not separable"
+
+
+def em_text(row: dict[str, Any]) -> str:
+    """A row's EM in points: mean ± sample std with its seed count, or the single value with ``n=1``.
+
+    >>> em_text({"em_mean": 0.5, "em_std": 0.1, "n": 3}), em_text({"em_mean": 0.5, "em_std": 0.0, "n": 1})
+    ('50.0 ± 10.0, n=3', '50.0, n=1')
+    """
+    if row["n"] < 2:
+        return f"{100 * row['em_mean']:.1f}, n=1"
+    return f"{100 * row['em_mean']:.1f} ± {100 * row['em_std']:.1f}, n={row['n']}"
 
 
 def render_results(table: list[dict[str, Any]], title: str, notes: list[str]) -> str:
@@ -237,7 +263,7 @@ def render_results(table: list[dict[str, Any]], title: str, notes: list[str]) ->
 
     >>> row = {"name": "a", "label": "A", "n": 2, "em_mean": 0.5, "em_std": 0.1, "em_values": [0.4, 0.6],
     ...        "per_benchmark": {"t": 0.5}}
-    >>> "| A | 50.0 ± 10.0 | 50.0 |" in render_results([row], "T", [])
+    >>> "| A | 50.0 ± 10.0, n=2 | 50.0 |" in render_results([row], "T", [])
     True
     """
     benchmarks = sorted({b for row in table for b in row["per_benchmark"]})
@@ -254,7 +280,7 @@ def render_results(table: list[dict[str, Any]], title: str, notes: list[str]) ->
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for row in table:
-        cells = [row["label"], f"{100 * row['em_mean']:.1f} ± {100 * row['em_std']:.1f}"]
+        cells = [row["label"], em_text(row)]
         cells += [f"{100 * row['per_benchmark'].get(b, float('nan')):.1f}" for b in benchmarks]
         if own_starts:
             cells.append(f"{100 * row['cold_start_em']:.1f}" if "cold_start_em" in row else "")
@@ -284,7 +310,7 @@ def render_results(table: list[dict[str, Any]], title: str, notes: list[str]) ->
     return "\n".join(lines) + "\n"
 
 
-def plot_results(table: list[dict[str, Any]], path: Path) -> None:
+def plot_results(table: list[dict[str, Any]], path: Path, provenance: str = "") -> None:
     """A bar chart of mean EM per run with the spread as error bars and every seed as a dot."""
     import matplotlib
 
@@ -302,13 +328,21 @@ def plot_results(table: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("real-search test EM (points)")
     ax.set_ylim(0, 100)
     ax.grid(axis="y", alpha=0.3)
+    if provenance:
+        ax.set_title(provenance, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write_results(plan: ExperimentPlan, rows: list[dict[str, Any]], folder: Path, title: str) -> list[dict[str, Any]]:
-    """Write ``results.md``, ``results.json`` (rows and summary) and ``results.png`` into ``folder``."""
+def write_results(
+    plan: ExperimentPlan, rows: list[dict[str, Any]], folder: Path, title: str, provenance: str = ""
+) -> list[dict[str, Any]]:
+    """Write ``results.md``, ``results.json`` (rows and summary) and ``results.png`` into ``folder``.
+
+    ``provenance`` (the commit and date the table was made at) goes under the title, into the JSON and onto the
+    plot: a results document is generated, never edited by hand.
+    """
     table = summarize(plan, rows)
     folder.mkdir(parents=True, exist_ok=True)
     notes = [
@@ -318,9 +352,14 @@ def write_results(plan: ExperimentPlan, rows: list[dict[str, Any]], folder: Path
     claims = claim_verdicts(plan, table)
     if claims:
         notes += ["", "The paper's claims on this world:", *claims]
-    (folder / "results.md").write_text(render_results(table, title, notes))
-    (folder / "results.json").write_text(json.dumps({"runs": rows, "summary": table}, indent=2) + "\n")
-    plot_results(table, folder / "results.png")
+    markdown = render_results(table, title, notes)
+    if provenance:
+        head, _, rest = markdown.partition("\n\n")
+        markdown = f"{head}\n\n{provenance}\n\n{rest}"
+    (folder / "results.md").write_text(markdown)
+    document = {"provenance": provenance, "runs": rows, "summary": table}
+    (folder / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+    plot_results(table, folder / "results.png", provenance)
     return table
 
 
