@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from zerosearch_core.config import ConfigError
@@ -164,6 +164,21 @@ def write_text_atomically(path: Path, text: str) -> None:
     except BaseException:
         remove_path(temporary)
         raise
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (through ``.<name>.lock`` beside it) for the block: writers that read,
+    change and rewrite one file take turns instead of losing each other's change."""
+    import fcntl
+
+    lock = path.parent / f".{path.name}.lock"
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def remove_path(path: Path) -> None:
@@ -337,15 +352,28 @@ def checkpoint_is_final(checkpoint: Path) -> bool:
 def last_complete_checkpoint(output_dir: Path) -> str | None:
     """The newest transformers ``checkpoint-N`` in ``output_dir`` that was saved whole, or None.
 
-    A checkpoint folder without ``trainer_state.json`` (the last file the Trainer writes) was cut short by a kill
-    during its save: it is removed, with a warning, and the previous checkpoint is used instead.
+    A checkpoint folder without a whole ``trainer_state.json`` (the last file the Trainer writes; missing or
+    truncated) was cut short by a kill or a full disk during its save: it is removed, with a warning, and the
+    previous checkpoint is used instead.
     """
     if not output_dir.is_dir():
         return None
     numbered = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
     for checkpoint in sorted(numbered, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
-        if (checkpoint / "trainer_state.json").is_file():
+        state = checkpoint / "trainer_state.json"
+        if _readable_state(state):
             return str(checkpoint)
-        logger.warning("Removing %s: it has no trainer_state.json (its save was interrupted)", checkpoint)
+        why = "has an unreadable trainer_state.json" if state.is_file() else "has no trainer_state.json"
+        logger.warning("Removing %s: it %s (its save was interrupted); resuming from the one before", checkpoint, why)
         remove_path(checkpoint)
     return None
+
+
+def _readable_state(state: Path) -> bool:
+    """Whether a Trainer state file is whole: JSON with the step counters a resume reads (a kill or a full disk
+    during its write leaves it truncated)."""
+    try:
+        document = json.loads(state.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and "global_step" in document and "max_steps" in document

@@ -351,15 +351,17 @@ CHECK_PARAMS_HELP = (
 
 def check_params(args: argparse.Namespace) -> int:
     """Run ``zerosearch check_params``: what the Prefect flow calls before it runs a stage."""
-    from zerosearch_core.artifacts import write_text_atomically
-    from zerosearch_core.profiles import override_params
+    from zerosearch_core.artifacts import locked, write_text_atomically
+    from zerosearch_core.profiles import override_params, shown_value
 
     params = Path(args.params)
     overrides: dict[str, str] = {}
-    for item in args.set or []:
+    for position, item in enumerate(args.set or [], start=1):
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r} is not KEY=VALUE; write e.g. --set train.seed=3.")
+        if not sep or not key:  # the item is not echoed: it may be a secret pasted in the wrong place
+            raise ConfigError(
+                f"--set number {position} is not KEY=VALUE (no '=' or no key); write e.g. --set train.seed=3."
+            )
         overrides[key.strip()] = value
     pipeline = params.parent / "dvc.yaml"
     if not pipeline.is_file():
@@ -368,12 +370,14 @@ def check_params(args: argparse.Namespace) -> int:
             "GPU profile over params.yaml."
         )
     if overrides:
-        write_text_atomically(params, override_params(params, overrides))
+        with locked(params):  # two runs at once: one after the other, neither override lost
+            write_text_atomically(params, override_params(params, overrides))
         for key, value in overrides.items():
-            logger.info("Set %s = %s in %s", key, value, params)
+            logger.info("Set %s = %s in %s", key, shown_value(key, value), params)
     cfg = load_config(params)
     document = {"params": str(params), "pipeline": str(pipeline), "eval_metrics": cfg.paths.eval_metrics}
-    sys.stdout.write(json.dumps({**document, "overrides": overrides}) + "\n")
+    shown = {key: shown_value(key, value) for key, value in overrides.items()}
+    sys.stdout.write(json.dumps({**document, "overrides": shown}) + "\n")
     return 0
 
 

@@ -1036,7 +1036,18 @@ def load_config(path: str | Path) -> PipelineConfig:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """The safe YAML loader, refusing a key repeated in one mapping (YAML would keep the last one silently)."""
+    """The safe YAML loader, refusing a key repeated in one mapping (YAML would keep the last one silently) and
+    aliases (``*name``): a parameter file states each value where it applies, and nested aliases can expand to
+    gigabytes (a "billion laughs" file)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                f"the alias *{event.anchor} at line {event.start_mark.line + 1} is not allowed in a parameter file; "
+                "write the value out where it applies."
+            )
+        return super().compose_node(parent, index)
 
 
 def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:

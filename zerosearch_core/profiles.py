@@ -177,7 +177,7 @@ def override_params(path: str | Path, overrides: Mapping[str, Any]) -> str:
                 where = ".".join(sections[: depth + 1])
                 raise ConfigError(f"Override {dotted}: {where} is no section of {path} (it has: {known}).")
             node = node[section]
-        if not isinstance(node, Mapping) or key not in node:
+        if not isinstance(node, Mapping) or key not in node:  # names keys only: never the value passed
             known = ", ".join(map(str, node)) if isinstance(node, Mapping) else "none"
             raise ConfigError(f"Override {dotted}: {path} has no such key (that section has: {known}).")
         key_line, _, value_line, value_column = node.lc.data[key]  # type: ignore[attr-defined]  # ruamel's CommentedMap
@@ -199,6 +199,33 @@ def override_params(path: str | Path, overrides: Mapping[str, Any]) -> str:
         try:
             load_config(candidate)
         except ConfigError as err:
-            message = str(err).replace(str(candidate), str(path))
-            raise ConfigError(f"Overrides {dict(overrides)} make {path} invalid: {message}") from None
+            message = redact_values(str(err).replace(str(candidate), str(path)), overrides)
+            raise ConfigError(f"Overrides of {sorted(overrides)} make {path} invalid: {message}") from None
     return text
+
+
+SECRET_WORDS = ("key", "token", "secret", "password", "credential")
+"""A dotted key naming one of these holds a secret (or may): its value is never logged or echoed."""
+
+
+def redact_values(message: str, overrides: Mapping[str, Any]) -> str:
+    """``message`` with the text of every override value replaced by ``<value of KEY>``: a refusal names the key,
+    never what was passed (it may be a secret pasted into the wrong place).
+
+    >>> redact_values("search.url='sk-123' is not a URL", {"search.url": "sk-123"})
+    "search.url='<value of search.url>' is not a URL"
+    """
+    for key, value in overrides.items():
+        text = str(value)
+        if len(text.strip()) >= 3:  # short values (a digit, true) are no secret, and replacing them garbles text
+            message = message.replace(text, f"<value of {key}>")
+    return message
+
+
+def shown_value(key: str, value: Any) -> str:
+    """What a log line or a report shows of an override: the value, or ``<redacted>`` for a secret-looking key.
+
+    >>> shown_value("train.seed", 3), shown_value("search.web_api_key_env", "sk-1")
+    ('3', '<redacted>')
+    """
+    return "<redacted>" if any(word in key.lower() for word in SECRET_WORDS) else str(value)
