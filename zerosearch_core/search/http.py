@@ -14,6 +14,7 @@ Serve it with ``zerosearch serve_retriever --params params.yaml`` (binds ``searc
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -104,17 +105,57 @@ def _document_payload(doc: Document, with_score: bool) -> dict[str, Any]:
     return {"document": document, "score": doc.score} if with_score else document
 
 
+MAX_REPLY_BYTES = 64 << 20
+"""Largest reply (after decompression) a client reads: 64 MiB, far above 512 queries x 100 documents."""
+
+
 def post_json(
-    url: str, payload: dict[str, Any], timeout_s: float, headers: dict[str, str] | None = None
+    url: str,
+    payload: dict[str, Any],
+    timeout_s: float,
+    headers: dict[str, str] | None = None,
+    max_bytes: int = MAX_REPLY_BYTES,
 ) -> dict[str, Any]:
     """POST ``payload`` as JSON and return the decoded JSON reply (the only network call of the HTTP clients).
 
+    ``timeout_s`` bounds the whole exchange, not each socket read: a server that sends one byte at a time is cut
+    off when the time is up (the connection is closed under the read). The reply is read in chunks and refused once
+    it passes ``max_bytes`` decoded, so a small compressed body cannot grow without bound.
+
     Raises:
-        requests.RequestException: Connection failure, timeout or an HTTP error status.
+        requests.RequestException: Connection failure, timeout (per read or in total) or an HTTP error status.
+        ValueError: The reply is over ``max_bytes`` or not a JSON object.
     """
-    response = requests.post(url, json=payload, timeout=timeout_s, headers=headers)
-    response.raise_for_status()
-    return dict(response.json())
+    expired = threading.Event()
+    with requests.post(url, json=payload, timeout=timeout_s, headers=headers, stream=True) as response:
+
+        def cut_off() -> None:  # shutdown() wakes a read blocked in another thread; close() alone would not
+            expired.set()
+            response.raw.shutdown()
+            response.close()
+
+        timer = threading.Timer(timeout_s, cut_off)
+        timer.daemon = True
+        timer.start()
+        try:
+            response.raise_for_status()
+            body = bytearray()
+            for chunk in response.iter_content(chunk_size=1 << 16):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise ValueError(f"the reply of {url} is over {max_bytes} bytes; refused")
+        except Exception as err:
+            if expired.is_set():
+                raise requests.Timeout(f"no whole reply from {url} within {timeout_s}s") from err
+            raise
+        finally:
+            timer.cancel()
+    if expired.is_set():
+        raise requests.Timeout(f"no whole reply from {url} within {timeout_s}s")
+    reply = json.loads(bytes(body))
+    if not isinstance(reply, dict):
+        raise ValueError(f"the reply of {url} is no JSON object")
+    return reply
 
 
 def post_with_retries(
@@ -165,9 +206,16 @@ class HttpSearchEngine:
         payload = {"queries": queries, "topk": top_k, "return_scores": True}
         reply = post_with_retries(f"{self.base_url}/retrieve", payload, self.timeout_s, self.max_retries)
         try:
-            return [[_parse_document(item) for item in items] for items in reply["result"]]
-        except (KeyError, TypeError) as err:
-            raise SearchBackendError(f"{self.base_url}/retrieve replied in an unexpected shape: {err}") from err
+            ranked = [[_parse_document(item) for item in items] for items in reply["result"]]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise SearchBackendError(f"{self.base_url}/retrieve replied in an unexpected shape: {err!r}") from err
+        if len(ranked) != len(queries) or any(len(docs) > top_k for docs in ranked):
+            sizes = [len(docs) for docs in ranked]
+            raise SearchBackendError(
+                f"{self.base_url}/retrieve broke its contract: {len(queries)} queries at topk={top_k} got "
+                f"{len(ranked)} lists of {sizes[:5]}{'...' if len(sizes) > 5 else ''} documents; nothing of it is used"
+            )
+        return ranked
 
 
 def _parse_document(item: dict[str, Any]) -> Document:
