@@ -257,3 +257,39 @@ def test_training_against_an_unreachable_simulator_fails_before_it_starts(cfg: P
     with pytest.raises(SearchBackendError, match=f"simulator server at {dead_url} is not answering"):
         with open_training_engine(run_cfg):
             pass
+
+
+def test_a_huge_body_is_refused_before_it_is_read_and_health_stays_responsive(llm: LocalLLM) -> None:
+    """A 21 MB prompt froze the server for 21 s (/health too): now a body over the limit gets an OpenAI-shaped 413
+    at once, and a prompt over the character bound is refused without being tokenized."""
+    limits = ServerLimits(max_tokens=16, max_prompt_tokens=256, request_timeout_s=30)
+    app = create_simulator_app(llm, "simulator", 8, 20, 64, 30, limits)
+    with running_server(app, "127.0.0.1", free_port("127.0.0.1")) as url:
+        started = time.monotonic()
+        big = requests.post(f"{url}/v1/chat/completions", json=_chat("word " * 4_000_000), timeout=60)
+        assert big.status_code == 413 and big.json()["error"]["code"] == 413
+        long_prompt = _chat("w" * (limits.max_prompt_chars + 1))  # under the body limit, over the character bound
+        refused = requests.post(f"{url}/v1/chat/completions", json=long_prompt, timeout=60)
+        assert refused.status_code == 400 and "characters" in refused.json()["error"]["message"]
+        assert time.monotonic() - started < 10
+        assert requests.get(f"{url}/health", timeout=5).status_code == 200
+
+
+def test_requests_whose_clients_hung_up_are_dropped_and_do_not_delay_a_fresh_one(llm: LocalLLM) -> None:
+    """40 clients that time out at once used to be served anyway, so a fresh 4-token request waited behind them."""
+    slow = SlowLLM(llm, delay_s=0.5)
+    with _serve(slow, max_batch_size=1, batch_wait_ms=0, max_queue=128) as url:
+
+        def hang_up(seed: int) -> None:
+            with pytest.raises(requests.Timeout):
+                requests.post(f"{url}/v1/chat/completions", json=_chat("x", max_tokens=8, seed=seed), timeout=0.2)
+
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            list(pool.map(hang_up, range(40)))
+        time.sleep(1.0)  # the server notices within its poll interval
+        started = time.monotonic()
+        fresh = requests.post(f"{url}/v1/chat/completions", json=_chat("fresh", max_tokens=4, seed=99), timeout=30)
+        assert fresh.status_code == 200
+        assert time.monotonic() - started < 5.0  # 40 batches of 0.5 s would be 20 s
+        health = requests.get(f"{url}/health", timeout=5).json()
+        assert health["disconnected"] >= 30

@@ -52,18 +52,20 @@ class BoundedBody:
     """ASGI middleware: a body over ``limit`` bytes gets 413, whether it declares its length (refused before it is
     read) or arrives in chunks without one (refused as soon as the bytes read pass the limit)."""
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: Any, limit: int, openai_errors: bool = False) -> None:
         self.app = app
         self.limit = limit
+        self.openai_errors = openai_errors
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = f"Body over {self.limit} bytes; send fewer or shorter queries."
+        message = f"Body over {self.limit} bytes; send fewer or shorter texts."
         declared = dict(scope.get("headers", [])).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            await JSONResponse({"detail": message}, 413)(scope, receive, send)
+            body = {"error": {"message": message, "type": "invalid_request_error", "code": 413}}
+            await JSONResponse(body if self.openai_errors else {"detail": message}, 413)(scope, receive, send)
             return
         received = 0
 

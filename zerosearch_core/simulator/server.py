@@ -32,9 +32,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from zerosearch_core.search.http import BoundedBody
 from zerosearch_core.simulator.llm import LocalLLM
 
 logger = logging.getLogger(__name__)
+
+DISCONNECT_POLL_S = 0.25
+"""How often a waiting request checks whether its client is still there."""
 
 
 class GenerationFields(BaseModel):
@@ -88,6 +92,23 @@ class ServerLimits:
     request_timeout_s: float
     """Deadline per request (504 after it; work not started by then is dropped)."""
 
+    @property
+    def max_prompt_chars(self) -> int:
+        """Longest prompt text looked at: no token is longer than :data:`MAX_CHARS_PER_TOKEN` characters, so a longer
+        text is over the token budget without tokenizing it (which took 21 s for a 21 MB prompt)."""
+        return self.max_prompt_tokens * MAX_CHARS_PER_TOKEN
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body read (413 beyond): the longest prompt, in UTF-8 and JSON-escaped, and room for the
+        rest of the request."""
+        return 6 * self.max_prompt_chars + (64 << 10)
+
+
+MAX_CHARS_PER_TOKEN = 32
+"""An upper bound on the characters of one token of the simulator's tokenizers (byte-level BPE, vocabularies of
+1k to 150k: the longest tokens are runs of spaces or a long word, well under 32 characters)."""
+
 
 @dataclass
 class _Pending:
@@ -116,6 +137,8 @@ class ServerStats:
     cache_hits: int = 0
     rejected: int = 0
     timeouts: int = 0
+    disconnected: int = 0
+    """Requests whose client hung up before the answer; dropped unless their generation had started."""
     abandoned: int = 0
     isolated_failures: int = 0
     cancelled: int = 0
@@ -281,6 +304,7 @@ def create_simulator_app(
 
     app = FastAPI(title="ZeroSearch simulator", version="1", lifespan=lifespan)
     app.state.generator = generator
+    app.add_middleware(BoundedBody, limit=limits.max_body_bytes, openai_errors=True)
 
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, err: OpenAIError) -> JSONResponse:
@@ -304,6 +328,7 @@ def create_simulator_app(
             "cache_hits": stats.cache_hits,
             "rejected": stats.rejected,
             "timeouts": stats.timeouts,
+            "disconnected": stats.disconnected,
             "abandoned": stats.abandoned,
             "isolated_failures": stats.isolated_failures,
             "cancelled": stats.cancelled,
@@ -327,6 +352,12 @@ def create_simulator_app(
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise OpenAIError(400, "The prompt is not valid Unicode (a lone surrogate?).") from None
+        if len(text) > limits.max_prompt_chars:  # over the token budget whatever it holds: never tokenized
+            raise OpenAIError(
+                400,
+                f"The prompt has {len(text)} characters, more than {limits.max_prompt_tokens} tokens can hold; this "
+                f"server takes at most {limits.max_prompt_tokens} tokens.",
+            )
         prompt_tokens = len(llm.tokenizer(text, add_special_tokens=False)["input_ids"])
         if prompt_tokens > limits.max_prompt_tokens:
             raise OpenAIError(
@@ -343,17 +374,31 @@ def create_simulator_app(
         }
         return usage, "length" if completion_tokens >= max_tokens else "stop"
 
+    async def answer(http: Request, pending: _Pending) -> str:
+        """The request's text; dropped (not generated, if it has not started) once its client hangs up."""
+        task = asyncio.ensure_future(generator.submit(pending, request_timeout_s))
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await http.is_disconnected():
+                generator.stats.disconnected += 1
+                if pending.future is not None:
+                    pending.future.cancel()
+                task.cancel()
+                raise OpenAIError(499, "The client closed the connection.", "client_closed")
+
     @app.post("/v1/completions")
-    async def completions(request: CompletionRequest) -> dict[str, Any]:
+    async def completions(http: Request, request: CompletionRequest) -> dict[str, Any]:
         prompt_tokens = admit(request.prompt, request.max_tokens, request.n, request.stream)
         key = ("text", request.prompt, request.max_tokens, request.temperature, request.seed)
         pending = _Pending(key, request.prompt, False, request.max_tokens, request.temperature, request.seed)
-        text = await generator.submit(pending, request_timeout_s)
+        text = await answer(http, pending)
         usage, finish = usage_and_finish(text, prompt_tokens, request.max_tokens)
         return _envelope("text_completion", model_name, {"index": 0, "text": text, "finish_reason": finish}, usage)
 
     @app.post("/v1/chat/completions")
-    async def chat(request: ChatRequest) -> dict[str, Any]:
+    async def chat(http: Request, request: ChatRequest) -> dict[str, Any]:
         unsupported = sorted({m.role for m in request.messages} - {"user"})
         if unsupported:
             raise OpenAIError(400, f"Message roles {unsupported} are not supported; send the prompt as user messages.")
@@ -361,7 +406,7 @@ def create_simulator_app(
         prompt_tokens = admit(user, request.max_tokens, request.n, request.stream)
         key = ("chat", user, request.max_tokens, request.temperature, request.seed)
         pending = _Pending(key, user, True, request.max_tokens, request.temperature, request.seed)
-        text = await generator.submit(pending, request_timeout_s)
+        text = await answer(http, pending)
         usage, finish = usage_and_finish(text, prompt_tokens, request.max_tokens)
         message = {"role": "assistant", "content": text}
         return _envelope(
