@@ -12,6 +12,7 @@ definitions in ``prefect.yaml`` and a ``prefect worker start --pool local-proces
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from typing import Any
@@ -68,9 +69,30 @@ def check_params(params: str, overrides: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(dvc_stages.run_cli(arguments)))
 
 
-if __name__ == "__main__":
-    import sys
+def parse_arguments(argv: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+    """The parameter file and the ``KEY=VALUE`` overrides of the command line; a malformed one is one clear line.
 
-    cli = sys.argv[1:]
-    result = zerosearch_pipeline(cli[0] if cli else "params.yaml", dict(item.split("=", 1) for item in cli[1:]))
+    >>> parse_arguments(["toy/params.yaml", "train.seed=3"])
+    ('toy/params.yaml', {'train.seed': '3'})
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.pipeline",
+        description="Run every DVC stage of a profile's pipeline as a Prefect flow, in DAG order.",
+        epilog="Example: python -m flows.pipeline toy/params.yaml train.seed=3",
+    )
+    parser.add_argument("params", nargs="?", default="params.yaml", help="the parameter file (default params.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="values to set first, as dvc exp run -S")
+    args = parser.parse_args(argv)
+    overrides: dict[str, Any] = {}
+    for position, item in enumerate(args.overrides, start=1):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            parser.error(f"override number {position} is not KEY=VALUE; write e.g. train.seed=3")
+        overrides[key.strip()] = value
+    return args.params, overrides
+
+
+if __name__ == "__main__":
+    params, overrides = parse_arguments()
+    result = zerosearch_pipeline(params, overrides)
     print(json.dumps(result["metrics"], indent=2))

@@ -14,6 +14,7 @@ table again. ``python -m flows.toy`` runs the toy profile at full budgets with t
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from flows.toy import toy_world
@@ -26,7 +27,14 @@ RESULTS_DIR = "quickstart/results"
 TITLE = "Quickstart: the toy world before and after RL against the simulator"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.quickstart",
+        description="Run the toy world once at the quickstart profile's budgets (quickstart/params.yaml) and print "
+        "the cold start against ZeroSearch; a second run is a DVC no-op that prints the table again.",
+        epilog="Results: quickstart/results/results.md. The full toy plan: python -m flows.toy --help.",
+    )
+    parser.parse_args(argv)
     toy_world(pipeline=PIPELINE, params=PARAMS, plan_file=PLAN, results_dir=RESULTS_DIR, title=TITLE)
     table = (dvc_stages.project_dir() / RESULTS_DIR / "results.md").read_text()
     print("\n" + table.split("\n- ")[0].strip() + "\n")  # the table, without the per-row notes

@@ -219,3 +219,32 @@ def test_toy_flow_runs_the_profile_and_queues_an_isolated_experiment(
             assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
             assert child.info.run_name.startswith(f"{stage} · {name} · ")
             assert f"train.seed={seed}" in child.data.tags["changed_params"]
+
+
+@pytest.mark.parametrize("flow", ["quickstart", "pipeline", "toy"])
+def test_help_prints_usage_and_runs_nothing(flow: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", f"flows.{flow}", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "PREFECT_HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0 and "usage: " in result.stdout, result.stderr
+    assert time.monotonic() - started < 30
+    assert "Starting temporary server" not in result.stdout + result.stderr  # no flow ran
+
+
+def test_a_malformed_pipeline_override_is_one_clear_line() -> None:
+    from flows.pipeline import parse_arguments
+
+    with pytest.raises(SystemExit):
+        parse_arguments(["params.yaml", "train.seed"])
+    assert parse_arguments([]) == ("params.yaml", {})
