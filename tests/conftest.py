@@ -29,7 +29,8 @@ import yaml  # noqa: E402
 from zerosearch_core.config import PipelineConfig, load_config  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS_DIR = (PROJECT_ROOT.parent / "shared" / "data" / "benchmarks").resolve()
+BENCHMARKS_DIR = PROJECT_ROOT / "data" / "samples" / "benchmarks"
+"""The committed samples (40 rows of each real benchmark file): the tests need nothing beside the repository."""
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +41,7 @@ def project_root() -> Path:
 @pytest.fixture(scope="session")
 def benchmarks_dir() -> Path:
     if not (BENCHMARKS_DIR / "SOURCES.md").is_file():
-        pytest.fail(
-            f"The shared benchmark data is missing at {BENCHMARKS_DIR}; the project expects ../shared beside it."
-        )
+        pytest.fail(f"The benchmark samples are missing at {BENCHMARKS_DIR}; restore data/samples from git.")
     return BENCHMARKS_DIR
 
 

@@ -66,6 +66,6 @@ def test_last_complete_checkpoint_skips_and_removes_a_half_written_one(tmp_path:
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
         if complete:
-            (folder / "trainer_state.json").write_text("{}")
+            (folder / "trainer_state.json").write_text('{"global_step": 1, "max_steps": 12}')
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")  # 10 > 2 numerically, not as text
     assert not (tmp_path / "checkpoint-12").exists()

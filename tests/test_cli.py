@@ -53,7 +53,7 @@ def test_known_failures_end_in_one_line_that_names_the_problem(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     params = tmp_path / "params.yaml"
     text = (ROOT / "params.yaml").read_text()
-    params.write_text(text.replace("source_dir: ../shared/data/benchmarks", f"source_dir: {tmp_path / 'empty'}"))
+    params.write_text(text.replace("source_dir: data/samples/benchmarks", f"source_dir: {tmp_path / 'empty'}"))
     assert main(["prepare_data", "--params", str(params)]) == 1
     assert "Input data error: Benchmark file" in caplog.text and "check data.source_dir" in caplog.text
     assert "Traceback" not in caplog.text

@@ -25,7 +25,7 @@ def test_nq_open_rows_keep_every_answer(cfg: PipelineConfig, benchmarks_dir: Pat
     spec = _spec(cfg, "nq_dev")
     frame = normalize(read_raw(spec, benchmarks_dir), spec)
     assert list(frame.columns) == list(NORMALIZED_COLUMNS)
-    assert len(frame) == 3610
+    assert len(frame) == 42  # the committed sample: lines 1-40, 49 and 169 of NQ-open dev
     first = frame.iloc[0]
     assert first["question"] == "when was the last time anyone was on the moon"
     assert list(first["golden_answers"]) == ["14 December 1972 UTC", "December 1972"]
@@ -72,7 +72,7 @@ def test_collapse_keeps_first_exact_copy_and_reports_the_rest(cfg: PipelineConfi
     spec = _spec(cfg, "musique_test")
     frame = normalize(read_raw(spec, benchmarks_dir), spec)
     collapsed, dropped = collapse_exact_duplicates(frame)
-    assert len(frame) == 1000 and len(collapsed) == 887 and len(dropped) == 113
+    assert len(frame) == 41 and len(collapsed) == 40 and dropped == ["line 41 id='3hop1__140554_2053_52946' repeats line 27"]
     assert collapsed["id"].is_unique
     assert dropped[0].startswith("line ") and "repeats line" in dropped[0]
 

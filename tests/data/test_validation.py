@@ -56,7 +56,7 @@ def test_real_files_pass_and_land_with_a_report(cfg: PipelineConfig, benchmarks_
         "nq_dev.parquet",
         "popqa_test.parquet",
     ]
-    assert result.metrics["rows.nq_dev"] == 3610
+    assert result.metrics["rows.nq_dev"] == 42  # the committed sample
     report = Path(small.paths.reports_dir) / "prepare_data"
     assert "PASSED" in (report / "summary.md").read_text()
     assert (report / "data_docs" / "index.html").is_file()
@@ -96,7 +96,7 @@ def test_corruption_fails_naming_rows_and_leaves_artifacts_untouched(
 def test_wrong_row_count_and_foreign_dataset_fail(cfg: PipelineConfig, benchmarks_dir: Path, tmp_path: Path) -> None:
     small = _small(cfg, benchmarks_dir)
     files = tuple(
-        dataclasses.replace(f, expected_rows=124)
+        dataclasses.replace(f, expected_rows=39)
         if f.name == "bamboogle_test"
         else dataclasses.replace(f, dataset="hotpotqa")
         if f.name == "popqa_test"
@@ -106,5 +106,5 @@ def test_wrong_row_count_and_foreign_dataset_fail(cfg: PipelineConfig, benchmark
     with pytest.raises(DataValidationError) as failure:
         prepare_data.run(dataclasses.replace(small, data=dataclasses.replace(small.data, files=files)), StageHooks())
     message = str(failure.value)
-    assert "expect_table_row_count_to_equal() failed [observed 125, expected 124]" in message
-    assert "popqa_test" in message and "expect_column_values_to_be_in_set(dataset) failed on 1000 row(s)" in message
+    assert "expect_table_row_count_to_equal() failed [observed 40, expected 39]" in message
+    assert "popqa_test" in message and "expect_column_values_to_be_in_set(dataset) failed on 40 row(s)" in message
