@@ -7,7 +7,7 @@ Run once (a temporary local Prefect server starts if none is configured)::
 
 Schedule it from the Prefect UI: start a server (``prefect server start``), then either
 ``python -m flows.serve`` (serves the deployment from this process) or ``prefect deploy --all`` with the
-definitions in ``prefect.yaml`` and a ``prefect worker start --pool local-process``. See README.md.
+definitions in ``prefect.yaml`` and a ``prefect worker start --pool local-process``. See docs/team-services.md.
 """
 
 from __future__ import annotations

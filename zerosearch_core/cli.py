@@ -130,7 +130,7 @@ def cpu_description() -> str:
     """The CPU and the widest vector extensions it has, e.g. ``Intel(R) Xeon(R) Processor (x86_64: avx2 avx512 amx)``.
 
     Tagged on every run: float32 kernels (oneDNN, MKL) pick their code path by these extensions, so long CPU
-    trainings are bit-identical on one kind of CPU and differ across kinds (README, the toy world: "Why the cold
+    trainings are bit-identical on one kind of CPU and differ across kinds (docs/toy-world.md: "Why the cold
     start changed").
     """
     model, flags = "unknown CPU", set[str]()
