@@ -72,7 +72,11 @@ def test_collapse_keeps_first_exact_copy_and_reports_the_rest(cfg: PipelineConfi
     spec = _spec(cfg, "musique_test")
     frame = normalize(read_raw(spec, benchmarks_dir), spec)
     collapsed, dropped = collapse_exact_duplicates(frame)
-    assert len(frame) == 41 and len(collapsed) == 40 and dropped == ["line 41 id='3hop1__140554_2053_52946' repeats line 27"]
+    assert (
+        len(frame) == 41
+        and len(collapsed) == 40
+        and dropped == ["line 41 id='3hop1__140554_2053_52946' repeats line 27"]
+    )
     assert collapsed["id"].is_unique
     assert dropped[0].startswith("line ") and "repeats line" in dropped[0]
 
