@@ -26,6 +26,7 @@ PARAMS = (
     "simulator.outcome_threshold",
     "simulator.noisy_source",
     "simulator.doc_words",
+    "simulator.answer_aware",  # the SFT prompts state the answer or not
     "simulator.balance_tolerance",
     "simulator.balance",
     "simulator.heldout_fraction",

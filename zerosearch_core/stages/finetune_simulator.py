@@ -31,6 +31,7 @@ PARAMS = (
     "simulator.epochs",
     "simulator.batch_size",
     "simulator.max_length",
+    "simulator.answer_aware",  # its held-out check renders the serving prompt
     "simulator.save_every_steps",
     "simulator.eval_questions",
     "simulator.mode",

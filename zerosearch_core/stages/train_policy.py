@@ -51,6 +51,8 @@ PARAMS = (
     "simulator.mode",
     "simulator.doc_words",
     "simulator.max_new_tokens",
+    "simulator.max_length",  # the simulator engine's context (max_model_len) on the training path
+    "simulator.answer_aware",  # the simulator prompt the training searches render
     "simulator.temperature",
     "simulator.type_check",
     "simulator.type_check_attempts",
