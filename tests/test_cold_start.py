@@ -60,6 +60,7 @@ def toy_cfg(tmp_path: Path) -> PipelineConfig:
         search_drills=30,
         reading_people=20,
         mentor_backlinks=False,
+        reading_two_hop=True,
     )
     world_dir.mkdir()
     write_world(generate_world(world), world_dir)

@@ -178,6 +178,14 @@ class WorldConfig:
         },
     )
 
+    reading_two_hop: bool = field(
+        metadata={
+            "help": "Also write the reading people's two-hop questions, each with its decomposition, into "
+            "reading_questions.jsonl: reading lessons that search twice (the question, then the mentor named in "
+            "the first passage), so the cold start practises copying a name out of a retrieved passage into its "
+            "next query on people who are not the world's. The held-out lessons stay single-hop."
+        },
+    )
     mentor_backlinks: bool = field(
         metadata={
             "help": "Whether a mentor's passage also names the people they mentored ('... was the mentor of X'). "

@@ -49,6 +49,7 @@ def _config(tmp_path: Path, **overrides: object) -> WorldConfig:
         "search_drills": 20,
         "reading_people": 30,
         "mentor_backlinks": True,
+        "reading_two_hop": False,
     }
     settings.update(overrides)
     return WorldConfig(**settings)  # type: ignore[arg-type]

@@ -259,13 +259,14 @@ def generate_world(cfg: WorldConfig) -> World:
         questions=assigned,
         unused_questions=unused,
         reading=reading_drills(cfg.reading_drills, people, cfg.seed, cfg.search_drills),
-        reading_world=reading_world(cfg.reading_people, people, cfg.seed),
+        reading_world=reading_world(cfg.reading_people, people, cfg.seed, cfg.reading_two_hop),
     )
 
 
-def reading_world(count: int, world_people: Sequence[Person], seed: int) -> ReadingWorld | None:
+def reading_world(count: int, world_people: Sequence[Person], seed: int, two_hop: bool = False) -> ReadingWorld | None:
     """``count`` fresh people whose names are not in ``world_people``, with mentors among themselves, their
-    passages (:func:`render_passage`, ids ``read-…``) and their single-hop questions (all three attributes).
+    passages (:func:`render_passage`, ids ``read-…``) and their single-hop questions (all three attributes); with
+    ``two_hop`` also their two-hop questions, each with its decomposition (the question, then the mentor's own).
 
     No fact of the world appears: the people are others, so their questions teach reading, not test answers.
 
@@ -298,13 +299,14 @@ def reading_world(count: int, world_people: Sequence[Person], seed: int) -> Read
     questions = tuple(
         replace(
             question,
-            id=f"{READING_ID_PREFIX}{question.attribute}-{person.id.removeprefix(READING_ID_PREFIX)}",
+            id=f"{READING_ID_PREFIX}{'2hop-' if question.hops == 2 else ''}{question.attribute}-"
+            f"{person.id.removeprefix(READING_ID_PREFIX)}",
             dataset=f"{DATASET}-reading",
             split="train",
         )
         for person in people
         for question in render_questions(person, by_id[person.mentor_id])
-        if question.hops == 1
+        if question.hops == 1 or two_hop
     )
     return ReadingWorld(people=tuple(people), passages=passages, questions=questions)
 
@@ -564,7 +566,7 @@ def plan_splits(cfg: WorldConfig) -> dict[str, HopCounts]:
 
     >>> cfg = WorldConfig(seed=0, entities=10, two_hop_share=0.5, val_questions=4, test_questions=6,
     ...                   train_questions=None, output_dir="unused", reading_drills=0, search_drills=0,
-    ...                   reading_people=0, mentor_backlinks=False)
+    ...                   reading_people=0, mentor_backlinks=False, reading_two_hop=False)
     >>> plan_splits(cfg)["train"]
     HopCounts(one_hop=25, two_hop=25)
     """
@@ -809,7 +811,7 @@ def reading_world_validation_frame(world: World) -> pd.DataFrame:
             "source_row": range(1, len(questions) + 1),
             "id": [q.id for q in questions],
             "person_in_world": [passages[q.positive_doc_ids[0]].title in names for q in questions],
-            "answer_in_text": [answer_in_text(q.answer[0], passages[q.positive_doc_ids[0]].text) for q in questions],
+            "answer_in_text": [answer_in_text(q.answer[0], passages[q.positive_doc_ids[-1]].text) for q in questions],
         }
     )
 

@@ -105,7 +105,15 @@ def read_reading_lessons(corpus: Path, questions: Path, examples: int, heldout: 
             try:
                 record = json.loads(line)
                 answers = [str(a) for a in record["answer"] if str(a).strip()]
-                rows.append({"id": str(record["id"]), "question": str(record["question"]), "golden_answers": answers})
+                decomposition = [str(q) for q in record.get("decomposition", [])]
+                rows.append(
+                    {
+                        "id": str(record["id"]),
+                        "question": str(record["question"]),
+                        "golden_answers": answers,
+                        "decomposition": decomposition,
+                    }
+                )
             except (json.JSONDecodeError, KeyError, TypeError) as error:
                 raise ValueError(
                     f"{questions}:{number} is not a question record with id, question and answer ({error}); "
@@ -121,8 +129,14 @@ def read_reading_lessons(corpus: Path, questions: Path, examples: int, heldout: 
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     frame = pd.DataFrame(rows)
-    train = frame.iloc[sorted(order[:examples])].reset_index(drop=True)
-    held = frame.iloc[sorted(order[examples : examples + heldout])].reset_index(drop=True)
+    # held out: the first single-hop questions of the shuffle (the reading bar asks one search's block); the
+    # lessons trained on: the next ``examples`` of any kind (without two-hop lessons, the same draws as before)
+    single = [p for p in order if len(rows[p]["decomposition"]) < 2]
+    held_positions = single[:heldout] if len(single) < len(order) else order[examples : examples + heldout]
+    taken = set(held_positions)
+    train_positions = [p for p in order if p not in taken][:examples]
+    train = frame.iloc[sorted(train_positions)].reset_index(drop=True)
+    held = frame.iloc[sorted(held_positions)].reset_index(drop=True)
     return ReadingLessons(passages=passages, train=train, heldout=held)
 
 

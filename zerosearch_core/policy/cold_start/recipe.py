@@ -223,6 +223,7 @@ def _sft_examples(
             1.0,
             0,
             learn_search_choice=False,
+            multi_hop_share=1.0,  # a two-hop lesson (world.reading_two_hop) always searches its bridge
         )
         examples += lesson_examples
         metrics["cold_start.reading_examples"] = float(len(lessons.train))
