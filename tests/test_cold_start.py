@@ -624,9 +624,10 @@ def test_reading_lessons_search_their_own_corpus_and_hold_out_questions(toy_cfg:
     assert set(lessons.train["id"]).isdisjoint(lessons.heldout["id"])
     world_names = {p["name"] for p in json.loads((Path(cold.reading_corpus).parent / "entities.json").read_text())}
     _, tokenizer = build_tiny_policy(toy_cfg.model, lessons.passages["text"].tolist(), seed=1)
-    examples = build_sft_examples(lessons.train, tokenizer, engine, toy_cfg.rollout, toy_cfg.search.top_k)
+    single_hop = lessons.train[lessons.train["decomposition"].map(len) < 2].reset_index(drop=True)
+    examples = build_sft_examples(single_hop, tokenizer, engine, toy_cfg.rollout, toy_cfg.search.top_k)
     titles = lessons.passages["title"].tolist()
-    for example, row in zip(examples, lessons.train.itertuples(), strict=True):
+    for example, row in zip(examples, single_hop.itertuples(), strict=True):
         text = tokenizer.decode(list(example.input_ids))
         assert "<information>" in text and text.rstrip().endswith(f"{row.golden_answers[0]} </answer>")
         asked = next(title for title in titles if title in row.question)
@@ -642,8 +643,8 @@ def test_reading_lessons_search_their_own_corpus_and_hold_out_questions(toy_cfg:
     # A file asked for but missing, or more questions asked for than there are, is a clear error.
     with pytest.raises(FileNotFoundError, match="world.reading_people"):
         open_reading_lessons(dataclasses.replace(cold, reading_corpus="missing.jsonl"), toy_cfg.seed)
-    with pytest.raises(ValueError, match="exceeds the 60 questions"):
-        open_reading_lessons(dataclasses.replace(cold, reading_examples=58), toy_cfg.seed)
+    with pytest.raises(ValueError, match="exceeds the 120 questions"):
+        open_reading_lessons(dataclasses.replace(cold, reading_examples=118), toy_cfg.seed)
 
 
 def test_cold_start_on_evaluated_questions_is_refused(toy_cfg: PipelineConfig) -> None:
@@ -654,3 +655,25 @@ def test_cold_start_on_evaluated_questions_is_refused(toy_cfg: PipelineConfig) -
     raw["cold_start"]["sft_questions"] = "toy_test_1hop"
     with pytest.raises(ConfigError, match="never see evaluation questions"):
         build(PipelineConfig, raw, "params")
+
+
+def test_two_hop_reading_lessons_search_the_bridge_and_the_held_out_lessons_stay_single_hop(
+    toy_cfg: PipelineConfig,
+) -> None:
+    """world.reading_two_hop: the reading people's two-hop questions become lessons that search twice (the question,
+    then the mentor the first passage names); the held-out lessons that the reading bar asks stay single-hop."""
+    cold = toy_cfg.cold_start
+    lessons, engine = open_reading_lessons(dataclasses.replace(cold, reading_examples=30), toy_cfg.seed)
+    assert lessons is not None and engine is not None
+    assert all(len(d) < 2 for d in lessons.heldout["decomposition"])
+    two_hop = lessons.train[lessons.train["decomposition"].map(len) == 2].head(3).reset_index(drop=True)
+    assert len(two_hop) == 3
+    _, tokenizer = build_tiny_policy(toy_cfg.model, lessons.passages["text"].tolist(), seed=1)
+    examples = build_sft_examples(
+        two_hop, tokenizer, engine, toy_cfg.rollout, 3, 1.0, 0, learn_search_choice=False, multi_hop_share=1.0
+    )
+    for example, row in zip(examples, two_hop.itertuples(), strict=True):
+        learned = tokenizer.decode([t for t, m in zip(example.input_ids, example.loss_mask, strict=True) if m])
+        bridge = row.decomposition[1]
+        expected = f"{row.question} </search><search> {bridge} </search><answer> {row.golden_answers[0]} </answer>"
+        assert learned.strip() == expected  # the first <search> tag is not learned (a lesson), the second is
