@@ -89,3 +89,11 @@ def test_a_truncated_trainer_state_falls_back_to_the_checkpoint_before(tmp_path:
             (folder / "trainer_state.json").write_text(state if isinstance(state, str) else json.dumps(state))
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-5")
     assert not (tmp_path / "checkpoint-10").exists() and not (tmp_path / "checkpoint-15").exists()
+
+
+def test_a_float_in_exponent_form_is_accepted_as_dvc_accepts_it(tmp_path: Path) -> None:
+    params = _project(tmp_path)
+    text = override_params(params, {"train.learning_rate": "1e-3", "train.critic_learning_rate": "5E-4"})
+    (tmp_path / "params.yaml").write_text(text)
+    cfg = load_config(tmp_path / "params.yaml")
+    assert cfg.train.learning_rate == 1e-3 and cfg.train.critic_learning_rate == 5e-4

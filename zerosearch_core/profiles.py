@@ -17,6 +17,7 @@ tracks the values of the full files) and ``load_config`` still checks it strictl
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,10 @@ def _resolve(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     return deep_merge(base, raw, source=str(path))
 
 
+_YAML12_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+"""A number in exponent form without a dot (``1e-3``), which PyYAML (YAML 1.1) reads as a string."""
+
+
 def override_params(path: str | Path, overrides: Mapping[str, Any]) -> str:
     """The text of parameter file ``path`` with ``overrides`` (dotted key -> value) set, checked by the config loader.
 
@@ -168,6 +173,8 @@ def override_params(path: str | Path, overrides: Mapping[str, Any]) -> str:
     text = path.read_text(encoding="utf-8")
     for dotted, raw_value in overrides.items():
         value = yaml.safe_load(raw_value) if isinstance(raw_value, str) else raw_value
+        if isinstance(value, str) and _YAML12_FLOAT.match(value):  # 1e-3: a float in YAML 1.2 (DVC's), not in 1.1
+            value = float(value)
         document = YAML().load(text)  # positions of the current text
         *sections, key = str(dotted).split(".")
         node = document

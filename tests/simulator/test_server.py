@@ -293,3 +293,14 @@ def test_requests_whose_clients_hung_up_are_dropped_and_do_not_delay_a_fresh_one
         assert time.monotonic() - started < 5.0  # 40 batches of 0.5 s would be 20 s
         health = requests.get(f"{url}/health", timeout=5).json()
         assert health["disconnected"] >= 30
+
+
+@pytest.mark.parametrize(
+    "field", [{"stop": ["\n"]}, {"logprobs": True}, {"tools": []}, {"response_format": {"type": "json_object"}}]
+)
+def test_fields_the_server_does_not_implement_are_refused_by_name(llm: LocalLLM, field: dict) -> None:
+    with _serve(llm) as url:
+        reply = requests.post(f"{url}/v1/chat/completions", json=_chat("x", **field), timeout=30)
+        assert reply.status_code == 400 and next(iter(field)) in reply.json()["error"]["message"]
+        tiny = requests.post(f"{url}/v1/chat/completions", json=_chat("x", temperature=1e-320), timeout=30)
+        assert tiny.status_code == 200  # a denormal temperature samples greedily instead of overflowing to 500

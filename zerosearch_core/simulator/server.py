@@ -30,7 +30,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from zerosearch_core.search.http import BoundedBody
 from zerosearch_core.simulator.llm import LocalLLM
@@ -42,7 +42,11 @@ DISCONNECT_POLL_S = 0.25
 
 
 class GenerationFields(BaseModel):
-    """What both endpoints take; ``n`` and ``stream`` exist only to be refused with 400 (never ignored)."""
+    """What both endpoints take; ``n`` and ``stream`` exist only to be refused with 400 (never ignored), and any
+    other field (``stop``, ``logprobs``, ``tools``, ``response_format``, ...) is refused by name: a client that
+    relies on one must not get an answer that silently ignored it."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str = "simulator"
     max_tokens: int = Field(default=128, ge=1, le=4096)
@@ -56,6 +60,10 @@ class CompletionRequest(GenerationFields):
     """Body of ``/v1/completions``."""
 
     prompt: str = Field(min_length=1)
+
+
+GREEDY_BELOW = 1e-5
+"""A temperature under this samples as greedy: dividing logits by a denormal one (1e-320) overflowed to a 500."""
 
 
 class ChatMessage(BaseModel):
@@ -391,8 +399,9 @@ def create_simulator_app(
     @app.post("/v1/completions")
     async def completions(http: Request, request: CompletionRequest) -> dict[str, Any]:
         prompt_tokens = admit(request.prompt, request.max_tokens, request.n, request.stream)
-        key = ("text", request.prompt, request.max_tokens, request.temperature, request.seed)
-        pending = _Pending(key, request.prompt, False, request.max_tokens, request.temperature, request.seed)
+        temperature = request.temperature if request.temperature >= GREEDY_BELOW else 0.0
+        key = ("text", request.prompt, request.max_tokens, temperature, request.seed)
+        pending = _Pending(key, request.prompt, False, request.max_tokens, temperature, request.seed)
         text = await answer(http, pending)
         usage, finish = usage_and_finish(text, prompt_tokens, request.max_tokens)
         return _envelope("text_completion", model_name, {"index": 0, "text": text, "finish_reason": finish}, usage)
@@ -404,8 +413,9 @@ def create_simulator_app(
             raise OpenAIError(400, f"Message roles {unsupported} are not supported; send the prompt as user messages.")
         user = "\n".join(m.content for m in request.messages)
         prompt_tokens = admit(user, request.max_tokens, request.n, request.stream)
-        key = ("chat", user, request.max_tokens, request.temperature, request.seed)
-        pending = _Pending(key, user, True, request.max_tokens, request.temperature, request.seed)
+        temperature = request.temperature if request.temperature >= GREEDY_BELOW else 0.0
+        key = ("chat", user, request.max_tokens, temperature, request.seed)
+        pending = _Pending(key, user, True, request.max_tokens, temperature, request.seed)
         text = await answer(http, pending)
         usage, finish = usage_and_finish(text, prompt_tokens, request.max_tokens)
         message = {"role": "assistant", "content": text}
