@@ -44,6 +44,7 @@ def _write_version(tag: str):  # type: ignore[no-untyped-def]
     return write
 
 
+@pytest.mark.reliability
 def test_concurrent_writers_of_one_artifact_leave_one_whole_version(tmp_path: Path) -> None:
     target = tmp_path / "model"
     writers = [
@@ -58,6 +59,7 @@ def test_concurrent_writers_of_one_artifact_leave_one_whole_version(tmp_path: Pa
     assert _leftovers(target) == []
 
 
+@pytest.mark.reliability
 def test_a_failed_swap_puts_the_previous_version_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "model"
     write_dir_atomically(target, _write_version("old"))
@@ -76,6 +78,7 @@ def test_a_failed_swap_puts_the_previous_version_back(tmp_path: Path, monkeypatc
     assert _leftovers(target) == []
 
 
+@pytest.mark.reliability
 def test_the_next_writer_repairs_what_a_killed_one_left(tmp_path: Path) -> None:
     target = tmp_path / "model"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -113,6 +116,7 @@ def test_a_failed_text_write_keeps_the_old_file_and_no_temporary(tmp_path: Path)
 # --- The pipeline replaces only what it made (issue: existing folders were deleted whole) -------------------------
 
 
+@pytest.mark.reliability
 def test_a_folder_of_someone_elses_files_is_never_replaced_and_nothing_is_written(tmp_path: Path) -> None:
     from zerosearch_core.config import ConfigError
 
@@ -130,6 +134,7 @@ def test_a_folder_of_someone_elses_files_is_never_replaced_and_nothing_is_writte
     assert single.read_text() == "mine"
 
 
+@pytest.mark.reliability
 def test_an_empty_folder_or_one_the_pipeline_wrote_is_replaced(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -138,6 +143,7 @@ def test_an_empty_folder_or_one_the_pipeline_wrote_is_replaced(tmp_path: Path) -
     assert {p.read_text() for p in empty.iterdir() if p.name != OWNER_MARKER} == {"second"}
 
 
+@pytest.mark.reliability
 def test_checkpoints_dir_holding_a_users_files_is_refused_not_cleared(tmp_path: Path) -> None:
     from zerosearch_core.artifacts import prepare_resumable_dir
     from zerosearch_core.config import ConfigError
@@ -157,6 +163,7 @@ def test_checkpoints_dir_holding_a_users_files_is_refused_not_cleared(tmp_path: 
     assert not (ours / "checkpoint-2").exists()
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize(
     ("value", "match"),
     [
@@ -184,6 +191,7 @@ def test_output_paths_that_could_delete_the_project_are_refused_at_load(
         load_config(path)
 
 
+@pytest.mark.reliability
 def test_outside_project_allows_a_scratch_disk_but_never_a_parent_of_the_project(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

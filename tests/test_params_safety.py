@@ -15,6 +15,8 @@ from zerosearch_core.artifacts import last_complete_checkpoint
 from zerosearch_core.config import ConfigError, load_config
 from zerosearch_core.profiles import override_params
 
+pytestmark = pytest.mark.reliability
+
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-live-4f9a8b7c6d5e"
 

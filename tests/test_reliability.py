@@ -15,12 +15,15 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest import RELIABILITY_LINES  # noqa: E402
 from zerosearch_core.models.build import load_causal_lm, load_tokenizer
 from zerosearch_core.netutil import free_port
 from zerosearch_core.search.http import create_retriever_app, running_server
 from zerosearch_core.search.local import BM25Retriever
 from zerosearch_core.simulator.llm import LocalLLM
 from zerosearch_core.simulator.server import ServerLimits, create_simulator_app
+
+pytestmark = pytest.mark.reliability
 
 CLIENTS = 24
 
@@ -76,11 +79,13 @@ def test_the_simulator_server_holds_under_mixed_load(tiny_policy_dir: Path) -> N
     assert all(400 <= s < 500 for s in statuses["bad"])
     small = [latency for kind, _, latency in results if kind == "good"]
     assert _p95(small) < 30.0 and health.status_code == 200 and grown_mb < 1024
-    print(
-        f"\nsimulator server: {len(good)} good + {len(bad)} bad + {len(huge)} huge requests from {CLIENTS} clients "
+    figure = (
+        f"simulator server: {len(good)} good + {len(bad)} bad + {len(huge)} huge requests from {CLIENTS} clients "
         f"in {wall_s:.1f}s; good 200: {len(good)}/{len(good)}, bad 4xx: {len(bad)}/{len(bad)}; small p95 "
         f"{_p95(small):.2f}s; peak RSS grew {grown_mb:.0f} MB; health {health.json()['status']}"
     )
+    RELIABILITY_LINES.append(figure)
+    print("\n" + figure)
 
 
 @pytest.mark.slow
@@ -113,7 +118,9 @@ def test_the_retriever_holds_under_mixed_load(corpus) -> None:  # type: ignore[n
     assert all(s == 422 for s in statuses["bad"]) and statuses["huge"] == [413] * len(huge)
     small = [latency for kind, _, latency in results if kind == "good"]
     assert _p95(small) < 10.0
-    print(
-        f"\nretriever: {len(good)} good + {len(bad)} bad + {len(huge)} 3 MiB requests from {CLIENTS} clients in "
+    figure = (
+        f"retriever: {len(good)} good + {len(bad)} bad + {len(huge)} 3 MiB requests from {CLIENTS} clients in "
         f"{wall_s:.1f}s; good 200: {len(good)}/{len(good)}, bad 422 and huge 413: all; p95 {_p95(small):.3f}s"
     )
+    RELIABILITY_LINES.append(figure)
+    print("\n" + figure)

@@ -393,6 +393,7 @@ def test_two_ranks_under_accelerate_launch_train_one_policy(
     assert load_causal_lm(cfg.paths.trained_policy_dir).config.model_type == "qwen2"
 
 
+@pytest.mark.reliability
 def test_a_code_change_on_the_training_path_starts_afresh_and_a_cosmetic_one_resumes(
     cfg: PipelineConfig, tiny_policy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,6 +16,8 @@ import requests
 from zerosearch_core.search.base import SearchBackendError
 from zerosearch_core.search.http import HttpSearchEngine, post_json
 
+pytestmark = pytest.mark.reliability
+
 BOMB = gzip.compress(b" " * (80 << 20))  # 80 MiB of spaces in about 80 KB
 
 

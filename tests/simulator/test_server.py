@@ -259,6 +259,7 @@ def test_training_against_an_unreachable_simulator_fails_before_it_starts(cfg: P
             pass
 
 
+@pytest.mark.reliability
 def test_a_huge_body_is_refused_before_it_is_read_and_health_stays_responsive(llm: LocalLLM) -> None:
     """A 21 MB prompt froze the server for 21 s (/health too): now a body over the limit gets an OpenAI-shaped 413
     at once, and a prompt over the character bound is refused without being tokenized."""
@@ -275,6 +276,7 @@ def test_a_huge_body_is_refused_before_it_is_read_and_health_stays_responsive(ll
         assert requests.get(f"{url}/health", timeout=5).status_code == 200
 
 
+@pytest.mark.reliability
 def test_requests_whose_clients_hung_up_are_dropped_and_do_not_delay_a_fresh_one(llm: LocalLLM) -> None:
     """40 clients that time out at once used to be served anyway, so a fresh 4-token request waited behind them."""
     slow = SlowLLM(llm, delay_s=0.5)
@@ -295,6 +297,7 @@ def test_requests_whose_clients_hung_up_are_dropped_and_do_not_delay_a_fresh_one
         assert health["disconnected"] >= 30
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize(
     "field", [{"stop": ["\n"]}, {"logprobs": True}, {"tools": []}, {"response_format": {"type": "json_object"}}]
 )
