@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from zerosearch_core.artifacts import OWNER_MARKER
 from zerosearch_core.config import BenchmarkFileConfig, ConfigError, WorldConfig
 from zerosearch_core.data import toyworld
 from zerosearch_core.data.benchmarks import normalize, read_jsonl
@@ -298,7 +299,7 @@ def test_stage_writes_the_world_and_a_failed_rerun_leaves_it_untouched(
     result = generate_world_stage.run(_stage_config(tmp_path, world_cfg), StageHooks())  # type: ignore[arg-type]
 
     output = Path(world_cfg.output_dir)
-    assert sorted(p.name for p in output.iterdir()) == WRITTEN_FILES
+    assert sorted(p.name for p in output.iterdir()) == sorted([*WRITTEN_FILES, OWNER_MARKER])  # the pipeline's own
     assert result.metrics["passages"] == 40.0
     assert result.metrics["questions.test.2hop"] == 15.0
     assert result.metrics["questions.val.1hop"] == 10.0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from zerosearch_core.artifacts import OWNER_MARKER
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.errors import DataValidationError
 from zerosearch_core.stages import StageHooks, prepare_data
@@ -49,6 +50,7 @@ def test_real_files_pass_and_land_with_a_report(cfg: PipelineConfig, benchmarks_
     result = prepare_data.run(small, StageHooks())
     out = Path(small.paths.benchmarks_dir)
     assert sorted(p.name for p in out.iterdir()) == [
+        OWNER_MARKER,  # the pipeline made this folder
         "bamboogle_test.parquet",
         "manifest.json",
         "multihop_train.parquet",
