@@ -72,6 +72,7 @@ def shrink_config(cfg: PipelineConfig, root: Path) -> PipelineConfig:
         data=dataclasses.replace(cfg.data, source_dir=str(BENCHMARKS_DIR)),
         search=dataclasses.replace(cfg.search, max_passages=400),
         model=dataclasses.replace(cfg.model, vocab_size=800),
+        cold_start=dataclasses.replace(cfg.cold_start, sft_questions=None, sft_steps=0),  # no data stage ran
         rollout=dataclasses.replace(cfg.rollout, max_new_tokens_per_turn=8, batch_size=2),
         eval=dataclasses.replace(cfg.eval, max_questions_per_benchmark=2),
         tracking=dataclasses.replace(cfg.tracking, uri=f"sqlite:///{root / 'mlflow.db'}"),

@@ -60,7 +60,7 @@ def toy_cfg(tmp_path: Path) -> PipelineConfig:
         search_drills=30,
         reading_people=20,
         mentor_backlinks=False,
-        reading_two_hop=True,
+        reading_two_hop=False,
     )
     world_dir.mkdir()
     write_world(generate_world(world), world_dir)
@@ -643,8 +643,8 @@ def test_reading_lessons_search_their_own_corpus_and_hold_out_questions(toy_cfg:
     # A file asked for but missing, or more questions asked for than there are, is a clear error.
     with pytest.raises(FileNotFoundError, match="world.reading_people"):
         open_reading_lessons(dataclasses.replace(cold, reading_corpus="missing.jsonl"), toy_cfg.seed)
-    with pytest.raises(ValueError, match="exceeds the 120 questions"):
-        open_reading_lessons(dataclasses.replace(cold, reading_examples=118), toy_cfg.seed)
+    with pytest.raises(ValueError, match="exceeds the 60 questions"):
+        open_reading_lessons(dataclasses.replace(cold, reading_examples=58), toy_cfg.seed)
 
 
 def test_cold_start_on_evaluated_questions_is_refused(toy_cfg: PipelineConfig) -> None:
@@ -662,8 +662,17 @@ def test_two_hop_reading_lessons_search_the_bridge_and_the_held_out_lessons_stay
 ) -> None:
     """world.reading_two_hop: the reading people's two-hop questions become lessons that search twice (the question,
     then the mentor the first passage names); the held-out lessons that the reading bar asks stay single-hop."""
-    cold = toy_cfg.cold_start
-    lessons, engine = open_reading_lessons(dataclasses.replace(cold, reading_examples=30), toy_cfg.seed)
+    assert toy_cfg.world is not None
+    world_dir = Path(toy_cfg.cold_start.reading_corpus or "").parent.parent / "world_two_hop"
+    world_dir.mkdir()
+    write_world(generate_world(dataclasses.replace(toy_cfg.world, reading_two_hop=True)), world_dir)
+    cold = dataclasses.replace(
+        toy_cfg.cold_start,
+        reading_corpus=str(world_dir / "reading_corpus.jsonl"),
+        reading_questions=str(world_dir / "reading_questions.jsonl"),
+        reading_examples=30,
+    )
+    lessons, engine = open_reading_lessons(cold, toy_cfg.seed)
     assert lessons is not None and engine is not None
     assert all(len(d) < 2 for d in lessons.heldout["decomposition"])
     two_hop = lessons.train[lessons.train["decomposition"].map(len) == 2].head(3).reset_index(drop=True)

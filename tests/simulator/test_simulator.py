@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -240,10 +241,26 @@ def _simulator_cfg(cfg: PipelineConfig, tiny_policy_dir: Path) -> PipelineConfig
         eval=dataclasses.replace(cfg.eval, benchmarks=("bamboogle_test",)),
         search=dataclasses.replace(cfg.search, max_passages=None),
         simulator=dataclasses.replace(
-            cfg.simulator, collect_max_questions=800, epochs=1.0, max_length=256, max_new_tokens=32, eval_questions=4
+            cfg.simulator, collect_max_questions=800, epochs=1.0, max_length=512, max_new_tokens=32, eval_questions=4
         ),
         paths=dataclasses.replace(cfg.paths, policy_dir=str(tiny_policy_dir)),
     )
+
+
+def _with_more_training_questions(cfg: PipelineConfig) -> PipelineConfig:
+    """The committed samples hold 40 questions a file, too few to balance and hold out simulator data: the training
+    file becomes the real multi-hop rows of five samples (train, validation, HotpotQA, 2Wiki, MuSiQue) together."""
+    source = Path(cfg.data.source_dir)
+    target = Path(cfg.paths.benchmarks_dir).parent / "sources"
+    shutil.copytree(source, target)
+    parts = ["train_mixed_15000-cleaned", "val_mixed_900", "hotpotqa_test_1000", "2wikimultihopqa_test_1000"]
+    lines = [line for part in parts for line in (source / f"searchagentreview/{part}.jsonl").read_text().splitlines()]
+    lines += (source / "searchagentreview/musique_test_1000.jsonl").read_text().splitlines()[:40]  # no repeat
+    (target / "searchagentreview/train_mixed_15000-cleaned.jsonl").write_text("\n".join(lines) + "\n")
+    files = tuple(
+        dataclasses.replace(f, expected_rows=len(lines)) if f.name == "multihop_train" else f for f in cfg.data.files
+    )
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source_dir=str(target), files=files))
 
 
 @pytest.mark.slow
@@ -256,11 +273,11 @@ def test_collect_label_finetune_stages_on_real_search(cfg: PipelineConfig, tiny_
         prepare_data,
     )
 
-    run_cfg = _simulator_cfg(cfg, tiny_policy_dir)
+    run_cfg = _with_more_training_questions(_simulator_cfg(cfg, tiny_policy_dir))
     prepare_data.run(run_cfg, StageHooks())
     build_index.run(run_cfg, StageHooks())
     collected = collect_trajectories.run(run_cfg, StageHooks())
-    assert collected.metrics["interactions"] == 800
+    assert collected.metrics["interactions"] == 200  # every question of the five 40-row samples
     first = json.loads(Path(run_cfg.paths.trajectories).read_text().splitlines()[0])
     assert (
         set(first) == {"id", "question", "golden_answers", "sample", "query", "documents", "lower_ranked"}

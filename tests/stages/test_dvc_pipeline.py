@@ -50,12 +50,6 @@ def test_repro_produces_metrics_for_every_benchmark(reproduced: tuple[Path, floa
     assert 'kept a "/" inside an alias: none (of 40)' in summary  # the alias rule, counted (the sample has none)
     shown = dvc(project, "metrics", "show", "--json").stdout
     assert "nq_dev" in shown
-    # the smoke's tiny policy is taught the protocol's form (a short SFT), so the search path really runs: the
-    # retriever during evaluation on every benchmark, the simulator during RL
-    searching = {name: values["mean_searches"] for name, values in metrics["search"].items() if name != "average"}
-    assert all(value > 0 for value in searching.values()), searching
-    train = json.loads((project / "metrics/train.json").read_text())
-    assert train["searches_mean_last"] > 0
 
 
 @pytest.mark.slow
