@@ -169,6 +169,18 @@ def answer_metrics(
     }
 
 
+def searched_bridge(queries: Sequence[str], bridge: str | None) -> bool:
+    """Whether a search after the first names ``bridge`` (case-insensitive): the multi-hop question's second search
+    went for the right entity. The first search does not count (the bridge may be in the question).
+
+    >>> searched_bridge(["mentor of Alira", "Which city is Doran Kelby from?"], "doran kelby")
+    True
+    >>> searched_bridge(["Doran Kelby"], "Doran Kelby"), searched_bridge(["a", "b"], None)
+    (False, False)
+    """
+    return bool(bridge) and any(str(bridge).lower() in str(query).lower() for query in list(queries)[1:])
+
+
 def bridge_search_bonus(queries: Sequence[str], bridge: str | None, weight: float) -> float:
     """``weight`` when a search after the first names ``bridge`` (case-insensitive), else 0: the process term of
     ``reward.bridge_bonus`` for multi-hop questions (``bridge`` None or empty for the others).
@@ -178,9 +190,7 @@ def bridge_search_bonus(queries: Sequence[str], bridge: str | None, weight: floa
     >>> bridge_search_bonus(["Doran Kelby"], "Doran Kelby", 0.2), bridge_search_bonus(["a", "b"], None, 0.2)
     (0.0, 0.0)
     """
-    if not bridge or weight == 0:
-        return 0.0
-    return weight if any(bridge.lower() in query.lower() for query in list(queries)[1:]) else 0.0
+    return weight if weight != 0 and searched_bridge(queries, bridge) else 0.0
 
 
 def answer_reward(response: str, golden_answers: Sequence[str], metric: str = "f1", yes_no_exact: bool = True) -> float:

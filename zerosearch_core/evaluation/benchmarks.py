@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from zerosearch_core.agent.loop import PolicyGenerator, SearchProtocol, Trajectory, run_episodes
 from zerosearch_core.agent.prompts import build_prompt_ids
-from zerosearch_core.agent.rewards import METRICS, answer_metrics
+from zerosearch_core.agent.rewards import METRICS, answer_metrics, searched_bridge
 from zerosearch_core.config import DATASETS
 from zerosearch_core.models.generation import PolicyBackend
 from zerosearch_core.search.base import EpisodeContext, SearchEngine, SearchErrorBudget, SearchSession
@@ -106,8 +106,7 @@ def evaluate_benchmark(
     if bridges is not None:
         predictions["bridge"] = list(bridges)
         predictions["bridge_queried"] = [
-            bridge is not None and any(bridge.lower() in str(q).lower() for q in list(queries)[1:])
-            for bridge, queries in zip(bridges, predictions["queries"], strict=True)
+            searched_bridge(queries, bridge) for bridge, queries in zip(bridges, predictions["queries"], strict=True)
         ]
     return BenchmarkRun(benchmark=name, mode=mode, predictions=predictions, metrics=summarize(predictions))
 
