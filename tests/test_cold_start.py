@@ -58,6 +58,7 @@ def toy_cfg(tmp_path: Path) -> PipelineConfig:
         output_dir=str(world_dir),
         reading_drills=30,
         search_drills=30,
+        bridge_drills=30,
         reading_people=20,
         mentor_backlinks=False,
         reading_two_hop=False,
@@ -234,7 +235,7 @@ def test_distractors_follow_each_reading_drills_own_passage_and_leave_search_dri
     toy_cfg: PipelineConfig,
 ) -> None:
     path = Path(str(toy_cfg.cold_start.pretrain_texts))
-    drills = read_drills(path)  # the toy world's 30 reading drills, each followed by a search drill
+    drills = read_drills(path)  # the toy world's 30 reading drills, each followed by a search and a bridge drill
     mixed = add_distractors(drills, 2, seed=5)
     assert mixed == add_distractors(drills, 2, seed=5) and mixed != add_distractors(drills, 2, seed=6)
     passages = {d.prefix.split(" Question: ")[0] for d in drills if not d.prefix.startswith("Question: ")}
@@ -246,12 +247,11 @@ def test_distractors_follow_each_reading_drills_own_passage_and_leave_search_dri
         own, question = old.prefix.split(" Question: ")
         assert new.prefix.startswith(own + " ") and new.prefix.endswith(" Question: " + question)
         others = new.prefix.removeprefix(own + " ").removesuffix(" Question: " + question)
-        # two whole passages of other drills (other people), after the drill's own
-        first, second = others.split(". ")
-        assert {first + ".", second} <= passages and own not in (first + ".", second)
+        # two whole passages of other drills (other people; a bridge drill's two count as one), after the drill's own
+        assert any(others == f"{a} {b}" for a in passages - {own} for b in passages - {own, a})
     assert add_distractors(drills, 0, seed=5) == drills
-    with pytest.raises(ValueError, match="pretrain_distractors=30 needs more than 30 drills with a passage"):
-        add_distractors(drills, 30, seed=0)
+    with pytest.raises(ValueError, match="pretrain_distractors=60 needs more than 60 drills with a passage"):
+        add_distractors(drills, 60, seed=0)
     with pytest.raises(ConfigError, match="pretrain_distractors is set but"):
         dataclasses.replace(toy_cfg.cold_start, pretrain_distractors=2, pretrain_texts_loss="all")
 
@@ -268,8 +268,9 @@ def test_question_first_drills_ask_before_the_passages_as_the_protocol_does(toy_
                 assert first == old
                 continue
             passages, question = last.prefix.split(" Question: ")
+            asked, _, tail = question.partition("? ")  # tail: 'Answer:', or '<search>' for a bridge drill
             # the same passages (the same distractors, in the same order), the question moved before them
-            assert first.prefix == f"Question: {question.removesuffix(' Answer:')} {passages} Answer:"
+            assert first.prefix == f"Question: {asked}? {passages} {tail}" and tail in ("Answer:", "<search>")
             assert first.prefix.count("?") == 1 and first.prefix.index("?") < first.prefix.index(passages)
     with pytest.raises(ConfigError, match="pretrain_drill_layout='answer_first' is not one of"):
         dataclasses.replace(toy_cfg.cold_start, pretrain_drill_layout="answer_first")
@@ -588,7 +589,7 @@ def test_init_policy_stage_runs_the_cold_start_and_saves_a_loadable_model(
     assert "<answer>" in (target / "cold_start/sft_example.txt").read_text()
     assert result.metrics["cold_start.sft_examples"] == 12.0 + 10.0  # the world's questions and the lessons
     assert result.metrics["cold_start.reading_examples"] == 10.0
-    assert result.metrics["cold_start.pretrain_texts"] == 52.0  # 30 reading and 30 search drills, 8 held out
+    assert result.metrics["cold_start.pretrain_texts"] == 82.0  # 30 reading, 30 search, 30 bridge drills, 8 held out
     for key in ("em", "search_rate", "em_when_searching"):  # the reading check on the 6 held-out lessons
         assert 0.0 <= result.metrics[f"cold_start.reading_{key}"] <= 1.0
     # the restart logs on after the first attempt's sft_max_steps: one increasing axis in MLflow

@@ -170,6 +170,16 @@ class WorldConfig:
             "trained from scratch otherwise writes a memorised name into its queries. At most reading_drills."
         },
     )
+    bridge_drills: int = field(
+        metadata={
+            "help": "Bridge drills in reading.jsonl, one after each of the first this many reading drills: a "
+            "person's passage ('P was mentored by M.') and a mentee's ('Z was mentored by P.') in a random order, "
+            "a two-hop question about P, and the search call that asks the same of M. Every drill draws new names "
+            "and a new mentor, so no pairing can be memorised: the drill teaches copying the bridge name out of "
+            "a passage into the next query, which a model trained from scratch otherwise only approximates. "
+            "At most reading_drills; 0 writes none."
+        },
+    )
     reading_people: int = field(
         metadata={
             "help": "People of a second world (never the world's, so no fact leaks) written to "
@@ -183,7 +193,8 @@ class WorldConfig:
             "help": "Also write the reading people's two-hop questions, each with its decomposition, into "
             "reading_questions.jsonl: reading lessons that search twice (the question, then the mentor named in "
             "the first passage), so the cold start practises copying a name out of a retrieved passage into its "
-            "next query on people who are not the world's. The held-out lessons stay single-hop."
+            "next query on people who are not the world's. The held-out lessons stay single-hop. The reading "
+            "people's passages name their mentees only with mentor_backlinks, as the world's do."
         },
     )
     mentor_backlinks: bool = field(
@@ -208,6 +219,8 @@ class WorldConfig:
             raise ConfigError("world.reading_drills must be >= 0 (0 writes no reading drills).")
         if not 0 <= self.search_drills <= self.reading_drills:
             raise ConfigError("world.search_drills must be within [0, world.reading_drills].")
+        if not 0 <= self.bridge_drills <= self.reading_drills:
+            raise ConfigError("world.bridge_drills must be within [0, world.reading_drills].")
         if self.reading_people < 0 or self.reading_people == 1:
             raise ConfigError("world.reading_people must be 0 (none) or >= 2 (each has a mentor among them).")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -48,6 +49,7 @@ def _config(tmp_path: Path, **overrides: object) -> WorldConfig:
         "output_dir": str(tmp_path / "world"),
         "reading_drills": 50,
         "search_drills": 20,
+        "bridge_drills": 20,
         "reading_people": 30,
         "mentor_backlinks": True,
         "reading_two_hop": False,
@@ -140,7 +142,7 @@ def test_every_answer_occurs_in_its_supporting_passage(world: World) -> None:
 def test_reading_drills_are_about_people_outside_the_world_and_state_their_answer(world: World) -> None:
     world_names = {person.name for person in world.entities}
     drills = [d for d in world.reading if d.id.startswith("reading-")]  # the search drills: their own test
-    assert len(drills) == 50 and len({d.id for d in drills}) == 50 and len(world.reading) == 50 + 20
+    assert len(drills) == 50 and len({d.id for d in drills}) == 50 and len(world.reading) == 50 + 20 + 20
     assert world_names.isdisjoint(d.person for d in drills)
     attributes = set()
     for drill in drills:
@@ -165,6 +167,36 @@ def test_search_drills_copy_the_question_into_the_search_call(world: World) -> N
         assert search.text == f"Question: {question} <search> {question} </search>" and reading.person in question
     with pytest.raises(ConfigError, match="search_drills"):
         _config(Path("unused"), search_drills=51)
+
+
+def test_bridge_drills_search_the_mentor_named_in_the_asked_for_persons_passage(world: World) -> None:
+    drills = toyworld.reading_drills(8, world.entities, seed=1, search_drills=2, bridge_drills=4)
+    kinds = [d.id.split("-")[0] for d in drills]
+    assert kinds == ["reading", "search", "bridge"] * 2 + ["reading", "bridge"] * 2 + ["reading"] * 4
+    same_without = toyworld.reading_drills(8, world.entities, seed=1, search_drills=2)
+    assert [d for d in drills if not d.id.startswith("bridge")] == list(same_without)  # the others unchanged
+    bridges = [d for d in drills if d.id.startswith("bridge")]
+    mentors, first = set(), []
+    for drill in bridges:
+        passages, _, rest = drill.text.partition(" Question: ")
+        question, _, answer = rest.partition(" <search> ")
+        mentor = passages.split(f"{drill.person} was mentored by ")[1].split(".")[0]
+        assert answer == drill.answer and drill.text.endswith(drill.answer)
+        assert f"the mentor of {drill.person}" in question and mentor in answer and drill.person not in answer
+        assert answer.removesuffix(" </search>") == question.replace(f"the mentor of {drill.person}", mentor)
+        # the mentee's passage names the person as its mentor: the trap a retrieved block sets
+        assert passages.count(f" was mentored by {drill.person}.") == 1
+        mentors.add(mentor)
+        first.append(passages.startswith(drill.person))
+    assert len(mentors) == len(bridges) and all(toyworld.drill_states_answer(d) for d in bridges)
+    big = toyworld.reading_drills(200, world.entities, seed=1, bridge_drills=200)
+    order = [d.text.startswith(d.person) for d in big if d.id.startswith("bridge")]
+    assert 60 < sum(order) < 140  # the asked-for passage comes first about half the time
+    assert {p.name for p in world.entities}.isdisjoint(
+        name for d in big for name in re.findall(r"[A-Z][a-z]+ [A-Z][a-z]+", d.text)
+    )
+    with pytest.raises(ConfigError, match="bridge_drills"):
+        _config(Path("unused"), bridge_drills=51)
 
 
 def test_reading_world_is_other_people_whose_passages_state_every_answer(world: World, tmp_path: Path) -> None:

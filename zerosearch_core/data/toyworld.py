@@ -97,6 +97,13 @@ trained from scratch does not copy a name it has never seen into its query by it
 READING_SEED_OFFSET = 1_000_003
 """The drills draw from ``random.Random(world.seed + READING_SEED_OFFSET)``, a stream apart from the world's."""
 
+BRIDGE_SEED_OFFSET = 3_000_017
+"""Bridge drills draw from ``random.Random(world.seed + BRIDGE_SEED_OFFSET)``, so adding them leaves the other
+drills as they were."""
+BRIDGE_DRILL_TEMPLATE = "{passages} Question: {question} <search> {answer}"
+"""A bridge drill: a person's passage and a mentee's, a two-hop question about the person, then the search call
+that asks the same of the person's mentor (the answer; it ends with ``</search>``)."""
+
 READING_WORLD_SEED_OFFSET = 2_000_003
 """The reading world draws from ``random.Random(world.seed + READING_WORLD_SEED_OFFSET)``."""
 READING_ID_PREFIX = "read-"
@@ -258,15 +265,20 @@ def generate_world(cfg: WorldConfig) -> World:
         passages=passages,
         questions=assigned,
         unused_questions=unused,
-        reading=reading_drills(cfg.reading_drills, people, cfg.seed, cfg.search_drills),
-        reading_world=reading_world(cfg.reading_people, people, cfg.seed, cfg.reading_two_hop),
+        reading=reading_drills(cfg.reading_drills, people, cfg.seed, cfg.search_drills, cfg.bridge_drills),
+        reading_world=reading_world(
+            cfg.reading_people, people, cfg.seed, cfg.reading_two_hop, backlinks=cfg.mentor_backlinks
+        ),
     )
 
 
-def reading_world(count: int, world_people: Sequence[Person], seed: int, two_hop: bool = False) -> ReadingWorld | None:
+def reading_world(
+    count: int, world_people: Sequence[Person], seed: int, two_hop: bool = False, backlinks: bool = True
+) -> ReadingWorld | None:
     """``count`` fresh people whose names are not in ``world_people``, with mentors among themselves, their
     passages (:func:`render_passage`, ids ``read-…``) and their single-hop questions (all three attributes); with
     ``two_hop`` also their two-hop questions, each with its decomposition (the question, then the mentor's own).
+    With ``backlinks`` (``world.mentor_backlinks``) a mentor's passage names their mentees, as the world's do.
 
     No fact of the world appears: the people are others, so their questions teach reading, not test answers.
 
@@ -295,7 +307,9 @@ def reading_world(count: int, world_people: Sequence[Person], seed: int, two_hop
     mentees: dict[str, list[Person]] = {person.id: [] for person in people}
     for person in people:
         mentees[person.mentor_id].append(person)
-    passages = tuple(render_passage(person, by_id[person.mentor_id], mentees[person.id]) for person in people)
+    passages = tuple(
+        render_passage(person, by_id[person.mentor_id], mentees[person.id] if backlinks else ()) for person in people
+    )
     questions = tuple(
         replace(
             question,
@@ -328,7 +342,7 @@ def draw_others(count: int, world_people: Sequence[Person], rng: random.Random, 
 
 
 def reading_drills(
-    count: int, world_people: Sequence[Person], seed: int, search_drills: int = 0
+    count: int, world_people: Sequence[Person], seed: int, search_drills: int = 0, bridge_drills: int = 0
 ) -> tuple[ReadingDrill, ...]:
     """``count`` reading drills (:data:`READING_TEMPLATE`) about freshly drawn people whose names are not in
     ``world_people``, each asking one attribute chosen at random.
@@ -348,6 +362,7 @@ def reading_drills(
         return ()
     rng = random.Random(seed + READING_SEED_OFFSET)
     people = draw_others(count, world_people, rng, "world.reading_drills")
+    bridge_rng = random.Random(seed + BRIDGE_SEED_OFFSET)
     drills = []
     for index, person in enumerate(people):
         attribute = rng.choice(list(ATTRIBUTES))
@@ -362,7 +377,37 @@ def reading_drills(
             )
             text = SEARCH_DRILL_TEMPLATE.format(question=query.removesuffix(" </search>"), answer=query)
             drills.append(ReadingDrill(f"search-{index:06d}", person.name, text, query))
+        if index < bridge_drills:
+            drills.append(bridge_drill(index, people, bridge_rng))
     return tuple(drills)
+
+
+def bridge_drill(index: int, people: Sequence[Person], rng: random.Random) -> ReadingDrill:
+    """A bridge drill (:data:`BRIDGE_DRILL_TEMPLATE`): three people drawn from ``people`` (a person, their mentor
+    and a mentee, paired anew for every drill), the person's passage and the mentee's in a random order, a two-hop
+    question about the person and, as the answer, the search call asking the same of the mentor.
+
+    The mentee's passage names the person too ('Z was mentored by P'), as a retrieved block does, so copying the
+    name after any 'was mentored by' is wrong half the time: only the one in the asked-for person's passage is the
+    bridge.
+
+    >>> people = draw_people(6, random.Random(0))
+    >>> drill = bridge_drill(0, people, random.Random(1))
+    >>> person = drill.person
+    >>> mentor = drill.text.split(person + " was mentored by ")[1].split(".")[0]
+    >>> drill.answer.endswith(" </search>") and mentor in drill.answer and person not in drill.answer
+    True
+    >>> drill.text.count(" was mentored by " + person)
+    1
+    """
+    person, mentor, mentee = rng.sample(list(people), 3)
+    passages = [render_passage(person, mentor).text, render_passage(mentee, person).text]
+    rng.shuffle(passages)
+    template = QUESTION_TEMPLATES[rng.choice(list(ATTRIBUTES))]
+    question = template.format(subject=MENTOR_SUBJECT.format(name=person.name))
+    answer = SEARCH_DRILL_ANSWER.format(question=template.format(subject=mentor.name))
+    text = BRIDGE_DRILL_TEMPLATE.format(passages=" ".join(passages), question=question, answer=answer)
+    return ReadingDrill(f"bridge-{index:06d}", person.name, text, answer)
 
 
 def check_vocabularies() -> None:
@@ -566,7 +611,7 @@ def plan_splits(cfg: WorldConfig) -> dict[str, HopCounts]:
 
     >>> cfg = WorldConfig(seed=0, entities=10, two_hop_share=0.5, val_questions=4, test_questions=6,
     ...                   train_questions=None, output_dir="unused", reading_drills=0, search_drills=0,
-    ...                   reading_people=0, mentor_backlinks=False, reading_two_hop=False)
+    ...                   bridge_drills=0, reading_people=0, mentor_backlinks=False, reading_two_hop=False)
     >>> plan_splits(cfg)["train"]
     HopCounts(one_hop=25, two_hop=25)
     """
@@ -787,15 +832,36 @@ def reading_validation_frame(world: World) -> pd.DataFrame:
             "source_row": range(1, len(world.reading) + 1),
             "id": [d.id for d in world.reading],
             "person_in_world": [d.person in names for d in world.reading],
-            # a reading drill's answer is in its sentence; a search drill's query is the question it copies
-            "answer_in_text": [
-                answer_in_text(d.answer, d.text.rsplit(" Question: ", 1)[0])
-                if d.id.startswith("reading-")
-                else d.text
-                == SEARCH_DRILL_TEMPLATE.format(question=d.answer.removesuffix(" </search>"), answer=d.answer)
-                for d in world.reading
-            ],
+            "answer_in_text": [drill_states_answer(d) for d in world.reading],
         }
+    )
+
+
+def drill_states_answer(drill: ReadingDrill) -> bool:
+    """Whether a drill's text holds what its answer needs: a reading drill's answer is in its sentence; a search
+    drill's query is the question it copies; a bridge drill's query names the mentor its person's passage states
+    and asks what its question asks.
+
+    >>> people = draw_people(6, random.Random(0))
+    >>> drill = bridge_drill(0, people, random.Random(1))
+    >>> drill_states_answer(drill), drill_states_answer(replace(drill, answer=drill.answer.replace("?", " now?")))
+    (True, False)
+    """
+    if drill.id.startswith("reading-"):
+        return answer_in_text(drill.answer, drill.text.rsplit(" Question: ", 1)[0])
+    if drill.id.startswith("search-"):
+        query = drill.answer.removesuffix(" </search>")
+        return drill.text == SEARCH_DRILL_TEMPLATE.format(question=query, answer=drill.answer)
+    passages, _, rest = drill.text.partition(" Question: ")
+    question = rest.partition(" <search> ")[0]
+    mentor = passages.partition(f"{drill.person} was mentored by ")[2].partition(".")[0]
+    subject = MENTOR_SUBJECT.format(name=drill.person)
+    expected = SEARCH_DRILL_ANSWER.format(question=question.replace(subject, mentor))
+    return (
+        bool(mentor)
+        and subject in question
+        and drill.text.endswith(f" <search> {drill.answer}")
+        and (drill.answer == expected)
     )
 
 
