@@ -381,6 +381,49 @@ def check_params(args: argparse.Namespace) -> int:
     return 0
 
 
+PLAN = "plan"
+PLAN_HELP = (
+    "Print the memory plan of a profile's RL stage per GPU (policy, reference, critic, activations, vLLM, "
+    "simulator) for the GPUs you would rent; exits 2 with the fixes when it does not fit."
+)
+
+
+def memory_plan(args: argparse.Namespace) -> int:
+    """Run ``zerosearch plan``: the per-GPU memory table of ``--params`` on ``--gpus`` GPUs of ``--gpu-memory``."""
+    from zerosearch_core.models.memory_plan import (
+        PlanRequest,
+        PlanSections,
+        fits,
+        fixes,
+        make_plan,
+        plan_json,
+        plan_table,
+        policy_architecture,
+    )
+
+    full = load_config(args.params)
+    cfg = PlanSections(full.model, full.train, full.rollout, full.simulator)
+    stage = args.zero_stage
+    if stage is None:  # the docs' advice: ZeRO-2 up to the 3B policy, ZeRO-3 from 7B on
+        stage = 3 if policy_architecture(cfg).params() > 5e9 else 2
+    request = PlanRequest(args.gpus, args.gpu_memory, stage, args.simulator_gpus, args.simulator_tp)
+    plans = make_plan(cfg, request)
+    ok = fits(plans)
+    suggestions = [] if ok else fixes(cfg, request)
+    if args.json:
+        print(json.dumps(plan_json(plans, suggestions), indent=2))
+    else:
+        print(f"## Memory plan: {args.params}, {args.gpus} GPU(s) of {args.gpu_memory:g} GiB, ZeRO-{stage}\n")
+        print(plan_table(plans))
+        if ok:
+            print("It fits. These are estimates (docs/gpu.md#memory-plan): keep some headroom.")
+        else:
+            print("It does NOT fit. Any one of these makes it fit:" if suggestions else "It does NOT fit, and no "
+                  "single change tried here fixes it: use GPUs with more memory or fewer, larger ones.")  # fmt: skip
+            print("\n".join(f"- {fix}" for fix in suggestions))
+    return 0 if ok else 2
+
+
 EVALUATE_CHECKPOINT = "evaluate_checkpoint"
 EVALUATE_CHECKPOINT_HELP = (
     "Score any model folder (e.g. a released ZeroSearch or Search-R1 policy) against a retriever URL or the local "
@@ -461,6 +504,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a search-mode prompt with {question} (e.g. the one a released checkpoint was trained with); "
         "default: this project's",
     )
+    plan = commands.add_parser(PLAN, help=PLAN_HELP, description=PLAN_HELP)
+    plan.add_argument("--params", type=Path, required=True, help="a profile, e.g. profiles/gpu_qwen2.5-7b.yaml")
+    plan.add_argument("--gpus", type=int, required=True, help="GPUs in all (training plus --simulator-gpus)")
+    plan.add_argument("--gpu-memory", type=float, required=True, help="memory of one GPU in GiB, e.g. 80")
+    plan.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], help="default: 2 up to 5B parameters, else 3")
+    plan.add_argument("--simulator-gpus", type=int, default=0, help="GPUs set aside for a served simulator")
+    plan.add_argument("--simulator-tp", type=int, help="tensor parallelism of the served simulator (default: all)")
+    plan.add_argument("--json", action="store_true", help="print JSON instead of tables")
     for name, help_text in SERVICES.items():
         service = commands.add_parser(name, help=help_text, description=f"{help_text} Runs until interrupted.")
         service.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
@@ -489,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
             return evaluate_checkpoint(args)
         if args.stage == CHECK_PARAMS:
             return check_params(args)
+        if args.stage == PLAN:
+            return memory_plan(args)
         return run_stage(args.stage, args.params)
     except ConfigError as err:
         logger.error("Configuration error: %s", err)

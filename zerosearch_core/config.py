@@ -835,6 +835,20 @@ class TrainConfig:
             "help": "Exclude retrieved-document tokens from the loss (the paper's default; false is an ablation)."
         }
     )
+    micro_batch_size: int | None = field(
+        metadata={
+            "help": "Sequences per forward/backward pass; a step's batch (prompts_per_step x group_size) is split "
+            "into micro-batches whose gradients add up to the whole batch's (the same update, less activation "
+            "memory). null: the whole batch in one pass. GRPO needs it to divide prompts_per_step x group_size. "
+            "`zerosearch plan` says what a GPU profile needs."
+        }
+    )
+    gradient_checkpointing: bool = field(
+        metadata={
+            "help": "Recompute each layer's activations in the backward pass instead of keeping them (about a third "
+            "more compute, activation memory cut to one layer's); for long sequences on a GPU."
+        }
+    )
     save_every_steps: int = field(metadata={"help": "Checkpoint every N steps (and at the end); a rerun resumes."})
     validation_questions: str = field(
         metadata={"help": "Artifact name from data.files scored (EM/F1, real search, greedy) at every checkpoint."}
@@ -856,6 +870,17 @@ class TrainConfig:
             raise ConfigError("train.kl_coef must be >= 0, train.clip_eps > 0 and train.temperature > 0.")
         if self.save_every_steps < 1 or self.validation_size < 1:
             raise ConfigError("train.save_every_steps and train.validation_size must be >= 1.")
+        batch = self.prompts_per_step * self.group_size
+        if self.micro_batch_size is not None and not 1 <= self.micro_batch_size <= batch:
+            raise ConfigError(
+                f"train.micro_batch_size={self.micro_batch_size} must be within [1, {batch}] (prompts_per_step x "
+                "group_size), or null for the whole batch in one pass."
+            )
+        if self.algorithm == "grpo" and self.micro_batch_size is not None and batch % self.micro_batch_size:
+            raise ConfigError(
+                f"train.micro_batch_size={self.micro_batch_size} must divide prompts_per_step x group_size = {batch} "
+                "for GRPO (TRL accumulates equal micro-batches); pick a divisor, or null."
+            )
 
 
 @dataclass(frozen=True)

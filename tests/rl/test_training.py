@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -20,7 +21,7 @@ import torch
 import yaml
 
 from zerosearch_core.agent.loop import Trajectory
-from zerosearch_core.config import PipelineConfig, config_to_dict
+from zerosearch_core.config import ConfigError, PipelineConfig, config_to_dict
 from zerosearch_core.data.benchmarks import normalize, read_raw
 from zerosearch_core.models.build import load_causal_lm, load_tokenizer
 from zerosearch_core.models.generation import PolicyBackend
@@ -65,9 +66,8 @@ def train_questions(cfg: PipelineConfig, benchmarks_dir: Path) -> pd.DataFrame:
 
 def _train_cfg(cfg: PipelineConfig, policy_dir: Path, algorithm: str, **train: object) -> PipelineConfig:
     rollout = dataclasses.replace(cfg.rollout, max_new_tokens_per_turn=6, max_turns=2, batch_size=8)
-    train_cfg = dataclasses.replace(
-        cfg.train, algorithm=algorithm, total_steps=4, prompts_per_step=2, group_size=2, learning_rate=0.01, **train
-    )
+    settings = dict(algorithm=algorithm, total_steps=4, prompts_per_step=2, group_size=2, learning_rate=0.01)
+    train_cfg = dataclasses.replace(cfg.train, **{**settings, **train})  # type: ignore[arg-type]
     paths = dataclasses.replace(cfg.paths, policy_dir=str(policy_dir))
     return dataclasses.replace(cfg, rollout=rollout, train=train_cfg, paths=paths)
 
@@ -101,6 +101,63 @@ def test_an_update_moves_probability_towards_the_rewarded_answer(
         advantages, returns = advantages_for(algorithm, batch, torch.zeros_like(old), trainer.train, values)
         trainer._optimise(batch, old, advantages, returns, values)
     assert sequence_logprob(0) - sequence_logprob(1) > before + 0.01
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "reinforce"])
+def test_micro_batches_give_the_whole_batchs_update_with_gradient_checkpointing_on(
+    algorithm: str, cfg: PipelineConfig, tiny_policy_dir: Path, small_engine: LocalSearchEngine
+) -> None:
+    """train.micro_batch_size splits the batch into passes whose gradients add up to the whole batch's: after two
+    optimizer steps the policy (and critic) weights are those of the one-pass run, with checkpointing on too."""
+    from zerosearch_core.rl.ppo import advantages_for
+
+    tokenizer = load_tokenizer(tiny_policy_dir)
+    prompt = list(tokenizer("Question: capital of France?", add_special_tokens=False)["input_ids"])
+    responses = ["<answer> Paris </answer>", "<answer> Rome </answer>", "<search> France </search>", "<answer> x"]
+    trajectories = []
+    for text in responses:  # unequal lengths and masks, so the micro-batches hold unequal numbers of loss tokens
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        trajectories.append(_trajectory(prompt, ids, [1] * (len(ids) - 1) + [0]))
+    batch = build_token_batch(trajectories, [1.0, 0.0, 0.5, 0.0], 0, True)
+
+    def trained(**train: object) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        setup = rl_setup(_train_cfg(cfg, tiny_policy_dir, algorithm, kl_coef=0.0, **train))
+        trainer = PolicyTrainer(setup, tiny_policy_dir, small_engine)
+        with torch.no_grad():
+            old = token_logprobs(trainer.policy, batch)
+            values = trainer.critic(batch) if trainer.critic is not None else None
+        advantages, returns = advantages_for(algorithm, batch, torch.zeros_like(old), trainer.train, values)
+        for _ in range(2):
+            metrics = trainer._optimise(batch, old, advantages, returns, values)
+        assert metrics["grad_norm"] > 0
+        models = [trainer.policy] + ([trainer.critic] if trainer.critic is not None else [])
+        return [p.detach().clone() for model in models for p in model.parameters()]
+
+    whole = trained(micro_batch_size=None)
+    for split in (trained(micro_batch_size=1), trained(micro_batch_size=3, gradient_checkpointing=True)):
+        assert len(split) == len(whole)
+        assert max(float((a - b).abs().max()) for a, b in zip(whole, split, strict=True)) < 1e-5
+    initial = load_causal_lm(tiny_policy_dir)
+    assert any(not torch.equal(a, b) for a, b in zip(initial.parameters(), whole, strict=False))  # it did train
+
+
+def test_grpo_micro_batches_are_trls_gradient_accumulation_over_one_generation(cfg: PipelineConfig) -> None:
+    from zerosearch_core.rl.grpo import make_grpo_config
+
+    def grpo(**train: object) -> Any:
+        setup = rl_setup(_train_cfg(cfg, Path("unused"), "grpo", prompts_per_step=4, group_size=4, **train))
+        return make_grpo_config(setup, Path("unused"))
+
+    whole, split = grpo(micro_batch_size=None), grpo(micro_batch_size=4, gradient_checkpointing=True)
+    assert (whole.per_device_train_batch_size, whole.gradient_accumulation_steps) == (16, 1)
+    assert (split.per_device_train_batch_size, split.gradient_accumulation_steps) == (4, 4)
+    assert whole.generation_batch_size == split.generation_batch_size == 16  # one generation per update
+    assert split.gradient_checkpointing and not whole.gradient_checkpointing
+    with pytest.raises(ConfigError, match="must divide prompts_per_step x group_size = 16"):
+        grpo(micro_batch_size=3)
+    with pytest.raises(ConfigError, match=r"must be within \[1, 16\]"):
+        grpo(micro_batch_size=17)
 
 
 def test_ppo_resume_reproduces_an_uninterrupted_run(
@@ -368,7 +425,9 @@ def test_two_ranks_under_accelerate_launch_train_one_policy(
     alone writes the checkpoints, the history and the trained policy."""
     params = _prepare_project(cfg, tmp_path)
     run = yaml.safe_load(params.read_text())
+    # in micro-batches of 4 sequences with checkpointing, as the GPU profiles train (TRL accumulates for GRPO)
     run["train"].update(algorithm=algorithm, total_steps=4, save_every_steps=2, prompts_per_step=4)
+    run["train"].update(micro_batch_size=4, gradient_checkpointing=True)
     params.write_text(yaml.safe_dump(run, sort_keys=False))
     # --multi_gpu is accelerate's torchrun launcher; without a GPU the ranks join a gloo group on CPU
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]

@@ -44,15 +44,17 @@ def make_grpo_config(setup: RLSetup, output_dir: Path) -> Any:
 
     train = setup.train
     on_cpu = not torch.cuda.is_available()
+    batch = train.prompts_per_step * train.group_size  # sequences each rank generates and trains on per step
+    micro = train.micro_batch_size or batch  # TRL accumulates batch / micro passes; it generates the batch once
     return GRPOConfig(
         output_dir=str(output_dir),
         use_cpu=on_cpu,
         bf16=not on_cpu and setup.dtype == "bfloat16",
-        gradient_checkpointing=False,
+        gradient_checkpointing=train.gradient_checkpointing,
         report_to=[],
         max_steps=train.total_steps,
-        per_device_train_batch_size=train.prompts_per_step * train.group_size,
-        gradient_accumulation_steps=1,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=batch // micro,
         num_generations=train.group_size,
         num_iterations=train.epochs_per_step,
         max_completion_length=setup.protocol.rollout.max_total_tokens,

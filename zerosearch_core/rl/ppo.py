@@ -14,6 +14,7 @@ Stage: ``python -m zerosearch_core.cli train_policy --params params.yaml``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -113,6 +114,30 @@ def token_logprobs(model: PreTrainedModel, batch: TokenBatch) -> torch.Tensor:
     return torch.log_softmax(logits, dim=-1).gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
 
 
+def micro_batches(rows: int, size: int | None) -> list[slice]:
+    """The row slices of a batch of ``rows`` taken ``size`` at a time (the last may be shorter); one slice for
+    ``size`` None (``train.micro_batch_size: null``).
+
+    >>> micro_batches(5, 2), micro_batches(5, None)
+    ([slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)], [slice(0, 5, None)])
+    """
+    step = rows if size is None else size
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, max(step, 1))]
+
+
+def batch_rows(batch: TokenBatch, rows: slice) -> TokenBatch:
+    """The rows ``rows`` of ``batch`` (same padding and length)."""
+    return TokenBatch(batch.input_ids[rows], batch.attention_mask[rows], batch.loss_mask[rows], batch.scores[rows])
+
+
+def chunked(function: Callable[[TokenBatch], torch.Tensor], batch: TokenBatch, size: int | None) -> torch.Tensor:
+    """``function`` of ``batch`` computed ``size`` rows at a time and joined (for passes without gradients)."""
+    parts = micro_batches(batch.input_ids.shape[0], size)
+    if len(parts) == 1:
+        return function(batch)
+    return torch.cat([function(batch_rows(batch, rows)) for rows in parts])
+
+
 class ValueModel(nn.Module):
     """A critic: the policy's transformer body with a scalar head, initialised from the policy checkpoint."""
 
@@ -195,6 +220,10 @@ class PolicyTrainer:
         self.policy = load_causal_lm(policy_path, setup.dtype)
         self.reference = load_causal_lm(policy_path, setup.dtype) if self.train.kl_coef > 0 else None
         self.critic = ValueModel.from_policy(policy_path) if self.train.algorithm == "ppo" else None
+        if self.train.gradient_checkpointing:
+            self.policy.gradient_checkpointing_enable()
+            if self.critic is not None:
+                self.critic.body.gradient_checkpointing_enable()
         self._wrap_for_ranks()
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.train.learning_rate)
         self.scheduler = _warmup_scheduler(self.optimizer, self.train.warmup_steps)
@@ -265,10 +294,16 @@ class PolicyTrainer:
         batch = build_token_batch(
             trajectories, scores, int(self.tokenizer.pad_token_id), self.train.mask_retrieved_tokens
         )
+        micro = self.train.micro_batch_size
         with torch.no_grad():
-            old_logprobs = token_logprobs(self.policy, batch)
-            ref_logprobs = token_logprobs(self.reference, batch) if self.reference is not None else old_logprobs
-            old_values = self.critic(batch) if self.critic is not None else None
+            old_logprobs = chunked(functools.partial(token_logprobs, self.policy), batch, micro)
+            reference = self.reference
+            ref_logprobs = (
+                chunked(functools.partial(token_logprobs, reference), batch, micro)
+                if reference is not None
+                else old_logprobs
+            )
+            old_values = chunked(self.critic, batch, micro) if self.critic is not None else None
         kl_old = kl_estimate(old_logprobs, ref_logprobs, "k1")
         advantages, returns = advantages_for(self.train.algorithm, batch, kl_old, self.train, old_values)
         metrics = self._optimise(batch, old_logprobs, advantages, returns, old_values)
@@ -291,29 +326,41 @@ class PolicyTrainer:
     ) -> dict[str, float]:
         self.policy.train()
         totals = {"policy_loss": 0.0, "clip_fraction": 0.0, "value_loss": 0.0, "grad_norm": 0.0}
-        for _ in range(self.train.epochs_per_step):
-            logprobs = token_logprobs(self.policy_step, batch)  # type: ignore[arg-type]  # DDP forwards the call
-            loss, clip_fraction = ppo_policy_loss(
-                logprobs, old_logprobs, advantages, batch.loss_mask, self.train.clip_eps
-            )
+        epochs = self.train.epochs_per_step
+        # Each micro-batch's token mean, weighted by its share of the batch's loss tokens, adds up to the whole
+        # batch's token mean: the gradients (and the update) are the whole batch's, in less memory.
+        parts = micro_batches(batch.input_ids.shape[0], self.train.micro_batch_size)
+        tokens = batch.loss_mask.sum().clamp(min=1)
+        weights = [float(batch.loss_mask[rows].sum() / tokens) for rows in parts]
+        for _ in range(epochs):
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for rows, weight in zip(parts, weights, strict=True):
+                part = batch_rows(batch, rows)
+                logprobs = token_logprobs(self.policy_step, part)  # type: ignore[arg-type]  # DDP forwards the call
+                loss, clip_fraction = ppo_policy_loss(
+                    logprobs, old_logprobs[rows], advantages[rows], part.loss_mask, self.train.clip_eps
+                )
+                (loss * weight).backward()
+                totals["policy_loss"] += loss.item() * weight / epochs
+                totals["clip_fraction"] += clip_fraction.item() * weight / epochs
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.train.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
-            totals["policy_loss"] += loss.item() / self.train.epochs_per_step
-            totals["clip_fraction"] += clip_fraction.item() / self.train.epochs_per_step
-            totals["grad_norm"] += float(grad_norm) / self.train.epochs_per_step
+            totals["grad_norm"] += float(grad_norm) / epochs
             if self.critic is not None and self.critic_optimizer is not None:
                 assert returns is not None and old_values is not None
                 assert self.critic_step is not None
-                values = self.critic_step(batch)
-                critic_loss = value_loss(values, old_values, returns, batch.loss_mask, self.train.clip_eps)
                 self.critic_optimizer.zero_grad(set_to_none=True)
-                critic_loss.backward()
+                for rows, weight in zip(parts, weights, strict=True):
+                    part = batch_rows(batch, rows)
+                    values = self.critic_step(part)
+                    critic_loss = value_loss(
+                        values, old_values[rows], returns[rows], part.loss_mask, self.train.clip_eps
+                    )
+                    (critic_loss * weight).backward()
+                    totals["value_loss"] += critic_loss.item() * weight / epochs
                 torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.train.max_grad_norm)
                 self.critic_optimizer.step()
-                totals["value_loss"] += critic_loss.item() / self.train.epochs_per_step
         if self.critic is None:
             del totals["value_loss"]
         totals["learning_rate"] = float(self.scheduler.get_last_lr()[0])
