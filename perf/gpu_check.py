@@ -127,6 +127,26 @@ def _peak_bytes(device: str) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def plan_estimate_gib(shape: dict[str, int], batch: int, length: int, checkpointing: bool) -> float | None:
+    """What ``zerosearch plan``'s formulas give for :func:`step_cost`'s run (pure bf16 weights, gradients and AdamW
+    states, 8 bytes a parameter, plus activations and logits of the micro-batch), to set beside the measured peak;
+    None where the project's code is not beside this file."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from zerosearch_core.models.memory_plan import LOGIT_BYTES, Architecture
+    except ImportError:
+        return None
+    finally:
+        sys.path.remove(str(ROOT))
+    arch = Architecture(
+        shape["hidden_size"], shape["num_hidden_layers"], shape["num_attention_heads"],
+        shape["num_key_value_heads"], shape["intermediate_size"], shape["vocab_size"], tied=False,
+    )  # fmt: skip
+    tokens = batch * length
+    total = 8 * arch.params() + tokens * (arch.activation_bytes_per_token(checkpointing) + arch.vocab * LOGIT_BYTES)
+    return round(total / 2**30, 2)
+
+
 def step_cost(shape: dict[str, int], device: str, batch: int, length: int, checkpointing: bool) -> dict[str, Any]:
     """One bf16 forward, backward and AdamW step at (batch, length): seconds, tokens/s and peak memory."""
     if device.startswith("cuda"):
@@ -156,6 +176,7 @@ def step_cost(shape: dict[str, int], device: str, batch: int, length: int, check
             "seconds_per_step": round(seconds, 4),
             "tokens_per_s": round(batch * length / seconds, 1),
             "peak_memory_gib": round(_peak_bytes(device) / 2**30, 2),
+            "plan_estimate_gib": plan_estimate_gib(shape, batch, length, checkpointing),
             "fits": True,
         }
     except torch.OutOfMemoryError:
@@ -201,6 +222,21 @@ def sync_gap(device: str, seed: int, dry: bool) -> dict[str, Any]:
     }
 
 
+def run_gpu_tests() -> dict[str, Any]:
+    """The ``gpu``-marked tests of ``tests/test_gpu_check.py`` (bf16 steps, the sync gap, the DeepSpeed configs under
+    accelerate, the memory plan against measured peaks), run by pytest in a subprocess without the suite's conftest
+    (which needs the whole stack); pytest travels as a wheel where the image lacks it."""
+    import subprocess
+
+    command = [sys.executable, "-m", "pytest", "-q", "--noconftest", "-p", "no:cacheprovider", "-m", "gpu"]
+    command.append(str(ROOT / "tests/test_gpu_check.py"))
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return {"returncode": None, "tail": "timed out after 300 s"}
+    return {"returncode": done.returncode, "tail": (done.stdout + done.stderr)[-2000:]}
+
+
 def summary_markdown(report: dict[str, Any]) -> str:
     """The short human summary of a report."""
     lines = [f"# Device check on {report['device_name']}", "", f"Mode: {report['mode']}; {report['when']}.", ""]
@@ -215,20 +251,25 @@ def summary_markdown(report: dict[str, Any]) -> str:
     lines.append(
         f"- bf16 against fp32 log-probs: max {gap['max_abs_logprob_gap']:.3f}, mean {gap['mean_abs_logprob_gap']:.4f}"
     )
+    if "gpu_tests" in report:
+        tests = report["gpu_tests"]
+        verdict = "passed" if tests["returncode"] == 0 else f"FAILED or not run (exit {tests['returncode']})"
+        lines.append(f"- gpu-marked tests (tests/test_gpu_check.py): {verdict}")
     lines += [
         "",
-        "| architecture | micro-batch | tokens | checkpointing | s/step | tokens/s | peak GiB |",
-        "|---|---|---|---|---|---|---|",
+        "| architecture | micro-batch | tokens | checkpointing | s/step | tokens/s | peak GiB | plan GiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in report["profile_shapes"].items():
         for run in entry["runs"]:
             cells = [str(run.get(k, "")) for k in ("batch", "tokens", "gradient_checkpointing")]
             if run.get("fits") is False:
-                cells += ["out of memory", "", ""]
+                cells += ["out of memory", "", "", ""]
             elif "skipped" in run:
-                cells += [run["skipped"], "", ""]
+                cells += [run["skipped"], "", "", ""]
             else:
-                cells += [str(run["seconds_per_step"]), str(run["tokens_per_s"]), str(run["peak_memory_gib"])]
+                cells += [str(run[k]) for k in ("seconds_per_step", "tokens_per_s", "peak_memory_gib")]
+                cells.append(str(run.get("plan_estimate_gib")))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -256,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         "sync_gap": sync_gap(args.device, args.seed, args.dry),
     }
     report["profile_shapes"] = profile_shapes(args.device, args.dry, started + args.budget_s)
+    if args.device.startswith("cuda"):
+        report["gpu_tests"] = run_gpu_tests()
     report["seconds"] = round(time.monotonic() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -329,7 +329,31 @@ def fixes(cfg: PlanSections, request: PlanRequest) -> list[str]:
     if cfg.rollout.engine == "vllm" and cfg.rollout.vllm_gpu_memory_utilization > 0.2:
         lower = dataclasses.replace(cfg.rollout, vllm_gpu_memory_utilization=0.2)
         trials.append(("rollout.vllm_gpu_memory_utilization: 0.2", dataclasses.replace(cfg, rollout=lower), request))
+    colocated = cfg.simulator.url is None and request.simulator_gpus == 0 and train.search_engine == "simulated"
+    if colocated and cfg.simulator.engine == "vllm" and cfg.simulator.vllm_gpu_memory_utilization > 0.2:
+        lower_sim = dataclasses.replace(cfg.simulator, vllm_gpu_memory_utilization=0.2)
+        trials.append(
+            ("simulator.vllm_gpu_memory_utilization: 0.2", dataclasses.replace(cfg, simulator=lower_sim), request)
+        )
+    if colocated and request.gpus > 1:
+        served = dataclasses.replace(cfg.simulator, url="http://simulator:8001")
+        change = "the simulator on a GPU of its own (`vllm serve`, simulator.url, --simulator-gpus 1)"
+        trials.append(
+            (change, dataclasses.replace(cfg, simulator=served), dataclasses.replace(request, simulator_gpus=1))
+        )
     found = [change for change, changed, req in trials if fits(make_plan(changed, req))]
+    if not found:  # no single change: the cheap ones together
+        together = with_train(micro_batch_size=1, gradient_checkpointing=True)
+        together = dataclasses.replace(
+            together,
+            rollout=dataclasses.replace(cfg.rollout, vllm_gpu_memory_utilization=0.2),
+            simulator=dataclasses.replace(cfg.simulator, vllm_gpu_memory_utilization=0.2),
+        )
+        if fits(make_plan(together, dataclasses.replace(request, zero_stage=3))):
+            found.append(
+                "all together: ZeRO-3, train.micro_batch_size: 1, train.gradient_checkpointing: true, "
+                "rollout.vllm_gpu_memory_utilization: 0.2, simulator.vllm_gpu_memory_utilization: 0.2"
+            )
     for more in (2, 4, 8, 16, 32, 64):
         if more > request.gpus:
             bigger = dataclasses.replace(request, gpus=more + request.simulator_gpus)
