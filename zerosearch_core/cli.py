@@ -297,12 +297,17 @@ def run_stage(stage: str, params_path: Path) -> int:
     return 0
 
 
-def serve(service: str, params_path: Path, engine: Literal["hf", "vllm"] | None = None) -> int:
-    """Run a service until interrupted (``engine`` overrides ``simulator.engine``)."""
+def serve(service: str, params_path: Path, engine: Literal["hf", "vllm"] | None = None, port: int | None = None) -> int:
+    """Run a service until interrupted (``engine`` overrides ``simulator.engine``; ``port`` is the search
+    simulator's)."""
     cfg = load_config(params_path)
     if engine is not None:
         cfg = dataclasses.replace(cfg, simulator=dataclasses.replace(cfg.simulator, engine=engine))
-    importlib.import_module(f"zerosearch_core.services.{service.removeprefix('serve_')}").run(cfg)
+    module = importlib.import_module(f"zerosearch_core.services.{service.removeprefix('serve_')}")
+    if port is not None:
+        module.run(cfg, port)
+    else:
+        module.run(cfg)
     return 0
 
 
@@ -515,7 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in SERVICES.items():
         service = commands.add_parser(name, help=help_text, description=f"{help_text} Runs until interrupted.")
         service.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
-        if name == "serve_simulator":
+        if name == "serve_search_simulator":
+            service.add_argument("--port", type=int, default=8002, help="port of /retrieve (default 8002)")
+        if name in ("serve_simulator", "serve_search_simulator"):
             service.add_argument(
                 "--engine",
                 choices=["hf", "vllm"],
@@ -533,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.stage in SERVICES:
-            return serve(args.stage, args.params, getattr(args, "engine", None))
+            return serve(args.stage, args.params, getattr(args, "engine", None), getattr(args, "port", None))
         if args.stage in TOOLS:
             return experiment_tool(args.stage, args)
         if args.stage == EVALUATE_CHECKPOINT:

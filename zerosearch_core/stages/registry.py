@@ -22,5 +22,7 @@ STAGES: dict[str, str] = {
 SERVICES: dict[str, str] = {
     "serve_retriever": "Serve the built index over HTTP (Search-R1-compatible /retrieve).",
     "serve_simulator": "Serve the simulator with an OpenAI-compatible API (/v1/chat/completions, /v1/completions).",
+    "serve_search_simulator": "Serve the simulator as a search engine: Search-R1's POST /retrieve on "
+    "simulator.serve_host:--port (8002), generation by vLLM's OpenAI server (started here) or simulator.url.",
 }
 """Long-running services (not DVC stages) → help text; each is ``zerosearch_core.services.<name minus serve_>``."""
