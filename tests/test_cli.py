@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
@@ -159,3 +160,26 @@ def test_a_stage_run_records_the_changed_params_and_both_links(
     assert f"({platform.machine()}: " in run.data.tags["cpu"]  # what float kernels depend on
     announced = [line for line in capsys.readouterr().err.splitlines() if line.startswith(MLFLOW_RUN_LINE)]
     assert announced == [f"{MLFLOW_RUN_LINE}run {run.info.run_id} of experiment {experiment.experiment_id} in {uri}"]
+
+
+def test_config_show_prints_each_keys_help_type_bounds_and_value(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from zerosearch_core.cli import main
+
+    assert main(["config", "show", "search.top_k", "simulator.serve_port", "--params", "toy/params.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "search.top_k = 3\n    int (>= 1, <= 20)\n    Documents per query" in out
+    assert "simulator.serve_port = 8011\n    int (>= 1, <= 65535), service knob: not tracked" in out
+    assert main(["config", "show", "world", "--params", "toy/params.yaml", "--json"]) == 0
+    world = json.loads(capsys.readouterr().out)
+    assert [e["key"] for e in world][:2] == ["world.seed", "world.entities"] and world[0]["value"] == 7
+    assert {"key", "type", "bounds", "service", "value", "help"} == set(world[0])
+    assert main(["config", "show"]) == 0  # every key of params.yaml, each with a help text
+    everything = capsys.readouterr().out
+    assert (
+        everything.count(" = ") > 150
+        and "train.algorithm = \"grpo\"\n    one of ['grpo', 'ppo', 'reinforce']" in everything
+    )
+    assert main(["config", "show", "train.learning_rat"]) == 2
+    assert "No parameter 'train.learning_rat'; keys start with one of ['seed', 'world'" in caplog.text

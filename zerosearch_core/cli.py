@@ -429,6 +429,29 @@ def memory_plan(args: argparse.Namespace) -> int:
     return 0 if ok else 2
 
 
+CONFIG = "config"
+CONFIG_HELP = "Show what parameters mean: `config show KEY...` prints each key's help, type, bounds and value."
+
+
+def config_show(args: argparse.Namespace) -> int:
+    """Run ``zerosearch config show [KEY ...]``: a key, a section, or (none given) every key."""
+    from zerosearch_core.config import describe_keys
+
+    cfg = load_config(args.params)
+    entries = [entry for key in (args.keys or [""]) for entry in describe_keys(cfg, key)]
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    for entry in entries:
+        bounds = ", ".join(
+            f"{'>=' if b == 'ge' else '>' if b == 'gt' else '<='} {v}" for b, v in entry["bounds"].items()
+        )
+        kind = entry["type"] + (f" ({bounds})" if bounds else "") + (", service knob: not tracked" if entry["service"]
+                                                                        else "")  # fmt: skip
+        print(f"{entry['key']} = {json.dumps(entry['value'])}\n    {kind}\n    {entry['help']}")
+    return 0
+
+
 EVALUATE_CHECKPOINT = "evaluate_checkpoint"
 EVALUATE_CHECKPOINT_HELP = (
     "Score any model folder (e.g. a released ZeroSearch or Search-R1 policy) against a retriever URL or the local "
@@ -509,6 +532,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a search-mode prompt with {question} (e.g. the one a released checkpoint was trained with); "
         "default: this project's",
     )
+    config = commands.add_parser(CONFIG, help=CONFIG_HELP, description=CONFIG_HELP)
+    config.add_argument("action", choices=["show"], help="show: print keys with help, type, bounds and value")
+    config.add_argument("keys", nargs="*", metavar="KEY", help="dotted keys or sections (none: every key)")
+    config.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
+    config.add_argument("--json", action="store_true", help="print JSON instead of text")
     plan = commands.add_parser(PLAN, help=PLAN_HELP, description=PLAN_HELP)
     plan.add_argument("--params", type=Path, required=True, help="a profile, e.g. profiles/gpu_qwen2.5-7b.yaml")
     plan.add_argument("--gpus", type=int, required=True, help="GPUs in all (training plus --simulator-gpus)")
@@ -549,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
             return check_params(args)
         if args.stage == PLAN:
             return memory_plan(args)
+        if args.stage == CONFIG:
+            return config_show(args)
         return run_stage(args.stage, args.params)
     except ConfigError as err:
         logger.error("Configuration error: %s", err)

@@ -1188,6 +1188,63 @@ def config_values(cfg: PipelineConfig, keys: list[str]) -> dict[str, Any]:
     return values
 
 
+def describe_keys(cfg: PipelineConfig, prefix: str) -> list[dict[str, Any]]:
+    """Help, type, bounds and value of ``prefix`` (a dotted key, a section, or empty for every key), one entry per
+    leaf key, as ``zerosearch config show`` prints them.
+
+    >>> (entry,) = describe_keys(load_config("params.yaml"), "search.top_k")
+    >>> entry["key"], entry["type"], entry["value"], entry["help"][:30]
+    ('search.top_k', 'int', 3, 'Documents returned per search.')
+
+    Raises:
+        ConfigError: No key is or starts with ``prefix``; the message lists the sections.
+    """
+    entries: list[dict[str, Any]] = []
+
+    def visit(cls: type, value: Any, where: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for spec in dataclasses.fields(cls):
+            key = f"{where}.{spec.name}" if where else spec.name
+            inner = getattr(value, spec.name) if value is not None else None
+            hint = hints[spec.name]
+            optional = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else ()
+            section = next((c for c in (hint, *optional) if isinstance(c, type) and dataclasses.is_dataclass(c)), None)
+            if section is not None and (inner is not None or not key.startswith(prefix)):
+                visit(section, inner, key)
+                continue
+            bounds = {b: spec.metadata[b] for b in ("ge", "gt", "le") if spec.metadata.get(b) is not None}
+            entries.append(
+                {
+                    "key": key,
+                    "type": _type_text(hints[spec.name]),
+                    "bounds": bounds,
+                    "service": bool(spec.metadata.get("service", False)),
+                    "value": config_to_dict(inner),
+                    "help": str(spec.metadata.get("help", "")),
+                }
+            )
+
+    visit(PipelineConfig, cfg, "")
+    chosen = [e for e in entries if not prefix or e["key"] == prefix or e["key"].startswith(prefix + ".")]
+    if not chosen:
+        sections = [f.name for f in dataclasses.fields(PipelineConfig)]
+        raise ConfigError(f"No parameter {prefix!r}; keys start with one of {sections} (e.g. train.learning_rate).")
+    return chosen
+
+
+def _type_text(hint: Any) -> str:
+    """A type hint as a reader writes it: ``int``, ``float | null``, ``one of ['grpo', 'ppo']``, ``list of str``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return " | ".join(_type_text(a) for a in inner) + (" | null" if type(None) in args else "")
+    if origin is Literal:
+        return f"one of {list(args)}"
+    if origin is tuple:
+        return f"list of {_type_text(args[0])}"
+    return _describe(hint)
+
+
 def _section_class(section: str) -> type | None:
     hint = typing.get_type_hints(PipelineConfig).get(section)
     if hint is None:
