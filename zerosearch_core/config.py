@@ -1194,7 +1194,7 @@ def describe_keys(cfg: PipelineConfig, prefix: str) -> list[dict[str, Any]]:
 
     >>> (entry,) = describe_keys(load_config("params.yaml"), "search.top_k")
     >>> entry["key"], entry["type"], entry["value"], entry["help"][:30]
-    ('search.top_k', 'int', 3, 'Documents returned per search.')
+    ('search.top_k', 'int', 3, 'Documents per query (the paper')
 
     Raises:
         ConfigError: No key is or starts with ``prefix``; the message lists the sections.
