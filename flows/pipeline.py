@@ -27,6 +27,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from tasks import dvc_stages  # noqa: E402
+from zerosearch_core.profiles import secret_overrides  # noqa: E402
 
 
 @flow(name="zerosearch-pipeline", log_prints=True)
@@ -47,6 +48,7 @@ def zerosearch_pipeline(params: str = "params.yaml", overrides: dict[str, Any] |
         metrics.
     """
     logger = get_run_logger()
+    refuse_secrets(overrides or {})
     checked = check_params(params, overrides or {})
     pipeline = checked["pipeline"]  # relative to the project folder, where the CLI ran
     stages = [dvc_stages.stage_task(stage)(stage, pipeline) for stage in dvc_stages.pipeline_stages(pipeline)]
@@ -57,6 +59,22 @@ def zerosearch_pipeline(params: str = "params.yaml", overrides: dict[str, Any] |
     for mode in (m for m in metrics if m != "not_evaluated"):
         print(f"{mode}: average EM {metrics[mode]['average']['em']:.3f}, F1 {metrics[mode]['average']['f1']:.3f}")
     return {"params": checked, "stages": stages, "metrics": metrics}
+
+
+SECRET_ADVICE = (
+    "Prefect stores a flow's parameters in its database and shows them in its UI, so a secret must not be one: set "
+    "it in the parameter file (kept out of git) or the environment (e.g. MLFLOW_TRACKING_URI, SERPER_API_KEY) instead"
+)
+
+
+def refuse_secrets(overrides: dict[str, Any]) -> None:
+    """Fail, naming the keys and never the values, when an override carries a secret (a flow run from the UI has
+    already stored it: the message says so, so it can be rotated)."""
+    secrets = secret_overrides(overrides)
+    if secrets:
+        raise ValueError(
+            f"The override(s) {secrets} carry a secret; this run stored them, so rotate that secret. {SECRET_ADVICE}."
+        )
 
 
 @task(name="check_params", retries=0, cache_policy=NO_CACHE)
@@ -89,6 +107,9 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[str, dict[str, Any]]
         if not sep or not key.strip():
             parser.error(f"override number {position} is not KEY=VALUE; write e.g. train.seed=3")
         overrides[key.strip()] = value
+    secrets = secret_overrides(overrides)
+    if secrets:  # refused before Prefect sees (and stores) them
+        parser.error(f"the override(s) {secrets} carry a secret. {SECRET_ADVICE}.")
     return args.params, overrides
 
 

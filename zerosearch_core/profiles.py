@@ -229,6 +229,26 @@ def redact_values(message: str, overrides: Mapping[str, Any]) -> str:
     return message
 
 
+_URL_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^/@\s:]+:[^/@\s]+@", re.IGNORECASE)
+
+
+def secret_overrides(overrides: Mapping[str, Any]) -> list[str]:
+    """The override keys that carry a secret: a secret-looking key (:data:`SECRET_WORDS`), or a value with a
+    password in a URL (``postgresql://user:pass@host``). A workflow engine stores its parameters (Prefect: in its
+    database, shown in its UI), so such values must come from the environment or a parameter file instead.
+
+    >>> secret_overrides({"train.seed": 3, "tracking.uri": "postgresql://me:pw@db/mlflow", "x.api_key": "k"})
+    ['tracking.uri', 'x.api_key']
+    >>> secret_overrides({"simulator.url": "http://127.0.0.1:8001", "tracking.uri": "postgresql://me@db/mlflow"})
+    []
+    """
+    return [
+        key
+        for key, value in overrides.items()
+        if any(word in key.lower() for word in SECRET_WORDS) or _URL_CREDENTIALS.search(str(value))
+    ]
+
+
 def shown_value(key: str, value: Any) -> str:
     """What a log line or a report shows of an override: the value, or ``<redacted>`` for a secret-looking key.
 

@@ -242,6 +242,27 @@ def test_help_prints_usage_and_runs_nothing(flow: str, tmp_path: Path) -> None:
     assert "Starting temporary server" not in result.stdout + result.stderr  # no flow ran
 
 
+@pytest.mark.reliability
+def test_an_override_carrying_a_secret_is_refused_before_prefect_stores_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Prefect keeps a flow run's parameters in its database: a password in a URL or a secret-named key passed as an
+    override is refused on the command line (no flow starts) and by the flow itself (a run from the UI), naming the
+    key, never the value."""
+    from flows.pipeline import parse_arguments, refuse_secrets
+
+    secret = "postgresql://mlflow:hunter2-pw@db:5432/mlflow"
+    with pytest.raises(SystemExit) as exit_info:
+        parse_arguments(["params.yaml", f"tracking.uri={secret}", "train.seed=3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "['tracking.uri'] carry a secret" in err and "MLFLOW_TRACKING_URI" in err and "hunter2" not in err
+    with pytest.raises(ValueError, match=r"\['search.web_api_key_env'\] carry a secret; this run stored them") as info:
+        refuse_secrets({"search.web_api_key_env": "sk-live-123", "train.seed": 3})
+    assert "sk-live-123" not in str(info.value)
+    refuse_secrets({"tracking.uri": "postgresql://mlflow@db/mlflow", "simulator.url": "http://127.0.0.1:8001"})
+
+
 def test_a_malformed_pipeline_override_is_one_clear_line() -> None:
     from flows.pipeline import parse_arguments
 
