@@ -429,6 +429,29 @@ def memory_plan(args: argparse.Namespace) -> int:
     return 0 if ok else 2
 
 
+FETCH_DATA = "fetch_data"
+FETCH_DATA_HELP = (
+    "Get the benchmark files and the corpus that data/sources.yaml pins (GitHub at a commit, the Hugging Face hub, or "
+    "a local copy), each checked against its size and SHA-256, laid out as data.source_dir expects."
+)
+
+
+def fetch_data(args: argparse.Namespace) -> int:
+    """Run ``zerosearch fetch_data``."""
+    from zerosearch_core.data.sources import SourceError, fetch, load_catalog, offline_default, select
+
+    sources = select(load_catalog(args.catalog), args.only)
+    try:
+        report = fetch(sources, args.dest, args.from_local, args.github_url, args.hf_cache,
+                       args.offline or offline_default())  # fmt: skip
+    except SourceError as err:
+        logger.error("%s", err)
+        return 1
+    print(f"{len(report['files'])} file(s) in {args.dest} (report: {args.dest / 'fetch_report.json'}); point "
+          f"data.source_dir at it.")  # fmt: skip
+    return 0
+
+
 CONFIG = "config"
 CONFIG_HELP = "Show what parameters mean: `config show KEY...` prints each key's help, type, bounds and value."
 
@@ -532,6 +555,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a search-mode prompt with {question} (e.g. the one a released checkpoint was trained with); "
         "default: this project's",
     )
+    fetcher = commands.add_parser(FETCH_DATA, help=FETCH_DATA_HELP, description=FETCH_DATA_HELP)
+    fetcher.add_argument("--dest", type=Path, required=True, help="folder to fill, e.g. data/external/benchmarks")
+    fetcher.add_argument("--only", default="all", choices=["all", "benchmarks", "corpus"], help="which files")
+    fetcher.add_argument("--from-local", type=Path, help="a folder that already has (some of) the files")
+    fetcher.add_argument("--offline", action="store_true", help="no downloads (also when HF_HUB_OFFLINE is set)")
+    fetcher.add_argument("--catalog", type=Path, default=None, help="sources file (default data/sources.yaml)")
+    fetcher.add_argument("--github-url", default="https://raw.githubusercontent.com", help=argparse.SUPPRESS)
+    fetcher.add_argument("--hf-cache", default=None, help="huggingface_hub cache folder (default: its own)")
     config = commands.add_parser(CONFIG, help=CONFIG_HELP, description=CONFIG_HELP)
     config.add_argument("action", choices=["show"], help="show: print keys with help, type, bounds and value")
     config.add_argument("keys", nargs="*", metavar="KEY", help="dotted keys or sections (none: every key)")
@@ -579,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
             return memory_plan(args)
         if args.stage == CONFIG:
             return config_show(args)
+        if args.stage == FETCH_DATA:
+            return fetch_data(args)
         return run_stage(args.stage, args.params)
     except ConfigError as err:
         logger.error("Configuration error: %s", err)
