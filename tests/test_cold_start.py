@@ -61,6 +61,7 @@ def toy_cfg(tmp_path: Path) -> PipelineConfig:
         bridge_drills=30,
         reading_people=20,
         mentor_backlinks=False,
+        reading_backlinks=True,
         reading_two_hop=False,
     )
     world_dir.mkdir()

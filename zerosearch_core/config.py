@@ -193,8 +193,14 @@ class WorldConfig:
             "help": "Also write the reading people's two-hop questions, each with its decomposition, into "
             "reading_questions.jsonl: reading lessons that search twice (the question, then the mentor named in "
             "the first passage), so the cold start practises copying a name out of a retrieved passage into its "
-            "next query on people who are not the world's. The held-out lessons stay single-hop. The reading "
-            "people's passages name their mentees only with mentor_backlinks, as the world's do."
+            "next query on people who are not the world's. The held-out lessons stay single-hop."
+        },
+    )
+    reading_backlinks: bool = field(
+        metadata={
+            "help": "Whether the reading people's passages name their mentees ('... was the mentor of X'), as the "
+            "world's do with mentor_backlinks. The toy profile keeps true (its measured runs); false makes the "
+            "reading lessons' blocks look like a world without backlinks."
         },
     )
     mentor_backlinks: bool = field(

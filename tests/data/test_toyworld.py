@@ -52,6 +52,7 @@ def _config(tmp_path: Path, **overrides: object) -> WorldConfig:
         "bridge_drills": 20,
         "reading_people": 30,
         "mentor_backlinks": True,
+        "reading_backlinks": True,
         "reading_two_hop": False,
     }
     settings.update(overrides)

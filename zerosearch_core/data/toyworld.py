@@ -267,7 +267,7 @@ def generate_world(cfg: WorldConfig) -> World:
         unused_questions=unused,
         reading=reading_drills(cfg.reading_drills, people, cfg.seed, cfg.search_drills, cfg.bridge_drills),
         reading_world=reading_world(
-            cfg.reading_people, people, cfg.seed, cfg.reading_two_hop, backlinks=cfg.mentor_backlinks
+            cfg.reading_people, people, cfg.seed, cfg.reading_two_hop, backlinks=cfg.reading_backlinks
         ),
     )
 
@@ -278,7 +278,7 @@ def reading_world(
     """``count`` fresh people whose names are not in ``world_people``, with mentors among themselves, their
     passages (:func:`render_passage`, ids ``read-…``) and their single-hop questions (all three attributes); with
     ``two_hop`` also their two-hop questions, each with its decomposition (the question, then the mentor's own).
-    With ``backlinks`` (``world.mentor_backlinks``) a mentor's passage names their mentees, as the world's do.
+    With ``backlinks`` (``world.reading_backlinks``) a mentor's passage names their mentees.
 
     No fact of the world appears: the people are others, so their questions teach reading, not test answers.
 
@@ -611,7 +611,7 @@ def plan_splits(cfg: WorldConfig) -> dict[str, HopCounts]:
 
     >>> cfg = WorldConfig(seed=0, entities=10, two_hop_share=0.5, val_questions=4, test_questions=6,
     ...                   train_questions=None, output_dir="unused", reading_drills=0, search_drills=0,
-    ...                   bridge_drills=0, reading_people=0, mentor_backlinks=False, reading_two_hop=False)
+    ...                   bridge_drills=0, reading_people=0, reading_backlinks=True, mentor_backlinks=False, reading_two_hop=False)
     >>> plan_splits(cfg)["train"]
     HopCounts(one_hop=25, two_hop=25)
     """
