@@ -34,7 +34,7 @@ if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev
 fi
 
 stamp=.venv/.zerosearch-installed
-wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+wanted="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
   exit 0
 fi
@@ -51,4 +51,8 @@ fi
 # `import transformers` and `from vllm import LLM` beside the CPU torch. Text models need none of them, so they go;
 # `pip check` then lists them as missing, which is expected (docs/vllm.md).
 .venv/bin/uv pip uninstall --python .venv/bin/python --quiet torchvision torchaudio torchcodec
+# veRL's search client, for the tests only: veRL 0.7.1 is its last release with the search tool, and its wheel puts
+# top-level `tests` and `scripts` packages into site-packages, so it is downloaded, not installed; the test reads the
+# one file it calls (verl/tools/utils/search_r1_like_utils.py) out of the wheel.
+.venv/bin/python -m pip download --quiet --no-deps --dest .venv/clients verl==0.7.1
 echo "$wanted" > "$stamp"

@@ -128,3 +128,63 @@ def test_a_dead_generation_server_is_a_503_that_says_so(cfg: PipelineConfig) -> 
         assert reply.status_code == 503 and "queries[0]" in reply.text, reply.text
         health = requests.get(f"{url}/health", timeout=30)
         assert health.status_code == 503 and "does not answer" in health.text
+
+
+VERL_WHEEL = Path(__file__).resolve().parents[2] / ".venv/clients/verl-0.7.1-py3-none-any.whl"
+"""veRL 0.7.1, its last release with the search tool, downloaded by scripts/setup.sh (not installed: its wheel puts
+top-level `tests` and `scripts` packages into site-packages)."""
+
+
+def _verl_search_utils(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """veRL's own ``verl/tools/utils/search_r1_like_utils.py``, read out of the wheel and loaded unchanged (importing
+    it as ``verl.…`` would run ``verl/__init__``, which needs ray and tensordict)."""
+    import importlib.util
+    import zipfile
+
+    if not VERL_WHEEL.is_file():
+        pytest.fail(f"{VERL_WHEEL} is missing; run scripts/setup.sh, which downloads it")
+    source = tmp_path / "search_r1_like_utils.py"
+    with zipfile.ZipFile(VERL_WHEEL) as wheel:
+        source.write_bytes(wheel.read("verl/tools/utils/search_r1_like_utils.py"))
+    spec = importlib.util.spec_from_file_location("verl_search_r1_like_utils", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.MAX_RETRIES, module.INITIAL_RETRY_DELAY = 1, 0  # fail fast instead of its 45 s of retries
+    return module
+
+
+def test_verl_and_skyrl_search_tools_call_the_service_unchanged(
+    service: tuple[str, RecordingLLM], tmp_path: Path
+) -> None:
+    """The search code of two agent-RL frameworks, unchanged, against the service: veRL's Search-R1 client (a batch
+    of queries) and SkyRL's search tool and environment (one ``query`` a request) get simulated documents."""
+    import json
+
+    url, llm = service
+    verl = _verl_search_utils(tmp_path)
+    reply, error = verl.call_search_api(f"{url}/retrieve", ["capital of france", "who wrote hamlet"], topk=2)
+    assert (
+        error is None
+        and [len(items) for items in reply["result"]] == [len(items) for items in reply["result"]]
+        and all(1 <= len(items) <= 2 for items in reply["result"])
+    )
+    text, meta = verl.perform_single_search_batch(f"{url}/retrieve", ["capital of france"], topk=2)
+    assert meta["status"] == "success" and json.loads(text)["result"].startswith("Doc 1 (Title: ")
+
+    from skyrl_gym.tools.search import SearchToolGroup
+
+    tool = SearchToolGroup(search_url=f"{url}/retrieve", topk=2, timeout=60, log_requests=False)
+    found = json.loads(tool.search("who wrote hamlet"))["result"]
+    assert found.startswith("Doc 1: ") and "Search error" not in found
+    import skyrl_gym
+    from skyrl_gym.envs.search.env import SearchEnvConfig
+
+    env = skyrl_gym.make(
+        "search",
+        env_config=SearchEnvConfig(search_url=f"{url}/retrieve", topk=2, timeout=60, log_requests=False),
+        extras={"reward_spec": {"ground_truth": {"target": ["Shakespeare"]}}, "max_turns": 3},
+    )
+    step = env.step("<search>who wrote hamlet</search>")
+    assert "<information>" in step["observations"][0]["content"] and "Doc 1: " in step["observations"][0]["content"]
+    assert len(llm.prompts) == 2 + 1 + 1 + 1  # every search reached the simulator

@@ -611,7 +611,8 @@ def plan_splits(cfg: WorldConfig) -> dict[str, HopCounts]:
 
     >>> cfg = WorldConfig(seed=0, entities=10, two_hop_share=0.5, val_questions=4, test_questions=6,
     ...                   train_questions=None, output_dir="unused", reading_drills=0, search_drills=0,
-    ...                   bridge_drills=0, reading_people=0, reading_backlinks=True, mentor_backlinks=False, reading_two_hop=False)
+    ...                   bridge_drills=0, reading_people=0, reading_backlinks=True, mentor_backlinks=False,
+    ...                   reading_two_hop=False)
     >>> plan_splits(cfg)["train"]
     HopCounts(one_hop=25, two_hop=25)
     """

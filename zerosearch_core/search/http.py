@@ -4,6 +4,7 @@ Request ``POST /retrieve``::
 
     {"queries": ["who wrote hamlet"], "topk": 3, "return_scores": true}
 
+``{"query": "who wrote hamlet", ...}`` (one string, as SkyRL's search tool sends) is answered as a list of one.
 Response: ``{"result": [[{"document": {"id", "contents", "title", "text"}, "score": 12.3}, ...], ...]}`` (one list
 per query; without ``return_scores`` each item is the bare document). ``GET /health`` reports the index.
 
@@ -38,7 +39,9 @@ logger = logging.getLogger(__name__)
 class RetrieveRequest(BaseModel):
     """Body of ``POST /retrieve``."""
 
-    queries: list[str] = Field(min_length=1, max_length=512)  # each query at most MAX_QUERY_CHARS (checked below)
+    queries: list[str] = Field(default_factory=list, max_length=512)  # each at most MAX_QUERY_CHARS (checked below)
+    query: str | None = None
+    """One query instead of ``queries`` (SkyRL's search tool sends this); answered as a list of one."""
     topk: int = Field(default=3, ge=1, le=100)
     return_scores: bool = True
 
@@ -93,6 +96,12 @@ def create_retriever_app(retriever: Retriever, manifest: dict[str, object]) -> F
 
     @app.post("/retrieve")
     def retrieve(request: RetrieveRequest) -> dict[str, Any]:
+        if request.query is not None and request.queries:
+            raise HTTPException(status_code=422, detail="Send queries (a list) or query (one string), not both.")
+        if request.query is not None:
+            request.queries = [request.query]
+        if not request.queries:
+            raise HTTPException(status_code=422, detail="queries is empty; send at least one (or query: one string).")
         if any(len(q) > MAX_QUERY_CHARS for q in request.queries):
             raise HTTPException(status_code=422, detail=f"A query is longer than {MAX_QUERY_CHARS} characters.")
         ranked = retriever.retrieve(request.queries, request.topk)

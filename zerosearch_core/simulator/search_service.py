@@ -2,7 +2,8 @@
 writes, so any agent framework that calls a Search-R1 retriever (veRL's search tool, SkyRL's search environment,
 ASearcher, StepSearch, this project's own ``search.backend: http``) trains the ZeroSearch way by changing one URL.
 
-Request (Search-R1's fields, then optional ones only a simulator needs)::
+Request (Search-R1's fields, or ``query`` for one, as SkyRL's search tool sends; then optional ones only a simulator
+needs)::
 
     {"queries": ["who wrote hamlet"], "topk": 3, "return_scores": true,
      "questions": ["..."], "golden_answers": [["..."]], "doc_type": "useful", "noise_prob": 0.3, "seed": 7}
@@ -59,7 +60,9 @@ class SimulatedRetrieveRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    queries: list[str] = Field(min_length=1, max_length=MAX_QUERIES)
+    queries: list[str] = Field(default_factory=list, max_length=MAX_QUERIES)
+    query: str | None = None
+    """One query instead of ``queries`` (SkyRL's search tool sends this); answered as a list of one."""
     topk: int = Field(default=3, ge=1, le=MAX_TOPK)
     return_scores: bool = True
     questions: list[str] | None = None
@@ -70,7 +73,14 @@ class SimulatedRetrieveRequest(BaseModel):
 
 
 def _check(request: SimulatedRetrieveRequest) -> None:
-    """The bounds pydantic cannot state: query lengths and one question / answer list per query."""
+    """The bounds pydantic cannot state: ``queries`` or ``query`` (one of them), query lengths and one question /
+    answer list per query. A lone ``query`` becomes ``queries`` of one."""
+    if request.query is not None:
+        if request.queries:
+            raise HTTPException(422, "send queries (a list) or query (one string), not both.")
+        request.queries = [request.query]
+    if not request.queries:
+        raise HTTPException(422, "queries is empty; send at least one query (or query: one string).")
     for index, query in enumerate(request.queries):
         if len(query) > MAX_QUERY_CHARS:
             raise HTTPException(422, f"queries[{index}] is longer than {MAX_QUERY_CHARS} characters; shorten it.")
