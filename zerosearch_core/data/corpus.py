@@ -14,6 +14,7 @@ name exactly which corpus was searched.
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import importlib.util
 import json
@@ -52,7 +53,7 @@ def load_corpus(source: str, max_passages: int | None = None) -> pd.DataFrame:
     """Read a corpus source into a frame with string columns ``id, title, text``.
 
     Args:
-        source: ``"ovos_wiki_offline"`` or a path to a ``.jsonl`` / ``.tsv`` passages file.
+        source: ``"ovos_wiki_offline"`` or a path to a ``.jsonl`` (or ``.jsonl.gz``) / ``.tsv`` passages file.
         max_passages: Keep only the first N passages (in source order); None keeps all.
 
     Returns:
@@ -69,13 +70,15 @@ def load_corpus(source: str, max_passages: int | None = None) -> pd.DataFrame:
             raise CorpusError(
                 f"Corpus file {path} does not exist; set search.corpus_source to a file or '{OVOS_SOURCE}'."
             )
-        match path.suffix:
-            case ".jsonl":
+        match "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix:
+            case ".jsonl" | ".jsonl.gz":  # wiki-18.jsonl.gz as the hub publishes it, read without unpacking
                 frame = _read_wiki18_jsonl(path)
             case ".tsv":
                 frame = _read_dpr_tsv(path)
             case _:
-                raise CorpusError(f"Corpus file {path} must end in .jsonl (wiki-18) or .tsv (DPR psgs_w100).")
+                raise CorpusError(
+                    f"Corpus file {path} must end in .jsonl or .jsonl.gz (wiki-18) or .tsv (DPR psgs_w100)."
+                )
     if max_passages is not None:
         frame = frame.head(max_passages).reset_index(drop=True)
     _check_corpus(frame, source)
@@ -105,7 +108,8 @@ def _read_ovos(path: Path) -> pd.DataFrame:
 
 def _read_wiki18_jsonl(path: Path) -> pd.DataFrame:
     rows = []
-    with path.open(encoding="utf-8") as handle:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
