@@ -77,14 +77,15 @@ def measure(
 
 
 @contextmanager
-def server_process(params: Path, model_dir: Path, batch: int) -> Iterator[str]:
-    """This script in server mode, on a free port; yields its URL once /health answers."""
+def server_process(params: Path, model_dir: Path, *mode: str) -> Iterator[str]:
+    """This script in a server mode (``--serve-batch N`` or ``--serve-service URL`` ...), on a free port; yields its
+    URL once /health answers."""
     port = free_port("127.0.0.1")
-    command = [sys.executable, __file__, "--params", str(params), "--model", str(model_dir)]
-    process = subprocess.Popen([*command, "--serve-batch", str(batch), "--serve-port", str(port)])
+    command = [sys.executable, __file__, "--params", str(params), "--model", str(model_dir), *mode]
+    process = subprocess.Popen([*command, "--serve-port", str(port)])
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(url, process, 120, "The simulator server", poll_s=0.2)
+        wait_until_healthy(url, process, 120, f"This script's server ({' '.join(mode)})", poll_s=0.2)
         yield url
     finally:
         process.terminate()
@@ -156,24 +157,15 @@ def _vllm_server(params: Path, model_dir: Path, cfg, max_tokens: int) -> Abstrac
 def _service(params: Path, model_dir: Path, cfg, max_tokens: int) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """vLLM's server, and the search service in front of it in a process of its own."""
     with _vllm_server(params, model_dir, cfg, max_tokens) as generation:
-        port = free_port("127.0.0.1")
-        command = [sys.executable, __file__, "--params", str(params), "--model", str(model_dir)]
-        command += ["--max-tokens", str(max_tokens), "--serve-service", generation, "--serve-port", str(port)]
-        process = subprocess.Popen(command)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_healthy(url, process, 120, "The search service", poll_s=0.2)
+        with server_process(params, model_dir, "--max-tokens", str(max_tokens), "--serve-service", generation) as url:
             yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
 
 
 SERVERS = {
     "vllm": _vllm_server,
     "service": _service,
-    "batched": lambda params, model_dir, cfg, max_tokens: server_process(params, model_dir, 32),
-    "unbatched": lambda params, model_dir, cfg, max_tokens: server_process(params, model_dir, 1),
+    "batched": lambda params, model_dir, cfg, max_tokens: server_process(params, model_dir, "--serve-batch", "32"),
+    "unbatched": lambda params, model_dir, cfg, max_tokens: server_process(params, model_dir, "--serve-batch", "1"),
 }
 
 

@@ -3,6 +3,7 @@ a simulator that vLLM's OpenAI server serves as a process of its own, and resume
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -47,6 +48,17 @@ def _node(params: Path, cwd: Path, rank: int, port: int, log: Path) -> subproces
         )
 
 
+def _lose_machine(node: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a node's launcher and every process under it (torchrun starts its workers in sessions of their own,
+    so killing the launcher's process group would leave the training process running)."""
+    import psutil
+
+    root = psutil.Process(node.pid)
+    for process in [*root.children(recursive=True), root]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+
+
 def _run_both(params: Path, cwd: Path, logs: list[Path], timeout: float) -> list[int]:
     port = free_port()
     nodes = [_node(params, cwd, rank, port, logs[rank]) for rank in (0, 1)]
@@ -81,7 +93,7 @@ def test_two_nodes_train_against_a_served_simulator_and_resume_after_one_rank_is
             time.sleep(0.2)
         history = (checkpoints / "history.jsonl").read_text().splitlines()
         assert len(history) < STEPS - 2, f"training reached step {len(history)} before the kill; raise STEPS"
-        os.killpg(nodes[1].pid, signal.SIGKILL)  # machine 1 dies mid-run
+        _lose_machine(nodes[1])  # machine 1 dies mid-run: its launcher, agent and training process at once
         assert nodes[1].wait(timeout=30) == -signal.SIGKILL
         # machine 0 does not hang on its lost peer: its collective times out and it exits with an error
         assert nodes[0].wait(timeout=240) != 0
