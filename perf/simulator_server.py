@@ -110,7 +110,9 @@ def main() -> int:
         from zerosearch_core.simulator.client import OpenAICompatibleLLM
         from zerosearch_core.simulator.search_service import create_search_service_app
 
-        sim = dataclasses.replace(cfg.simulator, max_new_tokens=args.max_tokens)
+        # one generation a search, as the direct requests make (the profile's type_check: resample would generate a
+        # useful search again until it states the answer, up to 4 times)
+        sim = dataclasses.replace(cfg.simulator, max_new_tokens=args.max_tokens, type_check="as_written")
         llm = OpenAICompatibleLLM(args.serve_service, "simulator", 600.0, 0)
         app = create_search_service_app(llm, sim, cfg.rollout.max_doc_chars, {})
         uvicorn.run(app, host="127.0.0.1", port=args.serve_port, log_level="warning")
