@@ -184,3 +184,30 @@ def test_verl_and_skyrl_search_tools_call_the_service_unchanged(
     step = env.step("<search>who wrote hamlet</search>")
     assert "<information>" in step["observations"][0]["content"] and "Doc 1: " in step["observations"][0]["content"]
     assert len(llm.prompts) == 2 + 1 + 1 + 1  # every search reached the simulator
+
+
+@pytest.mark.slow  # starts vLLM's OpenAI server on the CPU (about 30 s)
+def test_the_frameworks_clients_through_the_service_over_vllms_own_server(
+    cfg: PipelineConfig, vllm_policy_dir: Path, tmp_path: Path
+) -> None:
+    """The whole stack as `zerosearch serve_search_simulator` runs it: vLLM's OpenAI server for generation, the
+    service in front of it, veRL's and SkyRL's clients calling it unchanged."""
+    import json
+
+    from skyrl_gym.tools.search import SearchToolGroup
+
+    from zerosearch_core.models.vllm_backend import running_vllm_server
+    from zerosearch_core.simulator.engine import simulator_vllm_settings
+
+    sim = dataclasses.replace(cfg.simulator, temperature=1.0, max_new_tokens=24, max_length=512)
+    with running_vllm_server(vllm_policy_dir, simulator_vllm_settings(sim, "float32"), "simulator") as generation:
+        llm = RecordingLLM(generation, "simulator", 60.0, 0)
+        app = create_search_service_app(llm, sim, 300, {"generation": generation})
+        with running_server(app, "127.0.0.1", free_port()) as url:
+            assert requests.get(f"{url}/health", timeout=30).json()["status"] == "ok"  # vLLM's /health answered
+            verl = _verl_search_utils(tmp_path)
+            reply, error = verl.call_search_api(f"{url}/retrieve", ["capital of france", "who wrote hamlet"], topk=3)
+            assert error is None and [len(items) >= 1 for items in reply["result"]] == [True, True]
+            tool = SearchToolGroup(search_url=f"{url}/retrieve", topk=3, timeout=60, log_requests=False)
+            assert json.loads(tool.search("who wrote hamlet"))["result"].startswith("Doc 1: ")
+    assert len(llm.prompts) == 3
