@@ -257,6 +257,18 @@ def test_distractors_follow_each_reading_drills_own_passage_and_leave_search_dri
         dataclasses.replace(toy_cfg.cold_start, pretrain_distractors=2, pretrain_texts_loss="all")
 
 
+def test_distractors_without_a_reading_bar_mix_the_trained_drills_only(toy_cfg: PipelineConfig) -> None:
+    """No reading bar, so no held-out drills: the distractors go into the drills trained on, and nothing fails (it
+    once raised 'needs more than 2 drills with a passage' about the empty held-out set)."""
+    from zerosearch_core.policy.cold_start.recipe import _read_drills
+
+    cold = dataclasses.replace(toy_cfg.cold_start, pretrain_reading_bar=0.0, pretrain_distractors=2)
+    drills = _read_drills(cold, seed=0)
+    assert drills.heldout == [] and len(drills.answer) == len(read_drills(Path(str(cold.pretrain_texts))))
+    with_passage = [d for d in drills.answer if not d.prefix.startswith("Question: ")]
+    assert with_passage and all(d.prefix.count(" Question: ") == 1 for d in with_passage)
+
+
 def test_question_first_drills_ask_before_the_passages_as_the_protocol_does(toy_cfg: PipelineConfig) -> None:
     path = Path(str(toy_cfg.cold_start.pretrain_texts))
     drills = read_drills(path)

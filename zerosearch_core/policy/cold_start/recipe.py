@@ -156,12 +156,13 @@ def _read_drills(cold: ColdStartConfig, seed: int) -> _Drills:
             train_drills = add_distractors(
                 train_drills, cold.pretrain_distractors, derive_seed(seed, "drill_distractors"), question_first
             )
-            drills.heldout = add_distractors(
-                drills.heldout,
-                cold.pretrain_distractors,
-                derive_seed(seed, "heldout_drill_distractors"),
-                question_first,
-            )
+            if drills.heldout:  # none without a reading bar: nothing to mix
+                drills.heldout = add_distractors(
+                    drills.heldout,
+                    cold.pretrain_distractors,
+                    derive_seed(seed, "heldout_drill_distractors"),
+                    question_first,
+                )
         if cold.pretrain_texts_loss == "answer":
             drills.answer = train_drills
     return drills
