@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 from typing import Any
 
 # No telemetry from this offline pipeline (set before Prefect reads its settings).
@@ -27,7 +29,6 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from tasks import dvc_stages  # noqa: E402
-from zerosearch_core.profiles import secret_overrides  # noqa: E402
 
 
 @flow(name="zerosearch-pipeline", log_prints=True)
@@ -48,7 +49,6 @@ def zerosearch_pipeline(params: str = "params.yaml", overrides: dict[str, Any] |
         metrics.
     """
     logger = get_run_logger()
-    refuse_secrets(overrides or {})
     checked = check_params(params, overrides or {})
     pipeline = checked["pipeline"]  # relative to the project folder, where the CLI ran
     stages = [dvc_stages.stage_task(stage)(stage, pipeline) for stage in dvc_stages.pipeline_stages(pipeline)]
@@ -61,30 +61,25 @@ def zerosearch_pipeline(params: str = "params.yaml", overrides: dict[str, Any] |
     return {"params": checked, "stages": stages, "metrics": metrics}
 
 
-SECRET_ADVICE = (
-    "Prefect stores a flow's parameters in its database and shows them in its UI, so a secret must not be one: set "
-    "it in the parameter file (kept out of git) or the environment (e.g. MLFLOW_TRACKING_URI, SERPER_API_KEY) instead"
-)
-
-
-def refuse_secrets(overrides: dict[str, Any]) -> None:
-    """Fail, naming the keys and never the values, when an override carries a secret (a flow run from the UI has
-    already stored it: the message says so, so it can be rotated)."""
-    secrets = secret_overrides(overrides)
-    if secrets:
-        raise ValueError(
-            f"The override(s) {secrets} carry a secret; this run stored them, so rotate that secret. {SECRET_ADVICE}."
-        )
-
-
 @task(name="check_params", retries=0, cache_policy=NO_CACHE)
 def check_params(params: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """``zerosearch check_params``: validate ``params`` with ``overrides`` set (a string is read as YAML, like
     ``dvc exp run -S`` reads it; other values as the JSON the UI sends)."""
-    arguments = ["check_params", "--params", params]
+    return dict(json.loads(dvc_stages.run_cli(check_params_arguments(params, overrides))))
+
+
+def check_params_arguments(params: str, overrides: dict[str, Any]) -> list[str]:
+    """The ``zerosearch check_params`` command line for ``overrides``, with ``--refuse-secrets``: an override that
+    carries a secret is refused (Prefect stores a flow run's parameters, so the command line also runs this check
+    before any flow run exists).
+
+    >>> check_params_arguments("toy/params.yaml", {"train.seed": 3, "eval.modes": ["search"]})[-2:]
+    ['--set=train.seed=3', '--set=eval.modes=["search"]']
+    """
+    arguments = ["check_params", "--params", params, "--refuse-secrets"]
     for key, value in overrides.items():
         arguments.append(f"--set={key}={value if isinstance(value, str) else json.dumps(value)}")
-    return dict(json.loads(dvc_stages.run_cli(arguments)))
+    return arguments
 
 
 def parse_arguments(argv: list[str] | None = None) -> tuple[str, dict[str, Any]]:
@@ -107,13 +102,16 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[str, dict[str, Any]]
         if not sep or not key.strip():
             parser.error(f"override number {position} is not KEY=VALUE; write e.g. train.seed=3")
         overrides[key.strip()] = value
-    secrets = secret_overrides(overrides)
-    if secrets:  # refused before Prefect sees (and stores) them
-        parser.error(f"the override(s) {secrets} carry a secret. {SECRET_ADVICE}.")
     return args.params, overrides
 
 
 if __name__ == "__main__":
     params, overrides = parse_arguments()
+    # the overrides checked (a secret refused) before Prefect sees them: it stores a flow run's parameters
+    command = [sys.executable, "-m", "zerosearch_core.cli", *check_params_arguments(params, overrides)]
+    checked = subprocess.run(command, cwd=dvc_stages.project_dir(), capture_output=True, text=True)
+    if checked.returncode != 0:
+        lines = [line for line in checked.stderr.splitlines() if line.strip()]
+        raise SystemExit(f"python -m flows.pipeline: {lines[-1] if lines else 'check_params failed'}")
     result = zerosearch_pipeline(params, overrides)
     print(json.dumps(result["metrics"], indent=2))

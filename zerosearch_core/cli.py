@@ -357,7 +357,7 @@ CHECK_PARAMS_HELP = (
 def check_params(args: argparse.Namespace) -> int:
     """Run ``zerosearch check_params``: what the Prefect flow calls before it runs a stage."""
     from zerosearch_core.artifacts import locked, write_text_atomically
-    from zerosearch_core.profiles import override_params, shown_value
+    from zerosearch_core.profiles import SECRET_ADVICE, override_params, secret_overrides, shown_value
 
     params = Path(args.params)
     overrides: dict[str, str] = {}
@@ -368,6 +368,9 @@ def check_params(args: argparse.Namespace) -> int:
                 f"--set number {position} is not KEY=VALUE (no '=' or no key); write e.g. --set train.seed=3."
             )
         overrides[key.strip()] = value
+    secrets = secret_overrides(overrides) if args.refuse_secrets else []
+    if secrets:  # named, never echoed; nothing is written
+        raise ConfigError(f"the override(s) {secrets} carry a secret. {SECRET_ADVICE}.")
     pipeline = params.parent / "dvc.yaml"
     if not pipeline.is_file():
         raise ConfigError(
@@ -384,6 +387,11 @@ def check_params(args: argparse.Namespace) -> int:
     shown = {key: shown_value(key, value) for key, value in overrides.items()}
     sys.stdout.write(json.dumps({**document, "overrides": shown}) + "\n")
     return 0
+
+
+def _say(text: str = "") -> None:
+    """A command's own output (a table, JSON) on stdout; logging is for what happens on the way."""
+    sys.stdout.write(f"{text}\n")
 
 
 PLAN = "plan"
@@ -416,16 +424,16 @@ def memory_plan(args: argparse.Namespace) -> int:
     ok = fits(plans)
     suggestions = [] if ok else fixes(cfg, request)
     if args.json:
-        print(json.dumps(plan_json(plans, suggestions), indent=2))
+        _say(json.dumps(plan_json(plans, suggestions), indent=2))
     else:
-        print(f"## Memory plan: {args.params}, {args.gpus} GPU(s) of {args.gpu_memory:g} GiB, ZeRO-{stage}\n")
-        print(plan_table(plans))
+        _say(f"## Memory plan: {args.params}, {args.gpus} GPU(s) of {args.gpu_memory:g} GiB, ZeRO-{stage}\n")
+        _say(plan_table(plans))
         if ok:
-            print("It fits. These are estimates (docs/gpu.md#memory-plan): keep some headroom.")
+            _say("It fits. These are estimates (docs/gpu.md#memory-plan): keep some headroom.")
         else:
-            print("It does NOT fit. Any one of these makes it fit:" if suggestions else "It does NOT fit, and no "
+            _say("It does NOT fit. Any one of these makes it fit:" if suggestions else "It does NOT fit, and no "
                   "single change tried here fixes it: use GPUs with more memory or fewer, larger ones.")  # fmt: skip
-            print("\n".join(f"- {fix}" for fix in suggestions))
+            _say("\n".join(f"- {fix}" for fix in suggestions))
     return 0 if ok else 2
 
 
@@ -447,8 +455,8 @@ def fetch_data(args: argparse.Namespace) -> int:
     except SourceError as err:
         logger.error("%s", err)
         return 1
-    print(f"{len(report['files'])} file(s) in {args.dest} (report: {args.dest / 'fetch_report.json'}); point "
-          f"data.source_dir at it.")  # fmt: skip
+    sys.stdout.write(f"{len(report['files'])} file(s) in {args.dest} (report: {args.dest / 'fetch_report.json'}); "
+                     "point data.source_dir at it.\n")  # fmt: skip
     return 0
 
 
@@ -463,7 +471,7 @@ def config_show(args: argparse.Namespace) -> int:
     cfg = load_config(args.params)
     entries = [entry for key in (args.keys or [""]) for entry in describe_keys(cfg, key)]
     if args.json:
-        print(json.dumps(entries, indent=2))
+        _say(json.dumps(entries, indent=2))
         return 0
     for entry in entries:
         bounds = ", ".join(
@@ -471,7 +479,7 @@ def config_show(args: argparse.Namespace) -> int:
         )
         kind = entry["type"] + (f" ({bounds})" if bounds else "") + (", service knob: not tracked" if entry["service"]
                                                                         else "")  # fmt: skip
-        print(f"{entry['key']} = {json.dumps(entry['value'])}\n    {kind}\n    {entry['help']}")
+        _say(f"{entry['key']} = {json.dumps(entry['value'])}\n    {kind}\n    {entry['help']}")
     return 0
 
 
@@ -542,6 +550,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(CHECK_PARAMS, help=CHECK_PARAMS_HELP, description=CHECK_PARAMS_HELP)
     check.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)")
     check.add_argument("--set", action="append", metavar="KEY=VALUE", help="an override, e.g. train.seed=3 (repeat)")
+    check.add_argument(
+        "--refuse-secrets",
+        action="store_true",
+        help="refuse overrides that carry a secret (the flows pass it: Prefect stores a flow run's parameters)",
+    )
     checkpoint = commands.add_parser(
         EVALUATE_CHECKPOINT, help=EVALUATE_CHECKPOINT_HELP, description=EVALUATE_CHECKPOINT_HELP
     )

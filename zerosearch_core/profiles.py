@@ -232,6 +232,12 @@ def redact_values(message: str, overrides: Mapping[str, Any]) -> str:
 _URL_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^/@\s:]+:[^/@\s]+@", re.IGNORECASE)
 
 
+SECRET_ADVICE = (
+    "Prefect stores a flow's parameters in its database and shows them in its UI, so a secret must not be one: set "
+    "it in the parameter file (kept out of git) or the environment (e.g. MLFLOW_TRACKING_URI, SERPER_API_KEY) instead"
+)
+
+
 def secret_overrides(overrides: Mapping[str, Any]) -> list[str]:
     """The override keys that carry a secret: a secret-looking key (:data:`SECRET_WORDS`), or a value with a
     password in a URL (``postgresql://user:pass@host``). A workflow engine stores its parameters (Prefect: in its

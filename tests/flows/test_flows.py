@@ -243,24 +243,32 @@ def test_help_prints_usage_and_runs_nothing(flow: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.reliability
-def test_an_override_carrying_a_secret_is_refused_before_prefect_stores_it(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_an_override_carrying_a_secret_is_refused_before_prefect_stores_it() -> None:
     """Prefect keeps a flow run's parameters in its database: a password in a URL or a secret-named key passed as an
-    override is refused on the command line (no flow starts) and by the flow itself (a run from the UI), naming the
-    key, never the value."""
-    from flows.pipeline import parse_arguments, refuse_secrets
+    override is refused on the command line before any flow run exists, and by the flow's own check (a run from the
+    UI), naming the key, never the value, and writing nothing."""
+    import subprocess
+    import sys
 
+    from flows.pipeline import check_params_arguments
+
+    root = Path(__file__).resolve().parents[2]
+    before = (root / "toy/params.yaml").read_text()
     secret = "postgresql://mlflow:hunter2-pw@db:5432/mlflow"
-    with pytest.raises(SystemExit) as exit_info:
-        parse_arguments(["params.yaml", f"tracking.uri={secret}", "train.seed=3"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "['tracking.uri'] carry a secret" in err and "MLFLOW_TRACKING_URI" in err and "hunter2" not in err
-    with pytest.raises(ValueError, match=r"\['search.web_api_key_env'\] carry a secret; this run stored them") as info:
-        refuse_secrets({"search.web_api_key_env": "sk-live-123", "train.seed": 3})
-    assert "sk-live-123" not in str(info.value)
-    refuse_secrets({"tracking.uri": "postgresql://mlflow@db/mlflow", "simulator.url": "http://127.0.0.1:8001"})
+    command = [sys.executable, "-m", "flows.pipeline", "toy/params.yaml", f"tracking.uri={secret}", "train.seed=3"]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "['tracking.uri'] carry a secret" in done.stderr, done.stderr[-2000:]
+    assert "MLFLOW_TRACKING_URI" in done.stderr and "hunter2" not in done.stderr + done.stdout
+    assert "Starting temporary server" not in done.stdout + done.stderr  # no flow run, so Prefect stored nothing
+    assert (root / "toy/params.yaml").read_text() == before  # train.seed=3 was not written either
+    arguments = check_params_arguments("toy/params.yaml", {"search.web_api_key_env": "sk-live-123"})
+    assert "--refuse-secrets" in arguments  # the flow's own check refuses it for runs from the UI
+    from zerosearch_core.cli import main
+    from zerosearch_core.profiles import secret_overrides
+
+    assert main(arguments) == 2 and (root / "toy/params.yaml").read_text() == before  # refused before writing
+
+    assert secret_overrides({"tracking.uri": "postgresql://mlflow@db/mlflow", "simulator.url": "http://x:8001"}) == []
 
 
 def test_a_malformed_pipeline_override_is_one_clear_line() -> None:

@@ -152,15 +152,15 @@ def create_search_service_app(
             for index, outcome in zip(indices, outcomes, strict=True):
                 results[index] = outcome
             del engine.stats.latencies_s[:-LATENCIES_KEPT]  # a long-running service keeps a window, not a history
-        for index, outcome in enumerate(results):
-            if isinstance(outcome, SearchBackendError):
-                status = 503 if "not answering" in str(outcome) or "failed after" in str(outcome) else 502
-                raise HTTPException(status, f"queries[{index}]: {outcome}")
+        for index, failed in enumerate(results):
+            if isinstance(failed, SearchBackendError):
+                status = 503 if "not answering" in str(failed) or "failed after" in str(failed) else 502
+                raise HTTPException(status, f"queries[{index}]: {failed}")
         ranked = []
-        for outcome in results:
-            assert isinstance(outcome, SearchResult)
-            docs = outcome.documents[: request.topk]
-            ranked.append([_payload(d, rank, outcome.message, request.return_scores) for rank, d in enumerate(docs)])
+        for found in results:
+            assert isinstance(found, SearchResult)
+            docs = found.documents[: request.topk]
+            ranked.append([_payload(d, rank, found.message, request.return_scores) for rank, d in enumerate(docs)])
         return {"result": ranked}
 
     return app
