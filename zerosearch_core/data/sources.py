@@ -12,7 +12,6 @@ used; a download cut short resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ import requests
 import yaml
 from tqdm import tqdm
 
+from zerosearch_core.artifacts import file_sha256
 from zerosearch_core.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ GITHUB_RAW = "https://raw.githubusercontent.com"
 """Where GitHub serves a repository's file at a commit: ``{base}/{repo}/{revision}/{file}``."""
 REPORT_FILE = "fetch_report.json"
 CHUNK = 1 << 20
+"""Bytes a download writes at a time."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
@@ -86,14 +87,6 @@ def load_catalog(path: Path | None = None) -> list[Source]:
     return sources
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(source: Source, path: Path) -> str:
     """The file's SHA-256, once its size and checksum are the pinned ones.
 
@@ -114,9 +107,10 @@ def verify(source: Source, path: Path) -> str:
     return actual
 
 
-def download_github(source: Source, target: Path, base_url: str, timeout_s: float = 60.0) -> None:
-    """Download ``source`` from ``{base_url}/{repo}/{revision}/{file}`` into ``target``, resuming a ``.partial``
-    file left by an earlier attempt (an HTTP Range request) and showing progress.
+def download_github(source: Source, target: Path, base_url: str, timeout_s: float = 60.0) -> Path:
+    """Download ``source`` from ``{base_url}/{repo}/{revision}/{file}`` into ``target``'s ``.partial`` file,
+    resuming one left by an earlier attempt (an HTTP Range request) and showing progress; returns that file, for
+    the caller to check before it takes ``target``'s name.
 
     Raises:
         SourceError: The server refused or the connection failed (the URL is named).
@@ -128,8 +122,7 @@ def download_github(source: Source, target: Path, base_url: str, timeout_s: floa
     try:
         with requests.get(url, headers=headers, stream=True, timeout=timeout_s) as response:
             if response.status_code == 416 and source.bytes == have:  # already whole
-                partial.replace(target)
-                return
+                return partial
             response.raise_for_status()
             resumed = response.status_code == 206
             mode = "ab" if resumed else "wb"
@@ -141,7 +134,7 @@ def download_github(source: Source, target: Path, base_url: str, timeout_s: floa
                     bar.update(len(block))
     except requests.RequestException as err:
         raise SourceError(f"{source.path}: could not download {url} ({err}); run the command again to resume.") from err
-    partial.replace(target)
+    return partial
 
 
 def download_hub(source: Source, cache_dir: str | None, offline: bool) -> tuple[Path, str]:
@@ -172,11 +165,8 @@ def download_hub(source: Source, cache_dir: str | None, offline: bool) -> tuple[
         ) from err
     except HfHubHTTPError as err:
         raise SourceError(f"{source.path}: the hub refused {source.repo}/{source.file} ({err}).") from err
-    commit = path.parent.name if _COMMIT.fullmatch(path.parent.name) else source.revision
-    for parent in path.parents:  # snapshots/<commit>/<file with folders>
-        if parent.parent.name == "snapshots":
-            commit = parent.name
-            break
+    # the cache keeps the file at snapshots/<commit>/<file, with its folders>
+    commit = next((p.name for p in path.parents if p.parent.name == "snapshots"), source.revision)
     return path, commit
 
 
@@ -200,13 +190,14 @@ def fetch(
     for source in sources:
         target = dest / source.path
         target.parent.mkdir(parents=True, exist_ok=True)
-        commit, origin = source.revision, ""
-        if target.is_file() and source.sha256 is not None and _matches(source, target):
+        commit = source.revision
+        sha256 = _pinned_match(source, target) if target.is_file() else None
+        if sha256 is not None:
             origin = "already there"
         elif from_local is not None and (from_local / source.path).is_file():
             staged = target.with_name(target.name + ".partial")
             shutil.copyfile(from_local / source.path, staged)
-            _checked_move(source, staged, target)
+            sha256 = _checked_move(source, staged, target)
             origin = f"copied from {from_local}"
         elif source.source == "github":
             if offline:
@@ -214,17 +205,16 @@ def fetch(
                     f"{source.path}: not in {dest}{f' or {from_local}' if from_local else ''} and downloads are off "
                     "(HF_HUB_OFFLINE or --offline); pass --from-local with a copy, or fetch online."
                 )
-            download_github(source, target, github_url)
-            _check_in_place(source, target)
+            sha256 = _checked_move(source, download_github(source, target, github_url), target)
             origin = f"{github_url}/{source.repo}@{source.revision}"
         else:
             cached, commit = download_hub(source, hf_cache, offline)
             staged = target.with_name(target.name + ".partial")
             shutil.copyfile(cached, staged)
-            _checked_move(source, staged, target)
+            sha256 = _checked_move(source, staged, target)
             origin = f"hf://datasets/{source.repo}@{commit}"
         entry = {**asdict(source), "origin": origin, "commit": commit, "actual_bytes": target.stat().st_size,
-                 "actual_sha256": file_sha256(target)}  # fmt: skip
+                 "actual_sha256": sha256}  # fmt: skip
         if source.sha256 is None:
             logger.warning(
                 "%s has no pinned checksum: recorded sha256 %s (commit %s) in %s; pin it in data/sources.yaml",
@@ -236,30 +226,25 @@ def fetch(
     return report
 
 
-def _matches(source: Source, path: Path) -> bool:
+def _pinned_match(source: Source, path: Path) -> str | None:
+    """The file's SHA-256 when it is the pinned one (a file without a pinned checksum never counts as there)."""
+    if source.sha256 is None:
+        return None
     try:
-        verify(source, path)
+        return verify(source, path)
     except SourceError:
-        return False
-    return True
+        return None
 
 
-def _checked_move(source: Source, staged: Path, target: Path) -> None:
-    """Move ``staged`` to ``target`` once it is verified; remove it otherwise."""
+def _checked_move(source: Source, staged: Path, target: Path) -> str:
+    """Move ``staged`` to ``target`` once it is verified, and return its SHA-256; remove it otherwise."""
     try:
-        verify(source, staged)
+        sha256 = verify(source, staged)
     except SourceError:
         staged.unlink(missing_ok=True)
         raise
     staged.replace(target)
-
-
-def _check_in_place(source: Source, target: Path) -> None:
-    try:
-        verify(source, target)
-    except SourceError:
-        target.unlink(missing_ok=True)
-        raise
+    return sha256
 
 
 def select(sources: Sequence[Source], only: str) -> list[Source]:
