@@ -40,17 +40,10 @@ def generation_server(cfg: PipelineConfig) -> Iterator[str]:
             "running OpenAI-compatible server."
         )
     if sim.engine == "hf":
-        from zerosearch_core.models.build import load_causal_lm, load_tokenizer
         from zerosearch_core.search.http import running_server
-        from zerosearch_core.simulator.llm import LocalLLM
-        from zerosearch_core.simulator.server import ServerLimits, create_simulator_app
+        from zerosearch_core.services.simulator import transformers_app
 
-        llm = LocalLLM(load_causal_lm(simulator_dir, cfg.model.dtype), load_tokenizer(simulator_dir))
-        limits = ServerLimits(4 * sim.max_new_tokens, sim.max_length, sim.request_timeout_s)
-        app = create_simulator_app(
-            llm, "simulator", sim.max_batch_size, sim.batch_wait_ms, sim.max_queue, sim.request_timeout_s, limits
-        )
-        with running_server(app, "127.0.0.1", free_port()) as url:
+        with running_server(transformers_app(cfg), "127.0.0.1", free_port()) as url:
             yield url
         return
     from zerosearch_core.models.vllm_backend import running_vllm_server

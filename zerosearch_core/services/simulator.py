@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from zerosearch_core.config import PipelineConfig
 from zerosearch_core.models.build import load_causal_lm, load_tokenizer
@@ -25,20 +26,26 @@ logger = logging.getLogger(__name__)
 
 def run(cfg: PipelineConfig) -> None:
     """Load the simulator and serve it until interrupted."""
-    sim, simulator_dir = cfg.simulator, Path(cfg.paths.simulator_dir)
+    sim = cfg.simulator
     if sim.engine != "hf":
         serve_with_vllm(cfg)
         return
+    app = transformers_app(cfg)
+    logger.info("Serving %s at http://%s:%d/v1", cfg.paths.simulator_dir, sim.serve_host, sim.serve_port)
+    uvicorn.run(app, host=sim.serve_host, port=sim.serve_port, log_level="info")
+
+
+def transformers_app(cfg: PipelineConfig) -> FastAPI:
+    """This project's OpenAI-compatible server for the simulator at ``paths.simulator_dir``, on transformers."""
+    sim, simulator_dir = cfg.simulator, Path(cfg.paths.simulator_dir)
     llm = LocalLLM(load_causal_lm(simulator_dir, cfg.model.dtype), load_tokenizer(simulator_dir))
     # A request may ask for 4x the simulator's own budget and send a prompt as long as what it was fine-tuned on.
     limits = ServerLimits(
         max_tokens=4 * sim.max_new_tokens, max_prompt_tokens=sim.max_length, request_timeout_s=sim.request_timeout_s
     )
-    app = create_simulator_app(
+    return create_simulator_app(
         llm, "simulator", sim.max_batch_size, sim.batch_wait_ms, sim.max_queue, sim.request_timeout_s, limits
     )
-    logger.info("Serving %s at http://%s:%d/v1", simulator_dir, sim.serve_host, sim.serve_port)
-    uvicorn.run(app, host=sim.serve_host, port=sim.serve_port, log_level="info")
 
 
 def serve_with_vllm(cfg: PipelineConfig) -> None:
