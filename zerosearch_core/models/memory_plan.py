@@ -169,6 +169,8 @@ class GPUPlan:
     parts: dict[str, int]
     capacity: int
     notes: tuple[str, ...] = ()
+    engines_fit: bool = True
+    """Whether every vLLM engine's budget holds its weights and at least one whole sequence (:func:`kv_note`)."""
 
     @property
     def total(self) -> int:
@@ -176,7 +178,7 @@ class GPUPlan:
 
     @property
     def fits(self) -> bool:
-        return self.total <= self.capacity and all(v >= 0 for v in self.parts.values())
+        return self.engines_fit and self.total <= self.capacity and all(v >= 0 for v in self.parts.values())
 
 
 def plan_training_gpu(cfg: PlanSections, request: PlanRequest) -> GPUPlan:
@@ -204,7 +206,7 @@ def plan_training_gpu(cfg: PlanSections, request: PlanRequest) -> GPUPlan:
         train.gradient_checkpointing
     )
     parts["logits of a micro-batch"] = tokens * arch.vocab * LOGIT_BYTES
-    notes = []
+    notes: list[tuple[str, bool]] = []  # (note, whether its engine fits)
     if rollout.engine == "vllm":
         budget = int(rollout.vllm_gpu_memory_utilization * capacity)
         parts[f"vLLM policy engine ({rollout.vllm_gpu_memory_utilization:.0%} of the GPU)"] = budget
@@ -218,21 +220,24 @@ def plan_training_gpu(cfg: PlanSections, request: PlanRequest) -> GPUPlan:
         else:
             parts["simulator weights (transformers, bf16)"] = 2 * sim_arch.params()
     elif request.simulator_gpus == 0 and train.search_engine == "simulated":
-        notes.append(f"the simulator is served at {sim.url}, on GPUs outside this plan (--simulator-gpus to add them)")
-    return GPUPlan("training", trainers, parts, capacity, tuple(n for n in notes if n))
+        notes.append((f"the simulator is served at {sim.url}, on GPUs outside this plan (--simulator-gpus to add them)",
+                      True))  # fmt: skip
+    return GPUPlan("training", trainers, parts, capacity, tuple(n for n, _ in notes), all(ok for _, ok in notes))
 
 
-def kv_note(what: str, budget: int, weights: int, arch: Architecture, sequence: int) -> str:
-    """How many whole sequences a vLLM budget's KV cache holds after its weights, or why none."""
+def kv_note(what: str, budget: int, weights: int, arch: Architecture, sequence: int) -> tuple[str, bool]:
+    """How many whole sequences a vLLM budget's KV cache holds after its weights, or why none; and whether it holds
+    at least one."""
     kv = budget - weights - VLLM_OVERHEAD_BYTES
     sequences = kv // (arch.kv_bytes_per_token() * sequence) if kv > 0 else 0
     if sequences < 1:
         return (
             f"DOES NOT FIT: the {what}'s budget ({budget / GIB:.1f} GiB) cannot hold its weights "
             f"({weights / GIB:.1f} GiB), {VLLM_OVERHEAD_BYTES / GIB:.0f} GiB of overhead and one {sequence}-token "
-            "sequence of KV cache; raise its vllm_gpu_memory_utilization or use GPUs with more memory."
+            "sequence of KV cache; raise its vllm_gpu_memory_utilization or use GPUs with more memory.",
+            False,
         )
-    return f"the {what}'s KV cache holds {sequences} sequences of {sequence} tokens at once ({kv / GIB:.1f} GiB)"
+    return f"the {what}'s KV cache holds {sequences} sequences of {sequence} tokens at once ({kv / GIB:.1f} GiB)", True
 
 
 def plan_simulator_gpu(cfg: PlanSections, request: PlanRequest) -> GPUPlan | None:
@@ -258,8 +263,9 @@ def plan_simulator_gpu(cfg: PlanSections, request: PlanRequest) -> GPUPlan | Non
     }
     replicas = request.simulator_gpus // tp
     sharded = dataclasses.replace(arch, kv_heads=max(arch.kv_heads // tp, 1))
-    note = kv_note("simulator server", budget, weights, sharded, sim.max_length)
-    return GPUPlan(f"simulator (TP {tp}, {replicas} replica(s))", request.simulator_gpus, parts, capacity, (note,))
+    note, engine_fits = kv_note("simulator server", budget, weights, sharded, sim.max_length)
+    role = f"simulator (TP {tp}, {replicas} replica(s))"
+    return GPUPlan(role, request.simulator_gpus, parts, capacity, (note,), engine_fits)
 
 
 def policy_architecture(cfg: PlanSections) -> Architecture:
@@ -297,7 +303,7 @@ def make_plan(cfg: PlanSections, request: PlanRequest) -> list[GPUPlan]:
 
 def fits(plans: list[GPUPlan]) -> bool:
     """Whether every GPU of the plan fits, its vLLM engines included."""
-    return all(p.fits and not any(n.startswith("DOES NOT FIT") for n in p.notes) for p in plans)
+    return all(p.fits for p in plans)
 
 
 def fixes(cfg: PlanSections, request: PlanRequest) -> list[str]:
