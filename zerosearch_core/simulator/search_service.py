@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zerosearch_core.config import SimulatorConfig
 from zerosearch_core.search.base import Document, EpisodeContext, SearchBackendError, SearchResult
-from zerosearch_core.search.http import BoundedBody
+from zerosearch_core.search.http import MAX_BODY_BYTES, MAX_QUERY_CHARS, BoundedBody
 from zerosearch_core.simulator.engine import SimulatedSearchEngine
 from zerosearch_core.simulator.llm import LLMClient
 from zerosearch_core.simulator.prompts import choose_doc_type
@@ -49,8 +49,6 @@ MAX_QUERIES = 64
 """Queries one request may carry (a client batches a step's searches; more is a client bug or an attack)."""
 MAX_TOPK = 10
 """Documents per query the simulator writes at most (its prompt and output grow with it)."""
-MAX_QUERY_CHARS = 2000
-MAX_BODY_BYTES = 1 << 20
 LATENCIES_KEPT = 1000
 
 
